@@ -1,0 +1,1 @@
+"""Side effects of the workflows, one module per concern; every activity is idempotent."""

@@ -1,0 +1,65 @@
+"""The ECS client and the line between transient and permanent ECS errors.
+
+botocore's `standard` retry mode absorbs short throttling bursts inside one attempt; what it
+cannot absorb surfaces as a retryable error and Temporal retries with backoff. Permanent errors
+become non-retryable ApplicationErrors whose type is the location's stable error code.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from temporalio.exceptions import ApplicationError
+
+from settings import Settings
+
+PERMANENT_ECS_ERRORS: dict[str, str] = {
+    "InvalidParameterException": "ECS_INVALID_PARAMETER",
+    "AccessDeniedException": "ECS_ACCESS_DENIED",
+    "UnauthorizedOperation": "ECS_ACCESS_DENIED",
+    "ClusterNotFoundException": "ECS_CONFIGURATION",
+    "PlatformUnknownException": "ECS_CONFIGURATION",
+    "PlatformTaskDefinitionIncompatibilityException": "ECS_CONFIGURATION",
+}
+
+
+def ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
+    session = aioboto3.Session(
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        region_name=settings.aws_region,
+    )
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 3},
+        max_pool_connections=100,
+        connect_timeout=5,
+        read_timeout=20,
+    )
+    return session.client("ecs", endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[no-any-return]
+
+
+def permanent_or_raise(err: ClientError) -> ApplicationError:
+    """A permanent error as a non-retryable ApplicationError; anything else is re-raised as is."""
+    code = err.response.get("Error", {}).get("Code", "")
+    if code in PERMANENT_ECS_ERRORS:
+        message = err.response.get("Error", {}).get("Message", str(err))
+        return ApplicationError(
+            f"ECS {code}: {message}", type=PERMANENT_ECS_ERRORS[code], non_retryable=True
+        )
+    raise err
+
+
+def run_task_failure(failures: list[dict[str, Any]]) -> ApplicationError:
+    """RunTask answered `failures` (capacity, quota, bad subnet…) instead of a task."""
+    failure = failures[0]
+    reason = f"{failure.get('reason', 'unknown')} {failure.get('detail', '')}".strip()
+    capacity = any(word in reason.upper() for word in ("RESOURCE", "CAPACITY", "LIMIT", "QUOTA"))
+    return ApplicationError(
+        f"RunTask failed: {reason}",
+        type="ECS_CAPACITY" if capacity else "ECS_RUN_TASK_FAILED",
+        non_retryable=True,
+    )

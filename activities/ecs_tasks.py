@@ -1,0 +1,211 @@
+"""One ECS task per charger: start (or adopt), wait until RUNNING, stop.
+
+moto ignores `clientToken`, so before RunTask we look for a live task started by the same
+deployment (`ListTasks(startedBy=…)`) and adopt it; on real ECS `clientToken` is a second guard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from botocore.exceptions import ClientError
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.credentials import charger_secret
+from activities.ecs_client import permanent_or_raise, run_task_failure
+from db.models import ChargerDeployment, EcsTask, utcnow
+from settings import Settings
+from workflows.shared import (
+    ACT_START_CHARGER_TASK,
+    ACT_STOP_LOCATION_TASKS,
+    ACT_WAIT_TASKS_RUNNING,
+    ChargerTaskInput,
+    StopTasksInput,
+    TaskRef,
+    WaitTasksInput,
+)
+
+POLL_SECONDS = 1.0
+
+
+class EcsTaskActivities:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], ecs: Any, settings: Settings
+    ) -> None:
+        self.sessions = sessions
+        self.ecs = ecs
+        self.settings = settings
+
+    async def _live_tasks(self, deployment_id: str) -> list[str]:
+        try:
+            page = await self.ecs.list_tasks(
+                cluster=self.settings.ecs_cluster, startedBy=deployment_id, desiredStatus="RUNNING"
+            )
+        except ClientError as err:
+            raise permanent_or_raise(err) from err
+        return list(page.get("taskArns", []))
+
+    @activity.defn(name=ACT_START_CHARGER_TASK)
+    async def start_charger_task(self, inp: ChargerTaskInput) -> TaskRef:
+        live = await self._live_tasks(inp.deployment_id)
+        if live:
+            task_arn = live[0]
+            task: dict[str, Any] = {"taskArn": task_arn, "lastStatus": "ADOPTED"}
+            if len(live) > 1:  # never expected; keep exactly one per charger
+                activity.logger.warning("deployment %s had %d tasks", inp.deployment_id, len(live))
+                for extra in live[1:]:
+                    await self._stop(extra, "duplicate task of one deployment")
+        else:
+            task = await self._run_task(inp)
+            task_arn = task["taskArn"]
+        await self._record(inp.deployment_id, task)
+        return TaskRef(inp.deployment_id, task_arn)
+
+    async def _run_task(self, inp: ChargerTaskInput) -> dict[str, Any]:
+        s = self.settings
+        env = [
+            {"name": "CHARGER_IDENTITY", "value": inp.identity},
+            {"name": "CSMS_URL", "value": s.csms_url},
+            {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
+            {"name": "CHARGER_SECRET", "value": charger_secret(s.charger_secret_key, inp.deployment_id)},
+        ]
+        try:
+            response = await self.ecs.run_task(
+                cluster=s.ecs_cluster,
+                taskDefinition=s.ecs_task_definition,
+                launchType="FARGATE",
+                count=1,
+                clientToken=inp.deployment_id,
+                startedBy=inp.deployment_id,
+                networkConfiguration={
+                    "awsvpcConfiguration": {
+                        "subnets": s.ecs_subnets,
+                        "securityGroups": s.ecs_security_groups,
+                        "assignPublicIp": "ENABLED" if s.ecs_assign_public_ip else "DISABLED",
+                    }
+                },
+                overrides={"containerOverrides": [{"name": s.ecs_container_name, "environment": env}]},
+                tags=[
+                    {"key": "ocpplab:deployment-id", "value": inp.deployment_id},
+                    {"key": "ocpplab:location-id", "value": inp.location_id},
+                    {"key": "ocpplab:job-id", "value": inp.job_id},
+                    {"key": "ocpplab:charger-identity", "value": inp.identity},
+                ],
+            )
+        except ClientError as err:
+            raise permanent_or_raise(err) from err
+        if response.get("failures"):
+            raise run_task_failure(response["failures"])
+        tasks = response.get("tasks") or []
+        if not tasks:
+            raise RuntimeError("RunTask returned neither a task nor a failure")
+        return dict(tasks[0])
+
+    async def _record(self, deployment_id: str, task: dict[str, Any]) -> None:
+        now = utcnow()
+        values = dict(
+            task_arn=task["taskArn"], deployment_id=deployment_id, cluster=self.settings.ecs_cluster,
+            task_definition_arn=task.get("taskDefinitionArn", self.settings.ecs_task_definition),
+            last_status=task.get("lastStatus", "PROVISIONING"),
+            desired_status=task.get("desiredStatus", "RUNNING"), created_at=now, updated_at=now,
+        )
+        stmt = insert(EcsTask).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["deployment_id"],
+            set_={"task_arn": stmt.excluded.task_arn, "updated_at": now},
+        )
+        async with self.sessions() as session, session.begin():
+            await session.execute(stmt)
+            await session.execute(
+                update(ChargerDeployment)
+                .where(ChargerDeployment.id == deployment_id)  # type: ignore[arg-type]
+                .where(ChargerDeployment.state == "PENDING")  # type: ignore[arg-type]
+                .values(state="STARTING", updated_at=now)
+            )
+
+    @activity.defn(name=ACT_WAIT_TASKS_RUNNING)
+    async def wait_tasks_running(self, inp: WaitTasksInput) -> None:
+        """Poll DescribeTasks until every task is RUNNING; a STOPPED task fails the location."""
+        arns = [t.task_arn for t in inp.tasks]
+        while True:
+            described: list[dict[str, Any]] = []
+            try:
+                for start in range(0, len(arns), 100):
+                    page = await self.ecs.describe_tasks(
+                        cluster=self.settings.ecs_cluster, tasks=arns[start : start + 100]
+                    )
+                    described += page.get("tasks", [])
+            except ClientError as err:
+                raise permanent_or_raise(err) from err
+            await self._update_statuses(described)
+            by_arn = {t["taskArn"]: t for t in described}
+            stopped = [t for t in described if t.get("lastStatus") in ("STOPPED", "DEPROVISIONING")]
+            if stopped:
+                reason = stopped[0].get("stoppedReason") or "task stopped"
+                raise ApplicationError(
+                    f"charger task stopped before running: {reason}",
+                    type="ECS_TASK_STOPPED", non_retryable=True,
+                )
+            missing = [a for a in arns if a not in by_arn]
+            if missing:
+                raise ApplicationError(
+                    f"ECS does not know task {missing[0]}", type="ECS_TASK_STOPPED", non_retryable=True
+                )
+            if all(t.get("lastStatus") == "RUNNING" for t in described):
+                return
+            activity.heartbeat(sum(t.get("lastStatus") == "RUNNING" for t in described))
+            await asyncio.sleep(POLL_SECONDS)
+
+    async def _update_statuses(self, described: list[dict[str, Any]]) -> None:
+        if not described:
+            return
+        async with self.sessions() as session, session.begin():
+            for task in described:
+                await session.execute(
+                    update(EcsTask)
+                    .where(EcsTask.task_arn == task["taskArn"])  # type: ignore[arg-type]
+                    .values(
+                        last_status=task.get("lastStatus", "UNKNOWN"),
+                        desired_status=task.get("desiredStatus", "RUNNING"),
+                        started_at=task.get("startedAt") or task.get("createdAt"),
+                        updated_at=utcnow(),
+                    )
+                )
+
+    @activity.defn(name=ACT_STOP_LOCATION_TASKS)
+    async def stop_location_tasks(self, inp: StopTasksInput) -> int:
+        """Stop every task of the location's deployments: recorded ones and any ECS still runs."""
+        async with self.sessions() as session:
+            recorded = (
+                await session.execute(
+                    select(EcsTask.task_arn).where(EcsTask.deployment_id.in_(inp.deployment_ids))  # type: ignore[attr-defined]
+                )
+            ).scalars().all()
+        arns = set(recorded)
+        for deployment_id in inp.deployment_ids:
+            arns.update(await self._live_tasks(deployment_id))
+        for arn in sorted(arns):
+            await self._stop(arn, f"location {inp.location_id} decommissioned")
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(EcsTask)
+                .where(EcsTask.task_arn.in_(arns))  # type: ignore[attr-defined]
+                .values(desired_status="STOPPED", stopped_at=now, updated_at=now)
+            )
+        return len(arns)
+
+    async def _stop(self, task_arn: str, reason: str) -> None:
+        try:
+            await self.ecs.stop_task(cluster=self.settings.ecs_cluster, task=task_arn, reason=reason)
+        except ClientError as err:
+            code = err.response.get("Error", {}).get("Code", "")
+            if code == "InvalidParameterException":  # already gone: nothing left to stop
+                return
+            raise

@@ -1,0 +1,55 @@
+"""The job's own rows: a location's outcome on `job_locations`, the job's on `jobs`.
+
+The job row keeps the final status and counts so the status endpoint answers after Temporal's
+retention has removed the workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio import activity
+
+from db.models import Job, JobLocation, utcnow
+from workflows.shared import (
+    ACT_FINALIZE_JOB,
+    ACT_RECORD_LOCATION_OUTCOME,
+    JobOutcome,
+    JobStatus,
+    LocationOutcome,
+)
+
+
+class JobStateActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    @activity.defn(name=ACT_RECORD_LOCATION_OUTCOME)
+    async def record_location_outcome(self, outcome: LocationOutcome) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(JobLocation)
+                .where(JobLocation.job_id == outcome.job_id, JobLocation.index == outcome.index)  # type: ignore[arg-type]
+                .values(
+                    state=outcome.state, location_id=outcome.location_id,
+                    charger_ids=outcome.charger_ids,
+                    error=asdict(outcome.error) if outcome.error else None, updated_at=utcnow(),
+                )
+            )
+
+    @activity.defn(name=ACT_FINALIZE_JOB)
+    async def finalize_job(self, outcome: JobOutcome) -> None:
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Job)
+                .where(Job.id == outcome.job_id)  # type: ignore[arg-type]
+                .values(
+                    status=outcome.status, succeeded=outcome.succeeded, failed=outcome.failed,
+                    error=asdict(outcome.error) if outcome.error else None, updated_at=now,
+                    provisioned_at=now if outcome.status == JobStatus.READY else None,
+                )
+            )

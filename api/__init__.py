@@ -1,0 +1,1 @@
+"""The HTTP front end: routes, request/response models, auth and error mapping."""

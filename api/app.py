@@ -1,0 +1,48 @@
+"""The FastAPI application (`uvicorn api.app:app`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import problems
+from api.deps import TemporalConnector
+from api.routes import cpos, health, locations
+from db.engine import make_engine, make_sessionmaker
+from settings import Settings, get_settings
+
+DESCRIPTION = """Durable bulk-create of OCPI locations and their simulated OCPP chargers.
+
+Every route needs `Authorization: Bearer <token>`: the admin token, or a CPO's own token (which
+may act only on its own `cpo_id`). Errors are RFC 9457 `application/problem+json` with a stable
+`code`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.temporal = TemporalConnector(settings)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="OCPPLAB Gateway API", version="0.1.0", description=DESCRIPTION,
+                  lifespan=lifespan)
+    problems.install(app)
+    app.include_router(health.router)
+    app.include_router(cpos.router)
+    app.include_router(locations.router)
+    return app
+
+
+app = create_app()

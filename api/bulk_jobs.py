@@ -1,0 +1,237 @@
+"""The bulk job: its rows written in one transaction, its workflow started, its status read.
+
+Job input travels through PostgreSQL: the workflow only gets `{job_id, cpo_id, total}`, because a
+10,000-location body is bigger than anything Temporal accepts in one payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.normalize import normalize
+from api.problems import ApiError
+from api.schemas import (
+    BulkCreateRequest,
+    JobError,
+    JobLocationResult,
+    JobProgressOut,
+    JobResults,
+    JobStatusOut,
+)
+from db.models import Job, JobLocation
+from settings import Settings
+from workflows.ids import new_job_id
+from workflows.shared import (
+    CPO_ID,
+    JOB_STATUS,
+    WORKFLOW_BULK_CREATE,
+    BulkCreateInput,
+    JobProgress,
+    JobStatus,
+    LocationState,
+)
+
+log = logging.getLogger("api")
+TERMINAL = {JobStatus.READY, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+def request_hash(body: BulkCreateRequest) -> str:
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+
+
+async def find_idempotent(
+    session: AsyncSession, cpo_id: int, key: str, digest: str
+) -> Job | None:
+    job = (
+        await session.execute(select(Job).where(Job.cpo_id == cpo_id, Job.idempotency_key == key))  # type: ignore[arg-type]
+    ).scalar_one_or_none()
+    if job is not None and job.request_hash != digest:
+        raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
+                       "this Idempotency-Key was used with a different body")
+    return job
+
+
+async def create_job_rows(
+    session: AsyncSession, cpo_id: int, body: BulkCreateRequest, key: str | None, digest: str
+) -> Job:
+    """The job row and one `job_locations` row per location, in one transaction."""
+    job_id = new_job_id()
+    job = Job(id=job_id, cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(body.locations),
+              idempotency_key=key, request_hash=digest)
+    session.add(job)
+    await session.flush()
+    rows = [
+        {"job_id": job_id, "index": i, "input": normalize(loc, job_id, i).model_dump(),
+         "state": LocationState.PENDING, "updated_at": job.created_at}
+        for i, loc in enumerate(body.locations)
+    ]
+    for start in range(0, len(rows), 2000):
+        await session.execute(insert(JobLocation), rows[start : start + 2000])
+    await session.commit()
+    return job
+
+
+async def create_or_reuse_job(
+    session: AsyncSession, cpo_id: int, body: BulkCreateRequest, key: str | None
+) -> tuple[Job, bool]:
+    """(job, created). With an Idempotency-Key, a repeat (even a concurrent one) gets the job."""
+    digest = request_hash(body)
+    if key is not None:
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is not None:
+            return existing, False
+    try:
+        return await create_job_rows(session, cpo_id, body, key, digest), True
+    except IntegrityError:
+        await session.rollback()
+        if key is None:
+            raise
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is None:
+            raise
+        return existing, False
+
+
+async def start_job_workflow(
+    client: Client, settings: Settings, session: AsyncSession, job: Job, created: bool
+) -> str | None:
+    """Start (or find) the job's workflow; its ID is the job id, so a repeat start is harmless."""
+    try:
+        handle = await client.start_workflow(
+            WORKFLOW_BULK_CREATE,
+            BulkCreateInput(job.id, job.cpo_id, job.total, settings.tuning()),
+            id=job.id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes(
+                [CPO_ID.value_set(str(job.cpo_id)), JOB_STATUS.value_set(JobStatus.PROVISIONING)]
+            ),
+            static_summary=f"Bulk-create {job.total} location(s) for CPO {job.cpo_id}",
+            static_details=f"job `{job.id}`; per-location input in `ocpp.job_locations`",
+            rpc_timeout=timedelta(seconds=5),
+        )
+    except RPCError as err:
+        if created:  # nothing will run it: do not leave a job that looks alive
+            await session.execute(delete(Job).where(Job.id == job.id))  # type: ignore[arg-type]
+            await session.commit()
+        if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+            raise ApiError(503, "TEMPORAL_UNAVAILABLE", "Temporal cannot be reached; nothing was started",
+                           headers={"Retry-After": "5"}) from err
+        raise
+    run_id = handle.first_execution_run_id or handle.result_run_id
+    if run_id and job.workflow_run_id != run_id:
+        await session.execute(
+            update(Job).where(Job.id == job.id).values(workflow_run_id=run_id)  # type: ignore[arg-type]
+        )
+        await session.commit()
+        job.workflow_run_id = run_id
+    return job.workflow_run_id
+
+
+async def _counts(session: AsyncSession, job_id: str) -> dict[str, int]:
+    rows = await session.execute(
+        select(JobLocation.state, func.count())
+        .where(JobLocation.job_id == job_id)  # type: ignore[arg-type]
+        .group_by(JobLocation.state)
+    )
+    return {state: int(n) for state, n in rows.all()}
+
+
+async def _live_progress(
+    client: Client, settings: Settings, job: Job
+) -> tuple[JobStatus, JobProgress | None]:
+    """The workflow's own answer when a worker is up; describe() when none is (never hangs)."""
+    handle = client.get_workflow_handle(job.id)
+    timeout = timedelta(seconds=settings.status_query_timeout_seconds)
+    try:
+        progress: JobProgress = await asyncio.wait_for(
+            handle.query("status", result_type=JobProgress, rpc_timeout=timeout),
+            timeout=settings.status_query_timeout_seconds + 0.5,
+        )
+        return progress.status, progress
+    except (RPCError, TimeoutError) as err:
+        log.info("status query of %s did not answer (%s); using describe()", job.id, err)
+    try:
+        description = await handle.describe(rpc_timeout=timeout)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return JobStatus(job.status), None
+        raise
+    mapping = {
+        WorkflowExecutionStatus.RUNNING: JobStatus.PROVISIONING,
+        WorkflowExecutionStatus.CONTINUED_AS_NEW: JobStatus.PROVISIONING,
+        WorkflowExecutionStatus.CANCELED: JobStatus.CANCELLED,
+        WorkflowExecutionStatus.FAILED: JobStatus.FAILED,
+        WorkflowExecutionStatus.TERMINATED: JobStatus.FAILED,
+        WorkflowExecutionStatus.TIMED_OUT: JobStatus.FAILED,
+    }
+    status = description.status
+    # COMPLETED while the row still says PROVISIONING: the row is a moment behind; trust it.
+    return mapping.get(status, JobStatus(job.status)) if status else JobStatus(job.status), None
+
+
+async def job_status(
+    session: AsyncSession, client_getter: Any, settings: Settings, job: Job
+) -> JobStatusOut:
+    status = JobStatus(job.status)
+    progress: JobProgress | None = None
+    if status not in TERMINAL:
+        try:
+            client = await client_getter()
+            status, progress = await _live_progress(client, settings, job)
+        except (ApiError, RPCError) as err:
+            log.info("Temporal unavailable for status of %s: %s", job.id, err)
+    counts = await _counts(session, job.id)
+    if progress is not None:
+        succeeded, failed = progress.succeeded, progress.failed
+    else:
+        succeeded = counts.get(LocationState.READY, 0)
+        failed = counts.get(LocationState.FAILED, 0) + counts.get(LocationState.CANCELLED, 0)
+    if status in TERMINAL and job.status in TERMINAL:
+        succeeded, failed = job.succeeded, job.failed
+    results = await _results(session, job.id) if status in TERMINAL else None
+    error = JobError(**job.error) if job.error else None
+    return JobStatusOut(
+        job_id=job.id, job_type=job.job_type, status=status, workflow_run_id=job.workflow_run_id,
+        error=error,
+        progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
+                                in_progress=max(job.total - succeeded - failed, 0)),
+        results=results, provisioned_at=job.provisioned_at, created_at=job.created_at,
+        updated_at=job.updated_at,
+    )
+
+
+async def _results(session: AsyncSession, job_id: str) -> JobResults:
+    rows = (
+        await session.execute(
+            select(JobLocation.index, JobLocation.input["name"].astext, JobLocation.state,  # type: ignore[index]
+                   JobLocation.location_id, JobLocation.charger_ids, JobLocation.error)
+            .where(JobLocation.job_id == job_id)  # type: ignore[arg-type]
+            .order_by(JobLocation.index)  # type: ignore[arg-type]
+        )
+    ).all()
+    locations = [
+        JobLocationResult(
+            index=index, name=name, status=state,
+            location_id=location_id if state == LocationState.READY else None,
+            charger_ids=list(charger_ids or []) if state == LocationState.READY else [],
+            error=JobError(**error) if error else None,
+        )
+        for index, name, state, location_id, charger_ids, error in rows
+    ]
+    return JobResults(
+        location_ids=[loc.location_id for loc in locations if loc.location_id],
+        locations=locations,
+    )
+

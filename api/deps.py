@@ -1,0 +1,125 @@
+"""FastAPI dependencies: settings, database session, Temporal client, and the caller's identity."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+
+from api.problems import ApiError
+from db.models import ApiToken, PartnerOperation
+from settings import Settings
+from worker.temporal_client import connect
+
+bearer = HTTPBearer(auto_error=False, description="admin token, or the CPO's own token")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+class TemporalConnector:
+    """Connects lazily, so the API starts (and answers 503) while Temporal is down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Client | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    try:
+                        self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
+                    except Exception as err:
+                        raise ApiError(503, "TEMPORAL_UNAVAILABLE",
+                                       f"Temporal cannot be reached at {self.settings.temporal_address}",
+                                       headers={"Retry-After": "5"}) from err
+        return self._client
+
+
+async def get_temporal(request: Request) -> Client:
+    connector: TemporalConnector = request.app.state.temporal
+    return await connector.get()
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    is_admin: bool
+    cpo_id: int | None = None
+
+
+UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+async def get_principal(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    session: Annotated[AsyncSession, Depends(get_session)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
+    token = credentials.credentials
+    if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
+        return Principal(is_admin=True)
+    cpo_id = (
+        await session.execute(select(ApiToken.cpo_id).where(ApiToken.token_hash == token_hash(token)))
+    ).scalar_one_or_none()
+    if cpo_id is None:
+        raise ApiError(401, "UNAUTHORIZED", "unknown token", headers=UNAUTHORIZED)
+    return Principal(is_admin=False, cpo_id=int(cpo_id))
+
+
+def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if not principal.is_admin:
+        raise ApiError(403, "FORBIDDEN", "this route needs the admin token")
+    return principal
+
+
+CpoIdPath = Annotated[
+    str,
+    Path(pattern=r"^\d+$", max_length=18, description="the CPO id returned by POST /ocpi/cpos",
+         examples=["42"]),
+]
+
+
+async def get_cpo(
+    cpo_id: CpoIdPath,
+    principal: Annotated[Principal, Depends(get_principal)],
+    session: Annotated[AsyncSession, Depends(get_session)],
+) -> PartnerOperation:
+    """The CPO of the path. A CPO token on another CPO gets 403 (whether or not it exists, so
+    that ids do not leak); the admin gets 404 for an unknown CPO."""
+    cpo_number = int(cpo_id)
+    if not principal.is_admin and principal.cpo_id != cpo_number:
+        raise ApiError(403, "FORBIDDEN", "this token may only act on its own CPO")
+    cpo = await session.get(PartnerOperation, cpo_number)
+    if cpo is None:
+        raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
+    return cpo
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+TemporalDep = Annotated[Client, Depends(get_temporal)]
+CpoDep = Annotated[PartnerOperation, Depends(get_cpo)]

@@ -1,0 +1,55 @@
+"""Reads of locations with their chargers, shaped for the API."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.schemas import ChargerOut, CoordinatesOut, LocationOut, country_alpha2
+from db.models import ChargePoint, ChargerDeployment, OcpiLocation, OcppLocation
+
+
+async def chargers_of(session: AsyncSession, location_ids: Sequence[str]) -> dict[str, list[ChargerOut]]:
+    rows = await session.execute(
+        select(ChargerDeployment.ocpi_location_id, ChargerDeployment.id, ChargerDeployment.state,
+               ChargePoint.identity, ChargePoint.connector_type, ChargePoint.ocpp_version)
+        .join(ChargePoint, ChargePoint.id == ChargerDeployment.charge_point_id)  # type: ignore[arg-type]
+        .where(ChargerDeployment.ocpi_location_id.in_(location_ids))  # type: ignore[attr-defined]
+        .order_by(ChargerDeployment.ocpi_location_id, ChargePoint.position)
+    )
+    chargers: dict[str, list[ChargerOut]] = defaultdict(list)
+    for location_id, dep_id, state, identity, connector_type, ocpp_version in rows.all():
+        chargers[location_id].append(ChargerOut(
+            id=dep_id, identity=identity, connector_type=connector_type,
+            ocpp_version=ocpp_version, status=state,
+        ))
+    return chargers
+
+
+def location_out(loc: OcpiLocation, ocpp: OcppLocation | None, chargers: list[ChargerOut]) -> LocationOut:
+    return LocationOut(
+        id=loc.id, ocpp_location_id=ocpp.id if ocpp else None, slug=ocpp.slug if ocpp else None,
+        name=loc.name, address=loc.address, city=loc.city, postal_code=loc.postal_code,
+        state=loc.state, country=country_alpha2(loc.country),
+        coordinates=CoordinatesOut(latitude=float(loc.latitude), longitude=float(loc.longitude)),
+        timezone=loc.time_zone, owner_name=loc.owner_name, public=loc.publish, status=loc.status,
+        chargers=chargers, created_at=loc.created_at, updated_at=loc.last_updated,
+    )
+
+
+async def get_location(session: AsyncSession, cpo_id: int, location_id: str) -> LocationOut | None:
+    row = (
+        await session.execute(
+            select(OcpiLocation, OcppLocation)
+            .outerjoin(OcppLocation, OcppLocation.ocpi_location_id == OcpiLocation.id)  # type: ignore[arg-type]
+            .where(OcpiLocation.id == location_id, OcpiLocation.network_id == cpo_id)  # type: ignore[arg-type]
+        )
+    ).first()
+    if row is None:
+        return None
+    loc, ocpp = row
+    chargers = await chargers_of(session, [loc.id])
+    return location_out(loc, ocpp, chargers.get(loc.id, []))

@@ -1,0 +1,92 @@
+"""From a validated request to what `job_locations.input` stores, plus the checks that span
+locations (charger identities unique within the request and within the CPO)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+from timezonefinder import TimezoneFinder
+
+from api.problems import ApiError, FieldError
+from api.schemas import LocationIn, country_alpha3
+from db.catalog import location_templates
+from db.job_input import NormalizedCharger, NormalizedLocation
+from db.models import ChargePoint
+
+
+@lru_cache(maxsize=1)
+def _tz_finder() -> TimezoneFinder:
+    return TimezoneFinder()
+
+
+def timezone_for(latitude: float, longitude: float) -> str:
+    return _tz_finder().timezone_at(lat=latitude, lng=longitude) or "UTC"
+
+
+def template_chargers(slug: str, job_id: str, index: int) -> list[NormalizedCharger]:
+    """A template's charger groups, with identities derived from the job and the index (unique
+    within the CPO because job ids are)."""
+    chargers: list[NormalizedCharger] = []
+    for group in location_templates()[slug].charger_groups:
+        for _ in range(group.count):
+            chargers.append(NormalizedCharger(
+                identity=f"{slug}-{job_id[4:16]}-{index}-{len(chargers) + 1}",
+                vendor=group.brand[:20], model=group.model[:20], ocpp_version=group.ocpp_version,
+                connector_type=group.connector_type, max_power_kw=group.max_power_kw,
+                evses=group.evses,
+            ))
+    return chargers
+
+
+def normalize(loc: LocationIn, job_id: str, index: int) -> NormalizedLocation:
+    if loc.template:
+        chargers = template_chargers(loc.template, job_id, index)
+    else:
+        chargers = [NormalizedCharger(**c.model_dump()) for c in loc.chargers or []]
+    lat, lng = loc.coordinates.latitude, loc.coordinates.longitude
+    return NormalizedLocation(
+        name=loc.name, address=loc.address, city=loc.city, postal_code=loc.postal_code,
+        state=loc.state, country=country_alpha3(loc.country),
+        latitude=f"{lat:.6f}", longitude=f"{lng:.6f}",
+        time_zone=loc.timezone or timezone_for(lat, lng), publish=loc.public,
+        owner_name=loc.owner_name,
+        parking_type=loc.parking_type.value if loc.parking_type else None,
+        facilities=[f.value for f in loc.facilities] if loc.facilities else None,
+        template=loc.template, chargers=chargers,
+    )
+
+
+async def check_identities(session: AsyncSession, cpo_id: int, locations: list[LocationIn]) -> None:
+    """422 naming each charger whose identity repeats in the request or exists in the CPO."""
+    seen: dict[str, str] = {}
+    errors: list[FieldError] = []
+    for i, loc in enumerate(locations):
+        for j, charger in enumerate(loc.chargers or []):
+            field = f"locations[{i}].chargers[{j}].identity"
+            if charger.identity in seen:
+                errors.append(FieldError(
+                    field=field, type="duplicate_identity",
+                    message=f"identity {charger.identity!r} repeats {seen[charger.identity]}",
+                ))
+            else:
+                seen[charger.identity] = field
+    if seen:
+        taken = set(
+            (await session.execute(
+                select(ChargePoint.identity).where(
+                    ChargePoint.network_id == cpo_id,  # type: ignore[arg-type]
+                    ChargePoint.identity.in_(list(seen)),  # type: ignore[attr-defined]
+                )
+            )).scalars()
+        )
+        errors += [
+            FieldError(field=seen[identity], type="identity_taken",
+                       message=f"identity {identity!r} already exists in this CPO's network")
+            for identity in sorted(taken)
+        ]
+    if errors:
+        raise ApiError(422, "VALIDATION_ERROR",
+                       f"{len(errors)} invalid field(s): " + ", ".join(e.field for e in errors[:10]),
+                       errors)

@@ -1,0 +1,98 @@
+"""Locations of a CPO: the durable bulk-create, its job status, and reads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
+
+from api.bulk_jobs import create_or_reuse_job, job_status, start_job_workflow
+from api.deps import CpoDep, SessionDep, SettingsDep, get_temporal
+from api.locations_read import get_location
+from api.normalize import check_identities
+from api.problems import ApiError, error_responses
+from api.schemas import BulkCreateAccepted, BulkCreateRequest, JobStatusOut, LocationOut
+from db.models import Job
+
+router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
+
+JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned by the bulk-create")]
+LocationIdPath = Annotated[str, Path(max_length=36, description="the location's id (loc-…)")]
+
+
+async def limit_locations(request: Request, settings: SettingsDep) -> None:
+    """413 before validating thousands of locations that would be refused anyway."""
+    try:
+        data = await request.json()
+    except ValueError:
+        return  # FastAPI answers 400 for a body that is not JSON
+    locations = data.get("locations") if isinstance(data, dict) else None
+    limit = settings.max_locations_per_request
+    if isinstance(locations, list) and len(locations) > limit:
+        raise ApiError(413, "TOO_MANY_LOCATIONS",
+                       f"{len(locations)} locations in one request; the limit is {limit}")
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BulkCreateAccepted,
+    responses=error_responses(400, 401, 403, 404, 413, 422, 500, 503),
+    summary="Bulk-create OCPI locations (durable)",
+    dependencies=[Depends(limit_locations)],
+)
+async def bulk_create_locations(
+    body: BulkCreateRequest,
+    cpo: CpoDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="repeat a POST safely: same key, same body, same job"),
+    ] = None,
+) -> BulkCreateAccepted:
+    """Validates every location, writes the job and its locations in one transaction, starts the
+    `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started."""
+    assert cpo.id is not None
+    await check_identities(session, cpo.id, body.locations)
+    job, created = await create_or_reuse_job(session, cpo.id, body, idempotency_key)
+    client = await get_temporal(request)
+    run_id = await start_job_workflow(client, settings, session, job, created)
+    status_url = f"/ocpi/cpos/{cpo.id}/locations/jobs/{job.id}"
+    response.headers["Location"] = status_url
+    response.headers["Retry-After"] = str(settings.retry_after_seconds)
+    return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
+                              workflow_run_id=run_id)
+
+
+@router.get(
+    "/jobs/{job_id}",
+    response_model=JobStatusOut,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="Get bulk location-create job status",
+)
+async def get_job_status(
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> JobStatusOut:
+    """Live progress from the workflow's `status` query while a worker runs; from `describe()`
+    and the job's rows when none does (answers within about a second either way)."""
+    job = await session.get(Job, job_id)
+    if job is None or job.cpo_id != cpo.id:
+        raise ApiError(404, "JOB_NOT_FOUND", f"no job {job_id} under CPO {cpo.id}")
+    return await job_status(session, lambda: get_temporal(request), settings, job)
+
+
+@router.get(
+    "/{location_id}",
+    response_model=LocationOut,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="Get OCPI location",
+)
+async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: SessionDep) -> LocationOut:
+    assert cpo.id is not None
+    location = await get_location(session, cpo.id, location_id)
+    if location is None:
+        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo.id}")
+    return location

@@ -1,0 +1,295 @@
+"""Request and response models; the request side validates as OCPI 2.2.1 does."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+import pycountry
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from db.catalog import CONNECTOR_TYPES, OCPP_VERSIONS, location_templates
+from workflows.shared import JobStatus
+
+# OCPI "string": printable text; no control characters.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
+
+def text(max_length: int, min_length: int = 1) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length,
+                          pattern=PRINTABLE),
+    ]
+
+
+class ParkingType(StrEnum):
+    ALONG_MOTORWAY = "ALONG_MOTORWAY"
+    PARKING_GARAGE = "PARKING_GARAGE"
+    PARKING_LOT = "PARKING_LOT"
+    ON_DRIVEWAY = "ON_DRIVEWAY"
+    ON_STREET = "ON_STREET"
+    UNDERGROUND_GARAGE = "UNDERGROUND_GARAGE"
+
+
+class Facility(StrEnum):
+    HOTEL = "HOTEL"
+    RESTAURANT = "RESTAURANT"
+    CAFE = "CAFE"
+    MALL = "MALL"
+    SUPERMARKET = "SUPERMARKET"
+    SPORT = "SPORT"
+    RECREATION_AREA = "RECREATION_AREA"
+    NATURE = "NATURE"
+    MUSEUM = "MUSEUM"
+    BIKE_SHARING = "BIKE_SHARING"
+    BUS_STOP = "BUS_STOP"
+    TAXI_STAND = "TAXI_STAND"
+    TRAM_STOP = "TRAM_STOP"
+    METRO_STATION = "METRO_STATION"
+    TRAIN_STATION = "TRAIN_STATION"
+    AIRPORT = "AIRPORT"
+    PARKING_LOT = "PARKING_LOT"
+    CARPOOL_PARKING = "CARPOOL_PARKING"
+    FUEL_STATION = "FUEL_STATION"
+    WIFI = "WIFI"
+
+
+def country_alpha3(value: str) -> str:
+    """ISO-3166 alpha-2 or alpha-3, any case -> alpha-3 (what OCPI stores)."""
+    code = value.strip().upper()
+    country = None
+    if len(code) == 2:
+        country = pycountry.countries.get(alpha_2=code)
+    elif len(code) == 3:
+        country = pycountry.countries.get(alpha_3=code)
+    if country is None:
+        raise ValueError(f"{value!r} is not an ISO-3166 alpha-2 or alpha-3 country code")
+    return str(country.alpha_3)
+
+
+def country_alpha2(alpha3: str) -> str:
+    country = pycountry.countries.get(alpha_3=alpha3)
+    return str(country.alpha_2) if country else alpha3
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+class Coordinates(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"example": {"latitude": 50.8357, "longitude": 4.3353}})
+
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+
+    @field_validator("latitude", "longitude", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        return value
+
+
+Identity = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=48,
+                           pattern=r"^[A-Za-z0-9._:*\-]+$")
+]
+
+
+class ChargerIn(BaseModel):
+    identity: Identity = Field(description="OCPP charge point identity, unique within the CPO")
+    vendor: text(20) = "OCPPLAB"  # type: ignore[valid-type]
+    model: text(20) = "Simulator"  # type: ignore[valid-type]
+    ocpp_version: Literal[OCPP_VERSIONS] = "OCPP1.6"  # type: ignore[valid-type]
+    connector_type: Literal[tuple(CONNECTOR_TYPES)] = "Type2"  # type: ignore[valid-type]
+    max_power_kw: float = Field(default=22.0, gt=0, le=1000, allow_inf_nan=False)
+    evses: int = Field(default=1, ge=1, le=8, description="EVSEs (one connector each)")
+
+
+
+class LocationIn(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "name": "Brussels Midi Hub", "address": "Place Victor Horta 1",
+                "city": "Brussels", "country": "BE",
+                "coordinates": {"latitude": 50.8357, "longitude": 4.3353}, "public": True,
+            }
+        }
+    )
+
+    name: text(255)  # type: ignore[valid-type]
+    address: text(45)  # type: ignore[valid-type]
+    city: text(45)  # type: ignore[valid-type]
+    postal_code: text(10) | None = None  # type: ignore[valid-type]
+    state: text(20) | None = None  # type: ignore[valid-type]
+    country: str = Field(description="ISO-3166 alpha-2 or alpha-3", min_length=2, max_length=3)
+    coordinates: Coordinates
+    public: bool = True
+    timezone: str | None = Field(default=None, description="IANA name; derived from coordinates when absent")
+    owner_name: text(255) | None = None  # type: ignore[valid-type]
+    parking_type: ParkingType | None = None
+    facilities: list[Facility] | None = Field(default=None, max_length=20)
+    template: str | None = Field(default=None, description="slug of a location template")
+    chargers: list[ChargerIn] | None = Field(default=None, max_length=100)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        country_alpha3(value)
+        return value.strip().upper()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None and value not in _timezones():
+            raise ValueError(f"{value!r} is not an IANA time zone name")
+        return value
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and value not in location_templates():
+            raise ValueError(f"unknown template {value!r}; see GET /ocpp/templates/locations")
+        return value
+
+    @model_validator(mode="after")
+    def _template_xor_chargers(self) -> LocationIn:
+        if self.template is not None and self.chargers:
+            raise ValueError("give either template or chargers, not both")
+        return self
+
+
+class BulkCreateRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "locations": [
+                    {
+                        "name": "Brussels Midi Hub", "address": "Place Victor Horta 1",
+                        "city": "Brussels", "country": "BE",
+                        "coordinates": {"latitude": 50.8357, "longitude": 4.3353}, "public": True,
+                    }
+                ]
+            }
+        }
+    )
+
+    locations: list[LocationIn] = Field(min_length=1)
+
+
+class BulkCreateAccepted(BaseModel):
+    job_id: str
+    status: JobStatus
+    status_url: str
+    workflow_run_id: str | None
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+    retryable: bool
+
+
+class JobProgressOut(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    in_progress: int
+
+
+class JobLocationResult(BaseModel):
+    index: int
+    name: str | None
+    status: str
+    location_id: str | None
+    charger_ids: list[str]
+    error: JobError | None
+
+
+class JobResults(BaseModel):
+    location_ids: list[str]
+    locations: list[JobLocationResult]
+
+
+class JobStatusOut(BaseModel):
+    job_id: str
+    job_type: str
+    status: JobStatus
+    workflow_run_id: str | None
+    error: JobError | None
+    progress: JobProgressOut
+    results: JobResults | None = Field(description="null while the job runs; every location once it ends")
+    provisioned_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CoordinatesOut(BaseModel):
+    latitude: float
+    longitude: float
+
+
+class ChargerOut(BaseModel):
+    id: str = Field(description="the charger's deployment id (dep-…)")
+    identity: str
+    connector_type: str
+    ocpp_version: str
+    status: str
+
+
+class LocationOut(BaseModel):
+    id: str
+    ocpp_location_id: str | None
+    slug: str | None
+    name: str
+    address: str
+    city: str
+    postal_code: str | None
+    state: str | None
+    country: str = Field(description="ISO-3166 alpha-2 (OCPI's alpha-3 is what is stored)")
+    coordinates: CoordinatesOut
+    timezone: str
+    owner_name: str | None
+    public: bool
+    status: str
+    chargers: list[ChargerOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CpoIn(BaseModel):
+    name: text(255)  # type: ignore[valid-type]
+    country_code: str = Field(min_length=2, max_length=2, description="ISO-3166 alpha-2")
+    party_id: str = Field(pattern=r"^[A-Za-z0-9]{3}$", description="OCPI party id, 3 characters")
+
+    @field_validator("country_code")
+    @classmethod
+    def _alpha2(cls, value: str) -> str:
+        if pycountry.countries.get(alpha_2=value.upper()) is None:
+            raise ValueError(f"{value!r} is not an ISO-3166 alpha-2 country code")
+        return value.upper()
+
+    @field_validator("party_id")
+    @classmethod
+    def _party(cls, value: str) -> str:
+        return value.upper()
+
+
+class Party(BaseModel):
+    country_code: str
+    party_id: str
+    role: Literal["CPO"] = "CPO"
+
+
+class CpoCreated(BaseModel):
+    cpo_id: str
+    name: str
+    party: Party
+    token: str = Field(description="the CPO's bearer token; shown once, stored hashed")
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""SQLModel tables, the async engine/session, and the Alembic migrations (schema `ocpp`)."""

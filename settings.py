@@ -1,0 +1,94 @@
+"""The one settings class, read by the API, the worker, the dev stack and the tests.
+
+Every field can be set from the environment (upper-case name) or from `.data/stack.env`,
+which `make run` writes so that a worker or script started alone reaches the same stack.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows.shared import Tuning
+
+ROOT = Path(__file__).resolve().parent
+DATA_DIR = ROOT / ".data"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=str(DATA_DIR / "stack.env"), env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- API ---
+    api_url: str = "http://127.0.0.1:8000"
+    admin_token: str = Field(default="dev-admin-token", min_length=8)
+    max_locations_per_request: int = Field(default=10_000, ge=1)
+    status_query_timeout_seconds: float = Field(
+        default=0.5, gt=0, description="rpc timeout of the status query; then describe() + DB"
+    )
+    retry_after_seconds: int = 2
+
+    # --- PostgreSQL ---
+    database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/ocpplab"
+    db_pool_size: int = 10
+
+    # --- Temporal ---
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+    temporal_api_key: str | None = None
+    temporal_tls: bool = False
+    task_queue: str = "ocpplab-gateway"
+    ecs_task_queue: str = "ocpplab-gateway-ecs"
+    # Server-side rate limit of the ECS task queue (RunTask calls per second for the whole
+    # fleet of workers). 20 matches Fargate's RunTask throttle; None switches it off (moto).
+    ecs_activities_per_second: float | None = None
+
+    worker_shutdown_grace_seconds: float = 10.0
+
+    # --- workflow shape ---
+    child_window: int = Field(default=100, ge=1, le=1000)
+    children_per_run: int = Field(
+        default=1000, ge=1, description="children one BulkCreateLocations run starts before continue-as-new"
+    )
+    activity_max_attempts: int = Field(default=12, ge=1)
+    activity_max_interval_seconds: float = 30.0
+    task_running_timeout_seconds: float = Field(
+        default=600.0, description="how long a charger task may stay PENDING before its location fails"
+    )
+
+    def tuning(self) -> Tuning:
+        return Tuning(
+            window=self.child_window,
+            children_per_run=self.children_per_run,
+            activity_max_attempts=self.activity_max_attempts,
+            activity_max_interval_seconds=self.activity_max_interval_seconds,
+            task_running_timeout_seconds=self.task_running_timeout_seconds,
+            ecs_task_queue=self.ecs_task_queue,
+        )
+
+    # --- AWS ECS ---
+    aws_region: str = "eu-west-1"
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    ecs_cluster: str = "ocpplab-chargers"
+    ecs_task_definition: str = "ocpplab-charger"
+    ecs_container_name: str = "charger"
+    ecs_subnets: list[str] = Field(default_factory=list)
+    ecs_security_groups: list[str] = Field(default_factory=list)
+    ecs_assign_public_ip: bool = False
+    charger_image: str = "ghcr.io/ocpplab/charger-simulator:latest"
+    csms_url: str = "ws://127.0.0.1:9000/ocpp"
+    # Charger basic-auth secrets are HMAC(charger_secret_key, deployment id): a retried activity
+    # derives the same secret, and only its SHA-256 is stored.
+    charger_secret_key: str = Field(default="dev-charger-secret-key", min_length=16)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

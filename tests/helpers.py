@@ -1,0 +1,122 @@
+"""Shared steps of the flow tests: a CPO, a job polled to its end, the rows and tasks it left."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import string
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_parties = itertools.product(string.ascii_uppercase, repeat=3)
+
+TEN_TABLES = {
+    "ocpi_locations": "SELECT count(*) FROM ocpp.ocpi_locations WHERE network_id = :n",
+    "ocpi_evses": "SELECT count(*) FROM ocpp.ocpi_evses e JOIN ocpp.ocpi_locations l"
+                  " ON l.id = e.location_id WHERE l.network_id = :n",
+    "ocpi_connectors": "SELECT count(*) FROM ocpp.ocpi_connectors c JOIN ocpp.ocpi_evses e"
+                       " ON e.uid = c.evse_uid JOIN ocpp.ocpi_locations l ON l.id = e.location_id"
+                       " WHERE l.network_id = :n",
+    "locations": "SELECT count(*) FROM ocpp.locations WHERE network_id = :n",
+    "charge_points": "SELECT count(*) FROM ocpp.charge_points WHERE network_id = :n",
+    "charge_point_connectors": "SELECT count(*) FROM ocpp.charge_point_connectors c JOIN"
+                               " ocpp.charge_points p ON p.id = c.charge_point_id WHERE p.network_id = :n",
+    "charge_point_credentials": "SELECT count(*) FROM ocpp.charge_point_credentials c JOIN"
+                                " ocpp.charge_points p ON p.id = c.charge_point_id WHERE p.network_id = :n",
+    "network_topology": "SELECT count(*) FROM ocpp.network_topology WHERE network_id = :n",
+    "charger_deployments": "SELECT count(*) FROM ocpp.charger_deployments d JOIN ocpp.ocpi_locations l"
+                           " ON l.id = d.ocpi_location_id WHERE l.network_id = :n",
+    "ecs_tasks": "SELECT count(*) FROM ocpp.ecs_tasks t JOIN ocpp.charger_deployments d"
+                 " ON d.id = t.deployment_id JOIN ocpp.ocpi_locations l ON l.id = d.ocpi_location_id"
+                 " WHERE l.network_id = :n",
+}
+
+
+def expected_counts(chargers_per_location: list[list[int]]) -> dict[str, int]:
+    """Row counts for locations given as lists of their chargers' EVSE counts."""
+    chargers = sum(len(c) for c in chargers_per_location)
+    evses = sum(sum(c) for c in chargers_per_location)
+    n = len(chargers_per_location)
+    return {
+        "ocpi_locations": n, "ocpi_evses": evses, "ocpi_connectors": evses, "locations": n,
+        "charge_points": chargers, "charge_point_connectors": evses,
+        "charge_point_credentials": chargers, "network_topology": evses,
+        "charger_deployments": chargers, "ecs_tasks": chargers,
+    }
+
+
+async def table_counts(engine: AsyncEngine, cpo_id: str | int) -> dict[str, int]:
+    async with engine.connect() as conn:
+        return {
+            name: int((await conn.execute(text(sql), {"n": int(cpo_id)})).scalar_one())
+            for name, sql in TEN_TABLES.items()
+        }
+
+
+async def create_cpo(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, dict[str, str]]:
+    party = "".join(next(_parties))
+    response = await client.post(
+        "/ocpi/cpos", json={"name": f"CPO {party}", "country_code": "BE", "party_id": party},
+        headers=admin,
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["cpo_id"], {"Authorization": f"Bearer {body['token']}"}
+
+
+def location(name: str, chargers: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    loc: dict[str, Any] = {
+        "name": name, "address": "Place Victor Horta 1", "city": "Brussels", "country": "BE",
+        "coordinates": {"latitude": 50.8357, "longitude": 4.3353}, "public": True,
+    }
+    if chargers is not None:
+        loc["chargers"] = chargers
+    loc.update(extra)
+    return loc
+
+
+def charger(identity: str, evses: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"identity": identity, "vendor": "ABB", "model": "Terra AC", "ocpp_version": "OCPP1.6",
+            "connector_type": "Type2", "max_power_kw": 22, "evses": evses, **extra}
+
+
+async def submit(
+    client: httpx.AsyncClient, cpo_id: str, headers: dict[str, str], locations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    response = await client.post(f"/ocpi/cpos/{cpo_id}/locations", json={"locations": locations},
+                                 headers=headers)
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+async def wait_for_job(
+    client: httpx.AsyncClient, status_url: str, headers: dict[str, str], timeout: float = 180.0
+) -> dict[str, Any]:
+    """Poll the status endpoint as a client would, until the job leaves PROVISIONING."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await client.get(status_url, headers=headers)
+        assert response.status_code == 200, response.text
+        body = dict(response.json())
+        if body["status"] not in ("PENDING", "PROVISIONING"):
+            return body
+        assert asyncio.get_running_loop().time() < deadline, f"job still running: {body}"
+        await asyncio.sleep(0.2)
+
+
+def running_tasks(ecs: Any, cluster: str, deployment_id: str) -> list[dict[str, Any]]:
+    arns = ecs.list_tasks(cluster=cluster, startedBy=deployment_id, desiredStatus="RUNNING")["taskArns"]
+    if not arns:
+        return []
+    return list(ecs.describe_tasks(cluster=cluster, tasks=arns, include=["TAGS"])["tasks"])
+
+
+def all_tasks_started_by(ecs: Any, cluster: str, deployment_id: str) -> list[str]:
+    """Every task of a deployment, running or stopped."""
+    arns: list[str] = []
+    for status in ("RUNNING", "STOPPED"):
+        arns += ecs.list_tasks(cluster=cluster, startedBy=deployment_id, desiredStatus=status)["taskArns"]
+    return arns

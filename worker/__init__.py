@@ -1,0 +1,1 @@
+"""Wires workflows, activities and clients into Temporal workers (`python -m worker`)."""

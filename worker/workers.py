@@ -1,0 +1,63 @@
+"""The two workers of a worker process.
+
+The main task queue runs the workflows and the database activities. The ECS activities run on a
+queue of their own whose server-side rate limit (`ecs_activities_per_second`) keeps the whole fleet
+of workers under ECS's RunTask throttle, however many replicas run.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.ecs_tasks import EcsTaskActivities
+from activities.job_state import JobStateActivities
+from activities.location_rows import LocationRowsActivities
+from settings import Settings
+from workflows.bulk_create import BulkCreateLocations
+from workflows.provision_location import ProvisionLocation
+
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation]
+
+
+def build_workers(
+    client: Client,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    ecs: Any,
+) -> list[Worker]:
+    rows = LocationRowsActivities(sessions, settings)
+    job = JobStateActivities(sessions)
+    ecs_acts = EcsTaskActivities(sessions, ecs, settings)
+    # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
+    grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
+    main = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=[
+            rows.write_location_rows,
+            rows.activate_location,
+            rows.delete_location_rows,
+            job.record_location_outcome,
+            job.finalize_job,
+        ],
+        max_concurrent_activities=50,
+        max_concurrent_workflow_tasks=50,
+        graceful_shutdown_timeout=grace,
+    )
+    ecs_worker = Worker(
+        client,
+        task_queue=settings.ecs_task_queue,
+        activities=[ecs_acts.start_charger_task, ecs_acts.wait_tasks_running, ecs_acts.stop_location_tasks],
+        max_concurrent_activities=50,
+        max_task_queue_activities_per_second=settings.ecs_activities_per_second,
+        graceful_shutdown_timeout=grace,
+    )
+    return [main, ecs_worker]
+

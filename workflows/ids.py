@@ -1,0 +1,46 @@
+"""Deterministic identifiers: an activity that runs twice derives the same keys and upserts.
+
+`loc-`/`dep-` + 32 hex characters = 36, which fits OCPI's CiString(36).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+_NAMESPACE = uuid.UUID("6f0c7a52-2f4e-4c55-9d1e-0c2b5a7e31d4")
+
+
+def _hex(*parts: object) -> str:
+    return uuid.uuid5(_NAMESPACE, "/".join(str(p) for p in parts)).hex
+
+
+def location_id(job_id: str, index: int) -> str:
+    return f"loc-{_hex(job_id, index)}"
+
+
+def ocpp_location_id(job_id: str, index: int) -> str:
+    return f"ocl-{_hex(job_id, index, 'ocpp')}"
+
+
+def charge_point_id(job_id: str, index: int, charger: int) -> str:
+    return f"cp-{_hex(job_id, index, charger)}"
+
+
+def deployment_id(job_id: str, index: int, charger: int) -> str:
+    return f"dep-{_hex(job_id, index, charger, 'deployment')}"
+
+
+def evse_uid(job_id: str, index: int, charger: int, evse: int) -> str:
+    return f"evs-{_hex(job_id, index, charger, evse)}"
+
+
+def topology_id(job_id: str, index: int, charger: int, evse: int) -> str:
+    return f"top-{_hex(job_id, index, charger, evse, 'topology')}"
+
+
+def provision_workflow_id(job_id: str, index: int) -> str:
+    return f"{job_id}/location-{index}"
+
+
+def new_job_id() -> str:
+    return f"job-{uuid.uuid4().hex}"
