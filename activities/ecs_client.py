@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import aioboto3
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 from temporalio.exceptions import ApplicationError
 
@@ -33,13 +33,13 @@ def ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
         aws_secret_access_key=settings.aws_secret_access_key,
         region_name=settings.aws_region,
     )
-    config = Config(
+    config = AioConfig(
         retries={"mode": "standard", "max_attempts": 3},
         max_pool_connections=100,
         connect_timeout=5,
         read_timeout=20,
     )
-    return session.client("ecs", endpoint_url=settings.aws_endpoint_url, config=config)  # type: ignore[no-any-return]
+    return session.client("ecs", endpoint_url=settings.aws_endpoint_url, config=config)
 
 
 def permanent_or_raise(err: ClientError) -> ApplicationError:

@@ -12,8 +12,8 @@ from typing import Any
 from botocore.exceptions import ClientError
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -32,6 +32,7 @@ from workflows.shared import (
 )
 
 POLL_SECONDS = 1.0
+STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 
 
 class EcsTaskActivities:
@@ -124,8 +125,7 @@ class EcsTaskActivities:
             await session.execute(stmt)
             await session.execute(
                 update(ChargerDeployment)
-                .where(ChargerDeployment.id == deployment_id)  # type: ignore[arg-type]
-                .where(ChargerDeployment.state == "PENDING")  # type: ignore[arg-type]
+                .where(col(ChargerDeployment.id) == deployment_id, col(ChargerDeployment.state) == "PENDING")
                 .values(state="STARTING", updated_at=now)
             )
 
@@ -145,7 +145,10 @@ class EcsTaskActivities:
                 raise permanent_or_raise(err) from err
             await self._update_statuses(described)
             by_arn = {t["taskArn"]: t for t in described}
-            stopped = [t for t in described if t.get("lastStatus") in ("STOPPED", "DEPROVISIONING")]
+            stopped = [
+                t for t in described
+                if t.get("desiredStatus") == "STOPPED" or t.get("lastStatus") in STOPPING_STATES
+            ]
             if stopped:
                 reason = stopped[0].get("stoppedReason") or "task stopped"
                 raise ApplicationError(
@@ -169,7 +172,7 @@ class EcsTaskActivities:
             for task in described:
                 await session.execute(
                     update(EcsTask)
-                    .where(EcsTask.task_arn == task["taskArn"])  # type: ignore[arg-type]
+                    .where(col(EcsTask.task_arn) == task["taskArn"])
                     .values(
                         last_status=task.get("lastStatus", "UNKNOWN"),
                         desired_status=task.get("desiredStatus", "RUNNING"),
@@ -184,7 +187,7 @@ class EcsTaskActivities:
         async with self.sessions() as session:
             recorded = (
                 await session.execute(
-                    select(EcsTask.task_arn).where(EcsTask.deployment_id.in_(inp.deployment_ids))  # type: ignore[attr-defined]
+                    select(col(EcsTask.task_arn)).where(col(EcsTask.deployment_id).in_(inp.deployment_ids))
                 )
             ).scalars().all()
         arns = set(recorded)
@@ -196,7 +199,7 @@ class EcsTaskActivities:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(EcsTask)
-                .where(EcsTask.task_arn.in_(arns))  # type: ignore[attr-defined]
+                .where(col(EcsTask.task_arn).in_(arns))
                 .values(desired_status="STOPPED", stopped_at=now, updated_at=now)
             )
         return len(arns)

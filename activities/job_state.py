@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from sqlalchemy import update
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 from temporalio import activity
 
 from db.models import Job, JobLocation, utcnow
@@ -32,7 +32,7 @@ class JobStateActivities:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(JobLocation)
-                .where(JobLocation.job_id == outcome.job_id, JobLocation.index == outcome.index)  # type: ignore[arg-type]
+                .where(col(JobLocation.job_id) == outcome.job_id, col(JobLocation.index) == outcome.index)
                 .values(
                     state=outcome.state, location_id=outcome.location_id,
                     charger_ids=outcome.charger_ids,
@@ -46,7 +46,7 @@ class JobStateActivities:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(Job)
-                .where(Job.id == outcome.job_id)  # type: ignore[arg-type]
+                .where(col(Job.id) == outcome.job_id)
                 .values(
                     status=outcome.status, succeeded=outcome.succeeded, failed=outcome.failed,
                     error=asdict(outcome.error) if outcome.error else None, updated_at=now,

@@ -10,9 +10,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel import SQLModel
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import SQLModel, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -74,9 +73,9 @@ class LocationRowsActivities:
             found = (
                 await session.execute(
                     select(JobLocation, PartnerOperation)
-                    .join(Job, Job.id == JobLocation.job_id)  # type: ignore[arg-type]
-                    .join(PartnerOperation, PartnerOperation.id == Job.cpo_id)  # type: ignore[arg-type]
-                    .where(JobLocation.job_id == inp.job_id, JobLocation.index == inp.index)
+                    .join(Job, col(Job.id) == col(JobLocation.job_id))
+                    .join(PartnerOperation, col(PartnerOperation.id) == col(Job.cpo_id))
+                    .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
                 )
             ).first()
             if found is None:
@@ -100,8 +99,8 @@ class LocationRowsActivities:
                 raise
             await session.execute(
                 update(JobLocation)
-                .where(JobLocation.job_id == inp.job_id, JobLocation.index == inp.index)  # type: ignore[arg-type]
-                .where(JobLocation.state.in_([LocationState.PENDING, LocationState.PROVISIONING]))  # type: ignore[attr-defined]
+                .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
+                .where(col(JobLocation.state).in_([LocationState.PENDING, LocationState.PROVISIONING]))
                 .values(state=LocationState.PROVISIONING, location_id=plan.location_id, updated_at=utcnow())
             )
         return plan
@@ -203,22 +202,22 @@ class LocationRowsActivities:
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(ChargerDeployment)
-                .where(ChargerDeployment.ocpi_location_id == inp.location_id)  # type: ignore[arg-type]
+                .where(col(ChargerDeployment.ocpi_location_id) == inp.location_id)
                 .values(state="RUNNING", updated_at=now)
             )
             await session.execute(
                 update(OcpiEvse)
-                .where(OcpiEvse.location_id == inp.location_id)  # type: ignore[arg-type]
+                .where(col(OcpiEvse.location_id) == inp.location_id)
                 .values(status="AVAILABLE", last_updated=now)
             )
             await session.execute(
                 update(OcpiLocation)
-                .where(OcpiLocation.id == inp.location_id)  # type: ignore[arg-type]
+                .where(col(OcpiLocation.id) == inp.location_id)
                 .values(status="ACTIVE", last_updated=now)
             )
             await session.execute(
                 update(JobLocation)
-                .where(JobLocation.job_id == inp.job_id, JobLocation.index == inp.index)  # type: ignore[arg-type]
+                .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
                 .values(state=LocationState.READY, location_id=inp.location_id,
                         charger_ids=inp.charger_ids, error=None, updated_at=now)
             )
@@ -228,6 +227,6 @@ class LocationRowsActivities:
         """All ten tables go with the OCPI location (ON DELETE CASCADE). Returns rows deleted (0/1)."""
         async with self.sessions() as session, session.begin():
             result = await session.execute(
-                delete(OcpiLocation).where(OcpiLocation.id == location_id)  # type: ignore[arg-type]
+                delete(OcpiLocation).where(col(OcpiLocation.id) == location_id)
             )
         return int(result.rowcount or 0)  # type: ignore[attr-defined]

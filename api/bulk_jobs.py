@@ -14,9 +14,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel.ext.asyncio.session import AsyncSession
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.normalize import normalize
@@ -54,7 +55,9 @@ async def find_idempotent(
     session: AsyncSession, cpo_id: int, key: str, digest: str
 ) -> Job | None:
     job = (
-        await session.execute(select(Job).where(Job.cpo_id == cpo_id, Job.idempotency_key == key))  # type: ignore[arg-type]
+        await session.execute(
+            select(Job).where(col(Job.cpo_id) == cpo_id, col(Job.idempotency_key) == key)
+        )
     ).scalar_one_or_none()
     if job is not None and job.request_hash != digest:
         raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
@@ -108,22 +111,23 @@ async def start_job_workflow(
 ) -> str | None:
     """Start (or find) the job's workflow; its ID is the job id, so a repeat start is harmless."""
     try:
-        handle = await client.start_workflow(
-            WORKFLOW_BULK_CREATE,
+        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
+            WORKFLOW_BULK_CREATE,  # type: ignore[arg-type]
             BulkCreateInput(job.id, job.cpo_id, job.total, settings.tuning()),
             id=job.id,
             task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [CPO_ID.value_set(str(job.cpo_id)), JOB_STATUS.value_set(JobStatus.PROVISIONING)]
-            ),
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(CPO_ID, str(job.cpo_id)),
+                SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
+            ]),
             static_summary=f"Bulk-create {job.total} location(s) for CPO {job.cpo_id}",
             static_details=f"job `{job.id}`; per-location input in `ocpp.job_locations`",
             rpc_timeout=timedelta(seconds=5),
         )
     except RPCError as err:
         if created:  # nothing will run it: do not leave a job that looks alive
-            await session.execute(delete(Job).where(Job.id == job.id))  # type: ignore[arg-type]
+            await session.execute(delete(Job).where(col(Job.id) == job.id))
             await session.commit()
         if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
             raise ApiError(503, "TEMPORAL_UNAVAILABLE", "Temporal cannot be reached; nothing was started",
@@ -132,7 +136,7 @@ async def start_job_workflow(
     run_id = handle.first_execution_run_id or handle.result_run_id
     if run_id and job.workflow_run_id != run_id:
         await session.execute(
-            update(Job).where(Job.id == job.id).values(workflow_run_id=run_id)  # type: ignore[arg-type]
+            update(Job).where(col(Job.id) == job.id).values(workflow_run_id=run_id)
         )
         await session.commit()
         job.workflow_run_id = run_id
@@ -141,9 +145,9 @@ async def start_job_workflow(
 
 async def _counts(session: AsyncSession, job_id: str) -> dict[str, int]:
     rows = await session.execute(
-        select(JobLocation.state, func.count())
-        .where(JobLocation.job_id == job_id)  # type: ignore[arg-type]
-        .group_by(JobLocation.state)
+        select(col(JobLocation.state), func.count())
+        .where(col(JobLocation.job_id) == job_id)
+        .group_by(col(JobLocation.state))
     )
     return {state: int(n) for state, n in rows.all()}
 
@@ -215,10 +219,11 @@ async def job_status(
 async def _results(session: AsyncSession, job_id: str) -> JobResults:
     rows = (
         await session.execute(
-            select(JobLocation.index, JobLocation.input["name"].astext, JobLocation.state,  # type: ignore[index]
-                   JobLocation.location_id, JobLocation.charger_ids, JobLocation.error)
-            .where(JobLocation.job_id == job_id)  # type: ignore[arg-type]
-            .order_by(JobLocation.index)  # type: ignore[arg-type]
+            select(col(JobLocation.index), col(JobLocation.input)["name"].astext,
+                   col(JobLocation.state), col(JobLocation.location_id),
+                   col(JobLocation.charger_ids), col(JobLocation.error))
+            .where(col(JobLocation.job_id) == job_id)
+            .order_by(col(JobLocation.index))
         )
     ).all()
     locations = [

@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from temporalio.client import Client
 
 from api.problems import ApiError
@@ -83,7 +84,9 @@ async def get_principal(
     if hmac.compare_digest(token.encode(), settings.admin_token.encode()):
         return Principal(is_admin=True)
     cpo_id = (
-        await session.execute(select(ApiToken.cpo_id).where(ApiToken.token_hash == token_hash(token)))
+        await session.execute(
+            select(col(ApiToken.cpo_id)).where(col(ApiToken.token_hash) == token_hash(token))
+        )
     ).scalar_one_or_none()
     if cpo_id is None:
         raise ApiError(401, "UNAUTHORIZED", "unknown token", headers=UNAUTHORIZED)

@@ -6,7 +6,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from api.schemas import ChargerOut, CoordinatesOut, LocationOut, country_alpha2
 from db.models import ChargePoint, ChargerDeployment, OcpiLocation, OcppLocation
@@ -14,11 +15,12 @@ from db.models import ChargePoint, ChargerDeployment, OcpiLocation, OcppLocation
 
 async def chargers_of(session: AsyncSession, location_ids: Sequence[str]) -> dict[str, list[ChargerOut]]:
     rows = await session.execute(
-        select(ChargerDeployment.ocpi_location_id, ChargerDeployment.id, ChargerDeployment.state,
-               ChargePoint.identity, ChargePoint.connector_type, ChargePoint.ocpp_version)
-        .join(ChargePoint, ChargePoint.id == ChargerDeployment.charge_point_id)  # type: ignore[arg-type]
-        .where(ChargerDeployment.ocpi_location_id.in_(location_ids))  # type: ignore[attr-defined]
-        .order_by(ChargerDeployment.ocpi_location_id, ChargePoint.position)
+        select(col(ChargerDeployment.ocpi_location_id), col(ChargerDeployment.id),
+               col(ChargerDeployment.state), col(ChargePoint.identity),
+               col(ChargePoint.connector_type), col(ChargePoint.ocpp_version))
+        .join(ChargePoint, col(ChargePoint.id) == col(ChargerDeployment.charge_point_id))
+        .where(col(ChargerDeployment.ocpi_location_id).in_(location_ids))
+        .order_by(col(ChargerDeployment.ocpi_location_id), col(ChargePoint.position))
     )
     chargers: dict[str, list[ChargerOut]] = defaultdict(list)
     for location_id, dep_id, state, identity, connector_type, ocpp_version in rows.all():
@@ -44,8 +46,8 @@ async def get_location(session: AsyncSession, cpo_id: int, location_id: str) -> 
     row = (
         await session.execute(
             select(OcpiLocation, OcppLocation)
-            .outerjoin(OcppLocation, OcppLocation.ocpi_location_id == OcpiLocation.id)  # type: ignore[arg-type]
-            .where(OcpiLocation.id == location_id, OcpiLocation.network_id == cpo_id)  # type: ignore[arg-type]
+            .outerjoin(OcppLocation, col(OcppLocation.ocpi_location_id) == col(OcpiLocation.id))
+            .where(col(OcpiLocation.id) == location_id, col(OcpiLocation.network_id) == cpo_id)
         )
     ).first()
     if row is None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from sqlalchemy import select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 from timezonefinder import TimezoneFinder
 
 from api.problems import ApiError, FieldError
@@ -75,9 +76,8 @@ async def check_identities(session: AsyncSession, cpo_id: int, locations: list[L
     if seen:
         taken = set(
             (await session.execute(
-                select(ChargePoint.identity).where(
-                    ChargePoint.network_id == cpo_id,  # type: ignore[arg-type]
-                    ChargePoint.identity.in_(list(seen)),  # type: ignore[attr-defined]
+                select(col(ChargePoint.identity)).where(
+                    col(ChargePoint.network_id) == cpo_id, col(ChargePoint.identity).in_(list(seen))
                 )
             )).scalars()
         )

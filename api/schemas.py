@@ -18,12 +18,15 @@ from workflows.shared import JobStatus
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
-def text(max_length: int, min_length: int = 1) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length,
-                          pattern=PRINTABLE),
-    ]
+def _text(max_length: int) -> StringConstraints:
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length,
+                             pattern=PRINTABLE)
+
+
+Text10 = Annotated[str, _text(10)]
+Text20 = Annotated[str, _text(20)]
+Text45 = Annotated[str, _text(45)]
+Text255 = Annotated[str, _text(255)]
 
 
 class ParkingType(StrEnum):
@@ -103,8 +106,8 @@ Identity = Annotated[
 
 class ChargerIn(BaseModel):
     identity: Identity = Field(description="OCPP charge point identity, unique within the CPO")
-    vendor: text(20) = "OCPPLAB"  # type: ignore[valid-type]
-    model: text(20) = "Simulator"  # type: ignore[valid-type]
+    vendor: Text20 = "OCPPLAB"
+    model: Text20 = "Simulator"
     ocpp_version: Literal[OCPP_VERSIONS] = "OCPP1.6"  # type: ignore[valid-type]
     connector_type: Literal[tuple(CONNECTOR_TYPES)] = "Type2"  # type: ignore[valid-type]
     max_power_kw: float = Field(default=22.0, gt=0, le=1000, allow_inf_nan=False)
@@ -123,16 +126,16 @@ class LocationIn(BaseModel):
         }
     )
 
-    name: text(255)  # type: ignore[valid-type]
-    address: text(45)  # type: ignore[valid-type]
-    city: text(45)  # type: ignore[valid-type]
-    postal_code: text(10) | None = None  # type: ignore[valid-type]
-    state: text(20) | None = None  # type: ignore[valid-type]
+    name: Text255
+    address: Text45
+    city: Text45
+    postal_code: Text10 | None = None
+    state: Text20 | None = None
     country: str = Field(description="ISO-3166 alpha-2 or alpha-3", min_length=2, max_length=3)
     coordinates: Coordinates
     public: bool = True
     timezone: str | None = Field(default=None, description="IANA name; derived from coordinates when absent")
-    owner_name: text(255) | None = None  # type: ignore[valid-type]
+    owner_name: Text255 | None = None
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
     template: str | None = Field(default=None, description="slug of a location template")
@@ -264,7 +267,7 @@ class LocationOut(BaseModel):
 
 
 class CpoIn(BaseModel):
-    name: text(255)  # type: ignore[valid-type]
+    name: Text255
     country_code: str = Field(min_length=2, max_length=2, description="ISO-3166 alpha-2")
     party_id: str = Field(pattern=r"^[A-Za-z0-9]{3}$", description="OCPI party id, 3 characters")
 

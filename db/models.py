@@ -33,8 +33,8 @@ def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_type=JSONB, nullable=nullable)
 
 
-def _fk(target: str, ondelete: str = "CASCADE", index: bool = True) -> Any:
-    return Field(foreign_key=f"{SCHEMA}.{target}", ondelete=ondelete, index=index)
+def _fk(target: str, index: bool = True) -> Any:
+    return Field(foreign_key=f"{SCHEMA}.{target}", ondelete="CASCADE", index=index, max_length=36)
 
 
 # --------------------------------------------------------------------------- outside the ten

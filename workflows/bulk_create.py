@@ -71,7 +71,7 @@ class BulkCreateLocations:
             if not window:
                 break
             done, _ = await workflow.wait(window, return_when=asyncio.FIRST_COMPLETED)
-            window -= done
+            window -= set(done)
             if rollover and not window and inp.next_index < inp.total:
                 inp.runs += 1
                 workflow.continue_as_new(inp)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 02:03:33.269972
+Create Date: 2026-11-25
 """
 from collections.abc import Sequence
 
@@ -124,7 +124,7 @@ def upgrade() -> None:
     )
     op.create_table('ocpi_evses',
     sa.Column('uid', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
-    sa.Column('location_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('location_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('evse_id', sqlmodel.sql.sqltypes.AutoString(length=48), nullable=True),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('last_updated', sa.DateTime(timezone=True), nullable=False),
@@ -135,7 +135,7 @@ def upgrade() -> None:
     op.create_index(op.f('ix_ocpp_ocpi_evses_location_id'), 'ocpi_evses', ['location_id'], unique=False, schema='ocpp')
     op.create_table('charge_points',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
-    sa.Column('location_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('location_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('network_id', sa.BigInteger(), nullable=False),
     sa.Column('position', sa.Integer(), nullable=False),
     sa.Column('identity', sqlmodel.sql.sqltypes.AutoString(length=48), nullable=False),
@@ -190,7 +190,7 @@ def upgrade() -> None:
     op.create_table('charger_deployments',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('charge_point_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
-    sa.Column('ocpi_location_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('ocpi_location_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('image', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
     sa.Column('desired_config', postgresql.JSONB(astext_type=sa.Text()), nullable=False),
     sa.Column('state', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -207,9 +207,9 @@ def upgrade() -> None:
     op.create_table('network_topology',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('network_id', sa.BigInteger(), nullable=False),
-    sa.Column('ocpi_location_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('ocpp_location_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
-    sa.Column('charge_point_id', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
+    sa.Column('ocpi_location_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+    sa.Column('ocpp_location_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
+    sa.Column('charge_point_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('connector_id', sa.Integer(), nullable=False),
     sa.Column('evse_uid', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
     sa.Column('ocpi_connector_id', sqlmodel.sql.sqltypes.AutoString(length=36), nullable=False),
