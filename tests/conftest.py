@@ -11,6 +11,7 @@ import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,28 @@ async def app_client(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
             yield client
+
+
+@pytest.fixture
+def app_with(settings: Settings, temporal: WorkflowEnvironment) -> Any:
+    """A second app whose settings differ (window, limits, a task queue nobody polls…)."""
+
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(settings.model_copy(update=overrides))
+        async with app.router.lifespan_context(app):
+            app.state.temporal._client = temporal.client
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+                yield client
+
+    return factory
+
+
+@pytest.fixture(autouse=True)
+def _disarm(fault_proxy: FaultProxy) -> Iterator[None]:
+    yield
+    fault_proxy.clear()
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-FaultKind = Literal["throttle", "server_error", "drop", "invalid_parameter", "access_denied"]
+FaultKind = Literal[
+    "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity"
+]
 
 _ERRORS: dict[str, tuple[int, str, str]] = {
     "throttle": (400, "ThrottlingException", "Rate exceeded"),
@@ -100,6 +102,11 @@ class FaultProxy:
                 if fault is not None and fault.kind == "drop":
                     self.close_connection = True
                     self.connection.close()
+                    return
+                if fault is not None and fault.kind == "capacity":  # RunTask answers 200 + failures
+                    payload = (b'{"tasks":[],"failures":[{"reason":"RESOURCE:FARGATE",'
+                               b'"detail":"You have reached the limit on the number of vCPUs"}]}')
+                    self._reply(200, [("Content-Type", "application/x-amz-json-1.1")], payload)
                     return
                 if fault is not None:
                     status, code, message = _ERRORS[fault.kind]
