@@ -1,0 +1,110 @@
+"""Every activity run twice leaves the same rows and the same single ECS task.
+
+The activities run outside any workflow (Temporal's ActivityEnvironment) against the real
+PostgreSQL and moto, on the input rows a real POST wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+
+from activities.ecs_client import ecs_client
+from activities.ecs_tasks import EcsTaskActivities
+from activities.job_state import JobStateActivities
+from activities.location_rows import LocationRowsActivities
+from db.engine import make_sessionmaker
+from settings import Settings
+from tests.helpers import (
+    all_tasks_started_by,
+    charger,
+    create_cpo,
+    expected_counts,
+    location,
+    running_tasks,
+    submit,
+    table_counts,
+)
+from workflows.shared import (
+    ActivateInput,
+    ChargerTaskInput,
+    LocationOutcome,
+    LocationState,
+    ProvisionInput,
+    StopTasksInput,
+    WaitTasksInput,
+)
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_each_activity_twice_gives_the_same_rows_and_one_task(
+    app_with: Any, admin: dict[str, str], temporal: WorkflowEnvironment, engine: AsyncEngine,
+    settings: Settings, ecs: Any,
+) -> None:
+    async with app_with(task_queue="idempotency-no-worker") as client:
+        cpo_id, token = await create_cpo(client, admin)
+        accepted = await submit(client, cpo_id, token, [
+            location("Twice", [charger(f"TWICE-{cpo_id}-1", evses=2), charger(f"TWICE-{cpo_id}-2")]),
+        ])
+    await temporal.client.get_workflow_handle(accepted["job_id"]).terminate("driven by hand")
+    job_id = accepted["job_id"]
+    env = ActivityEnvironment()
+    sessions = make_sessionmaker(engine)
+    rows = LocationRowsActivities(sessions, settings)
+    state = JobStateActivities(sessions)
+    inp = ProvisionInput(job_id, int(cpo_id), 0)
+
+    first = await env.run(rows.write_location_rows, inp)
+    after_first = await table_counts(engine, cpo_id)
+    second = await env.run(rows.write_location_rows, inp)
+    assert first == second
+    assert await table_counts(engine, cpo_id) == after_first == {
+        **expected_counts([[2, 1]]), "ecs_tasks": 0,
+    }
+
+    async with ecs_client(settings) as ecs_async:
+        tasks_acts = EcsTaskActivities(sessions, ecs_async, settings)
+        refs = []
+        for planned in first.chargers:
+            task_input = ChargerTaskInput(job_id, 0, first.location_id, planned.deployment_id,
+                                          planned.identity)
+            once = await env.run(tasks_acts.start_charger_task, task_input)
+            twice = await env.run(tasks_acts.start_charger_task, task_input)
+            assert once == twice  # the second run adopts the task the first one started
+            assert [t["taskArn"] for t in running_tasks(ecs, settings.ecs_cluster, planned.deployment_id)] == [
+                once.task_arn
+            ]
+            refs.append(once)
+        for _ in range(2):
+            await env.run(tasks_acts.wait_tasks_running, WaitTasksInput(first.location_id, refs))
+        charger_ids = [c.deployment_id for c in first.chargers]
+        for _ in range(2):
+            await env.run(rows.activate_location, ActivateInput(job_id, 0, first.location_id, charger_ids))
+        assert await table_counts(engine, cpo_id) == expected_counts([[2, 1]])
+        async with engine.connect() as conn:
+            assert (await conn.execute(text(
+                "SELECT state, location_id FROM ocpp.job_locations WHERE job_id = :j"), {"j": job_id}
+            )).one() == ("READY", first.location_id)
+
+        # the undo path is idempotent too
+        stop = StopTasksInput(first.location_id, charger_ids)
+        assert await env.run(tasks_acts.stop_location_tasks, stop) == 2
+        await env.run(tasks_acts.stop_location_tasks, stop)
+        for dep_id in charger_ids:
+            assert running_tasks(ecs, settings.ecs_cluster, dep_id) == []
+            assert len(all_tasks_started_by(ecs, settings.ecs_cluster, dep_id)) == 1
+    assert await env.run(rows.delete_location_rows, first.location_id) == 1
+    assert await env.run(rows.delete_location_rows, first.location_id) == 0
+    assert await table_counts(engine, cpo_id) == expected_counts([])
+    outcome = LocationOutcome(job_id, 0, LocationState.FAILED)
+    await env.run(state.record_location_outcome, outcome)
+    await env.run(state.record_location_outcome, outcome)
+    async with engine.connect() as conn:
+        assert (await conn.execute(text(
+            "SELECT count(*), min(state) FROM ocpp.job_locations WHERE job_id = :j"), {"j": job_id}
+        )).one() == (1, "FAILED")
