@@ -21,7 +21,6 @@ import pytest
 import pytest_asyncio
 from alembic import command
 from alembic.config import Config
-from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -31,6 +30,7 @@ from temporalio.worker import Worker
 from activities.ecs_client import ecs_client
 from api.app import create_app
 from db.engine import make_engine, make_sessionmaker
+from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, venv_binary
 from settings import ROOT, Settings

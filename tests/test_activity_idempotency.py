@@ -76,9 +76,8 @@ async def test_each_activity_twice_gives_the_same_rows_and_one_task(
             once = await env.run(tasks_acts.start_charger_task, task_input)
             twice = await env.run(tasks_acts.start_charger_task, task_input)
             assert once == twice  # the second run adopts the task the first one started
-            assert [t["taskArn"] for t in running_tasks(ecs, settings.ecs_cluster, planned.deployment_id)] == [
-                once.task_arn
-            ]
+            running = running_tasks(ecs, settings.ecs_cluster, planned.deployment_id)
+            assert [t["taskArn"] for t in running] == [once.task_arn]
             refs.append(once)
         for _ in range(2):
             await env.run(tasks_acts.wait_tasks_running, WaitTasksInput(first.location_id, refs))
