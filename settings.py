@@ -31,6 +31,9 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="rpc timeout of the status query; then describe() + DB"
     )
     retry_after_seconds: int = 2
+    sync_wait_seconds: float = Field(
+        default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"
+    )
 
     # --- PostgreSQL ---
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/ocpplab"

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from api import problems
 from api.deps import TemporalConnector
-from api.routes import cpos, health, locations
+from api.routes import cpos, health, locations, templates
 from db.engine import make_engine, make_sessionmaker
 from settings import Settings, get_settings
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(cpos.router)
     app.include_router(locations.router)
+    app.include_router(templates.router)
     return app
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -42,12 +43,19 @@ def location_out(loc: OcpiLocation, ocpp: OcppLocation | None, chargers: list[Ch
     )
 
 
+HIDDEN = "DECOMMISSIONING"  # on its way out: reads no longer show it
+
+
+def _visible(cpo_id: int) -> Any:
+    return (col(OcpiLocation.network_id) == cpo_id) & (col(OcpiLocation.status) != HIDDEN)
+
+
 async def get_location(session: AsyncSession, cpo_id: int, location_id: str) -> LocationOut | None:
     row = (
         await session.execute(
             select(OcpiLocation, OcppLocation)
             .outerjoin(OcppLocation, col(OcppLocation.ocpi_location_id) == col(OcpiLocation.id))
-            .where(col(OcpiLocation.id) == location_id, col(OcpiLocation.network_id) == cpo_id)
+            .where(col(OcpiLocation.id) == location_id, _visible(cpo_id))
         )
     ).first()
     if row is None:
@@ -55,3 +63,32 @@ async def get_location(session: AsyncSession, cpo_id: int, location_id: str) -> 
     loc, ocpp = row
     chargers = await chargers_of(session, [loc.id])
     return location_out(loc, ocpp, chargers.get(loc.id, []))
+
+
+async def location_status(session: AsyncSession, cpo_id: int, location_id: str) -> str | None:
+    return (
+        await session.execute(
+            select(col(OcpiLocation.status))
+            .where(col(OcpiLocation.id) == location_id, col(OcpiLocation.network_id) == cpo_id)
+        )
+    ).scalar_one_or_none()
+
+
+async def list_page(
+    session: AsyncSession, cpo_id: int, page: int, limit: int
+) -> tuple[list[LocationOut], int]:
+    total = (
+        await session.execute(select(func.count()).select_from(OcpiLocation).where(_visible(cpo_id)))
+    ).scalar_one()
+    rows = (
+        await session.execute(
+            select(OcpiLocation, OcppLocation)
+            .outerjoin(OcppLocation, col(OcppLocation.ocpi_location_id) == col(OcpiLocation.id))
+            .where(_visible(cpo_id))
+            .order_by(col(OcpiLocation.created_at), col(OcpiLocation.id))
+            .offset((page - 1) * limit)
+            .limit(limit)
+        )
+    ).all()
+    chargers = await chargers_of(session, [loc.id for loc, _ in rows])
+    return [location_out(loc, ocpp, chargers.get(loc.id, [])) for loc, ocpp in rows], int(total)

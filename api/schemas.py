@@ -84,11 +84,25 @@ def _timezones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+def check_country(value: str | None) -> str | None:
+    if value is not None:
+        country_alpha3(value)
+        return value.strip().upper()
+    return value
+
+
+def check_timezone(value: str | None) -> str | None:
+    if value is not None and value not in _timezones():
+        raise ValueError(f"{value!r} is not an IANA time zone name")
+    return value
+
+
 class Coordinates(BaseModel):
     model_config = ConfigDict(json_schema_extra={"example": {"latitude": 50.8357, "longitude": 4.3353}})
 
-    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False)
-    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False)
+    # JSON numbers only (as the reference's example), not numeric strings
+    latitude: float = Field(ge=-90, le=90, allow_inf_nan=False, strict=True)
+    longitude: float = Field(ge=-180, le=180, allow_inf_nan=False, strict=True)
 
     @field_validator("latitude", "longitude", mode="before")
     @classmethod
@@ -110,8 +124,8 @@ class ChargerIn(BaseModel):
     model: Text20 = "Simulator"
     ocpp_version: Literal[OCPP_VERSIONS] = "OCPP1.6"  # type: ignore[valid-type]
     connector_type: Literal[tuple(CONNECTOR_TYPES)] = "Type2"  # type: ignore[valid-type]
-    max_power_kw: float = Field(default=22.0, gt=0, le=1000, allow_inf_nan=False)
-    evses: int = Field(default=1, ge=1, le=8, description="EVSEs (one connector each)")
+    max_power_kw: float = Field(default=22.0, gt=0, le=1000, allow_inf_nan=False, strict=True)
+    evses: int = Field(default=1, ge=1, le=8, strict=True, description="EVSEs (one connector each)")
 
 
 
@@ -133,7 +147,7 @@ class LocationIn(BaseModel):
     state: Text20 | None = None
     country: str = Field(description="ISO-3166 alpha-2 or alpha-3", min_length=2, max_length=3)
     coordinates: Coordinates
-    public: bool = True
+    public: bool = Field(default=True, strict=True)  # JSON true/false only, not "yes" or 1
     timezone: str | None = Field(default=None, description="IANA name; derived from coordinates when absent")
     owner_name: Text255 | None = None
     parking_type: ParkingType | None = None
@@ -141,18 +155,8 @@ class LocationIn(BaseModel):
     template: str | None = Field(default=None, description="slug of a location template")
     chargers: list[ChargerIn] | None = Field(default=None, max_length=100)
 
-    @field_validator("country")
-    @classmethod
-    def _country(cls, value: str) -> str:
-        country_alpha3(value)
-        return value.strip().upper()
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, value: str | None) -> str | None:
-        if value is not None and value not in _timezones():
-            raise ValueError(f"{value!r} is not an IANA time zone name")
-        return value
+    _country = field_validator("country")(check_country)
+    _timezone = field_validator("timezone")(check_timezone)
 
     @field_validator("template")
     @classmethod
@@ -296,3 +300,56 @@ class CpoCreated(BaseModel):
     party: Party
     token: str = Field(description="the CPO's bearer token; shown once, stored hashed")
     created_at: datetime
+
+
+class LocationPatchIn(BaseModel):
+    """Every field optional; the ones sent are validated as on create. Chargers are not edited
+    here (unknown fields are refused so that a `chargers` key does not silently do nothing)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"name": "Brussels Midi Hub (P2)"}}
+    )
+
+    name: Text255 | None = None
+    address: Text45 | None = None
+    city: Text45 | None = None
+    postal_code: Text10 | None = None
+    state: Text20 | None = None
+    country: str | None = Field(default=None, min_length=2, max_length=3)
+    coordinates: Coordinates | None = None
+    public: bool | None = Field(default=None, strict=True)
+    timezone: str | None = None
+    owner_name: Text255 | None = None
+    parking_type: ParkingType | None = None
+    facilities: list[Facility] | None = Field(default=None, max_length=20)
+
+    _country = field_validator("country")(check_country)
+    _timezone = field_validator("timezone")(check_timezone)
+
+
+class LocationPage(BaseModel):
+    data: list[LocationOut]
+    total: int
+    page: int
+    limit: int
+
+
+class UpdateAccepted(BaseModel):
+    location_id: str
+    status: Literal["UPDATING"] = "UPDATING"
+    workflow_id: str
+
+
+class DecommissionAccepted(BaseModel):
+    location_id: str
+    status: Literal["DECOMMISSIONING"] = "DECOMMISSIONING"
+    workflow_id: str
+
+
+class TemplateOut(BaseModel):
+    slug: str
+    name: str
+    site_type: str
+    description: str
+    charger_groups: list[dict[str, Any]]
+    chargers: int

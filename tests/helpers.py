@@ -12,6 +12,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 _parties = itertools.product(string.ascii_uppercase, repeat=3)
+_serial = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A charger identity no other test of this session uses."""
+    return f"{prefix}-{next(_serial)}"
 
 TEN_TABLES = {
     "ocpi_locations": "SELECT count(*) FROM ocpp.ocpi_locations WHERE network_id = :n",

@@ -16,12 +16,14 @@ from temporalio.worker import Worker
 
 from activities.ecs_tasks import EcsTaskActivities
 from activities.job_state import JobStateActivities
+from activities.location_changes import LocationChangeActivities
 from activities.location_rows import LocationRowsActivities
 from settings import Settings
 from workflows.bulk_create import BulkCreateLocations
+from workflows.location_changes import DecommissionLocation, UpdateLocation
 from workflows.provision_location import ProvisionLocation
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation]
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation]
 
 
 def build_workers(
@@ -32,6 +34,7 @@ def build_workers(
 ) -> list[Worker]:
     rows = LocationRowsActivities(sessions, settings)
     job = JobStateActivities(sessions)
+    changes = LocationChangeActivities(sessions)
     ecs_acts = EcsTaskActivities(sessions, ecs, settings)
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
@@ -45,6 +48,8 @@ def build_workers(
             rows.delete_location_rows,
             job.record_location_outcome,
             job.finalize_job,
+            changes.mark_location_decommissioning,
+            changes.update_location_fields,
         ],
         max_concurrent_activities=50,
         max_concurrent_workflow_tasks=50,

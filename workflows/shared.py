@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
@@ -44,6 +45,11 @@ ACT_FINALIZE_JOB = "finalize_job"
 ACT_START_CHARGER_TASK = "start_charger_task"
 ACT_WAIT_TASKS_RUNNING = "wait_tasks_running"
 ACT_STOP_LOCATION_TASKS = "stop_location_tasks"
+ACT_MARK_DECOMMISSIONING = "mark_location_decommissioning"
+ACT_UPDATE_LOCATION = "update_location_fields"
+
+WORKFLOW_DECOMMISSION = "DecommissionLocation"
+WORKFLOW_UPDATE = "UpdateLocation"
 
 # Stable error codes of a location, and whether re-submitting it later may succeed.
 ERROR_RETRYABLE: dict[str, bool] = {
@@ -153,6 +159,22 @@ class WaitTasksInput:
 class StopTasksInput:
     location_id: str
     deployment_ids: list[str]
+
+
+@dataclass
+class LocationRef:
+    cpo_id: int
+    location_id: str
+    ecs_task_queue: str | None = None
+
+
+@dataclass
+class LocationPatch:
+    """Already validated and normalized by the API: OCPI column name -> new value."""
+
+    cpo_id: int
+    location_id: str
+    fields: dict[str, Any]
 
 
 @dataclass

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi.responses import JSONResponse
 
 from api.bulk_jobs import create_or_reuse_job, job_status, start_job_workflow
 from api.deps import CpoDep, SessionDep, SettingsDep, get_temporal
-from api.locations_read import get_location
+from api.location_changes import apply_patch, decommission, patch_columns
+from api.locations_read import get_location, list_page, location_status
 from api.normalize import check_identities
 from api.problems import ApiError, error_responses
-from api.schemas import BulkCreateAccepted, BulkCreateRequest, JobStatusOut, LocationOut
+from api.schemas import (
+    BulkCreateAccepted,
+    BulkCreateRequest,
+    DecommissionAccepted,
+    JobStatusOut,
+    LocationOut,
+    LocationPage,
+    LocationPatchIn,
+    UpdateAccepted,
+)
 from db.models import Job
 
 router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
@@ -20,8 +31,9 @@ JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned 
 LocationIdPath = Annotated[str, Path(max_length=36, description="the location's id (loc-…)")]
 
 
-async def limit_locations(request: Request, settings: SettingsDep) -> None:
-    """413 before validating thousands of locations that would be refused anyway."""
+async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) -> None:
+    """413 before validating thousands of locations that would be refused anyway (after the
+    token and the CPO are checked: an unauthenticated caller learns nothing about limits)."""
     try:
         data = await request.json()
     except ValueError:
@@ -85,6 +97,24 @@ async def get_job_status(
 
 
 @router.get(
+    "",
+    response_model=LocationPage,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="List locations in a network",
+)
+async def list_locations(
+    cpo: CpoDep,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")] = 1,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
+) -> LocationPage:
+    """Oldest first (then by id), so pages are stable while new locations arrive."""
+    assert cpo.id is not None
+    data, total = await list_page(session, cpo.id, page, limit)
+    return LocationPage(data=data, total=total, page=page, limit=limit)
+
+
+@router.get(
     "/{location_id}",
     response_model=LocationOut,
     responses=error_responses(401, 403, 404, 422, 503),
@@ -96,3 +126,61 @@ async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: Sessi
     if location is None:
         raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo.id}")
     return location
+
+
+@router.patch(
+    "/{location_id}",
+    response_model=LocationOut,
+    responses={202: {"model": UpdateAccepted, "description": "accepted; not applied yet"},
+               **error_responses(400, 401, 403, 404, 422, 503)},
+    summary="Update OCPI location",
+)
+async def patch_location(
+    location_id: LocationIdPath, body: LocationPatchIn, cpo: CpoDep, session: SessionDep,
+    settings: SettingsDep, request: Request,
+) -> LocationOut | JSONResponse:
+    """Only the fields sent change, validated as on create; OCPI `last_updated` moves. Applied by
+    the `UpdateLocation` workflow: 200 with the location once applied, 202 if no worker applied
+    it within `sync_wait_seconds` (it will be)."""
+    assert cpo.id is not None
+    cpo_id = cpo.id  # plain int: the rollback below expires ORM objects
+    if await get_location(session, cpo_id, location_id) is None:
+        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo_id}")
+    columns = patch_columns(body)
+    if columns:
+        pending = await apply_patch(await get_temporal(request), settings, cpo_id, location_id, columns)
+        if pending is not None:
+            return JSONResponse(UpdateAccepted(location_id=location_id, workflow_id=pending).model_dump(),
+                                status_code=202)
+        await session.rollback()  # read what the worker committed, not this session's snapshot
+    location = await get_location(session, cpo_id, location_id)
+    if location is None:
+        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo_id}")
+    return location
+
+
+@router.delete(
+    "/{location_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={202: {"model": DecommissionAccepted, "description": "decommission still running"},
+               **error_responses(401, 403, 409, 422, 503)},
+    summary="Delete OCPI location",
+)
+async def delete_location(
+    location_id: LocationIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep,
+    request: Request,
+) -> Response:
+    """Durable decommission: stop the chargers' ECS tasks, then delete the location's rows in all
+    ten tables. Idempotent: deleting a location that is (already) gone answers 204 too."""
+    assert cpo.id is not None
+    status_now = await location_status(session, cpo.id, location_id)
+    if status_now is None:
+        return Response(status_code=204)
+    if status_now == "PROVISIONING":
+        raise ApiError(409, "LOCATION_PROVISIONING",
+                       "the location is still being provisioned; cancel its job or retry when READY")
+    pending = await decommission(await get_temporal(request), settings, cpo.id, location_id)
+    if pending is not None:
+        return JSONResponse(DecommissionAccepted(location_id=location_id, workflow_id=pending).model_dump(),
+                            status_code=202)
+    return Response(status_code=204)

@@ -1,0 +1,81 @@
+"""PATCH and DELETE of a location: validated here, applied by a workflow on a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+
+from api.normalize import timezone_for
+from api.problems import ApiError, FieldError
+from api.schemas import LocationPatchIn, country_alpha3
+from settings import Settings
+from workflows.shared import WORKFLOW_DECOMMISSION, WORKFLOW_UPDATE, LocationPatch, LocationRef
+
+REQUIRED = {"name", "address", "city", "country", "coordinates", "public", "timezone"}
+
+
+def patch_columns(body: LocationPatchIn) -> dict[str, Any]:
+    """The OCPI columns a PATCH changes, normalized as on create. Only fields sent change, with
+    one exception a user expects: new coordinates without a timezone re-derive the timezone."""
+    sent = body.model_dump(exclude_unset=True, mode="json")
+    nulls = sorted(REQUIRED & {k for k, v in sent.items() if v is None})
+    if nulls:
+        raise ApiError(422, "VALIDATION_ERROR", f"{', '.join(nulls)} cannot be null", [
+            FieldError(field=k, message="this field is required and cannot be null", type="null")
+            for k in nulls
+        ])
+    columns: dict[str, Any] = {}
+    for key, value in sent.items():
+        if key == "coordinates":
+            columns["latitude"] = f"{value['latitude']:.6f}"
+            columns["longitude"] = f"{value['longitude']:.6f}"
+            if "timezone" not in sent:
+                columns["time_zone"] = timezone_for(value["latitude"], value["longitude"])
+        elif key == "country":
+            columns["country"] = country_alpha3(value)
+        elif key == "public":
+            columns["publish"] = value
+        elif key == "timezone":
+            columns["time_zone"] = value
+        else:
+            columns[key] = value
+    return columns
+
+
+async def apply_patch(
+    client: Client, settings: Settings, cpo_id: int, location_id: str, columns: dict[str, Any]
+) -> str | None:
+    """Run UpdateLocation; the workflow id when it did not finish within sync_wait_seconds."""
+    workflow_id = f"update/{location_id}/{uuid.uuid4().hex[:12]}"
+    handle = await client.start_workflow(
+        WORKFLOW_UPDATE, LocationPatch(cpo_id, location_id, columns), id=workflow_id,
+        task_queue=settings.task_queue, static_summary=f"PATCH {location_id}: {', '.join(columns)}",
+    )
+    try:
+        await asyncio.wait_for(handle.result(), timeout=settings.sync_wait_seconds)
+    except TimeoutError:
+        return workflow_id
+    return None
+
+
+async def decommission(
+    client: Client, settings: Settings, cpo_id: int, location_id: str
+) -> str | None:
+    """Run DecommissionLocation (one per location at a time); its id if it is still running."""
+    workflow_id = f"decommission/{location_id}"
+    handle = await client.start_workflow(
+        WORKFLOW_DECOMMISSION, LocationRef(cpo_id, location_id, settings.ecs_task_queue),
+        id=workflow_id, task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Decommission {location_id}",
+    )
+    try:
+        await asyncio.wait_for(handle.result(), timeout=settings.sync_wait_seconds)
+    except TimeoutError:
+        return workflow_id
+    return None
+
