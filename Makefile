@@ -1,0 +1,48 @@
+# Two commands on a fresh machine (Python 3.11+ and make): `make run` and `make test`.
+# uv is bootstrapped into .uv/ with the system Python; it installs the locked dependencies
+# (uv.lock) into .venv/. Every binary (PostgreSQL, Temporal, moto) comes from those wheels.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .uv/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+SYNCED := $(VENV)/.synced
+PYTEST_ARGS ?=
+
+.PHONY: run test test-faults lint bench audit clean clean-data deps
+
+deps: $(SYNCED)
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(SYNCED): $(UV) uv.lock pyproject.toml
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+	touch $@
+
+run: $(SYNCED)  ## PostgreSQL, Temporal dev server + UI, moto, worker and API, until Ctrl-C
+	$(PY) -m devstack
+
+test: $(SYNCED)  ## the whole suite on real parts (embedded PostgreSQL, Temporal test server, moto)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-faults: $(SYNCED)  ## only the fault-injection suite
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+lint: $(SYNCED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy api workflows activities worker db devstack tests bench settings.py
+
+bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
+	$(PY) -m bench $(BENCH_ARGS)
+
+audit: $(SYNCED)  ## compare the database with ECS (needs `make run` in another terminal)
+	$(PY) -m worker.audit $(AUDIT_ARGS)
+
+clean-data:  ## forget the local stack's data (.data/)
+	rm -rf .data
+
+clean:
+	rm -rf $(VENV) .uv .pytest_cache .mypy_cache .ruff_cache
