@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,9 @@ class TemporalDevServer:
         self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         wait_for_port("127.0.0.1", self.port, self.proc, "Temporal dev server", timeout)
-        asyncio.run(self._wait_ready(timeout))
+        # its own loop in a thread: start() is also called from async code (bench, fault tests)
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, self._wait_ready(timeout)).result()
 
     async def _wait_ready(self, timeout: float) -> None:
         """The port opens before the namespace answers; wait until a client can use it."""
