@@ -30,6 +30,7 @@ from api.app import create_app
 from api.bulk_jobs import create_or_reuse_job
 from api.schemas import BulkCreateRequest
 from db.engine import make_engine, make_sessionmaker
+from db.models import PartnerOperation
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port
@@ -135,12 +136,11 @@ async def main(n: int, chargers: int, window: int) -> None:
                 ecs_security_groups=boot.security_group_ids, child_window=window, db_pool_size=20,
             )
             engine = make_engine(settings)
-            async with engine.begin() as conn:
-                from sqlalchemy import text
-
-                cpo_id = (await conn.execute(text(
-                    "INSERT INTO ocpp.partner_operations (name, country_code, party_id, created_at, updated_at)"
-                    " VALUES ('baseline', 'BE', 'BSL', now(), now()) RETURNING id"))).scalar_one()
+            async with make_sessionmaker(engine)() as session:
+                baseline_cpo = PartnerOperation(name="baseline", country_code="BE", party_id="BSL")
+                session.add(baseline_cpo)
+                await session.commit()
+                cpo_id = baseline_cpo.id
             await engine.dispose()
             print(f"bulk-create of {n} locations x {chargers} chargers (window {window}), 2 cores")
             base = await baseline(settings, int(cpo_id), n, chargers)
