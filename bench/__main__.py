@@ -140,6 +140,7 @@ async def main(n: int, chargers: int, window: int) -> None:
                 baseline_cpo = PartnerOperation(name="baseline", country_code="BE", party_id="BSL")
                 session.add(baseline_cpo)
                 await session.commit()
+                assert baseline_cpo.id is not None
                 cpo_id = baseline_cpo.id
             await engine.dispose()
             print(f"bulk-create of {n} locations x {chargers} chargers (window {window}), 2 cores")
