@@ -8,18 +8,21 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
 
 from db.models import Job, JobLocation, utcnow
 from workflows.shared import (
+    ACT_CANCEL_PENDING_LOCATIONS,
     ACT_FINALIZE_JOB,
     ACT_RECORD_LOCATION_OUTCOME,
+    JobCounts,
     JobOutcome,
     JobStatus,
     LocationOutcome,
+    LocationState,
 )
 
 
@@ -39,6 +42,27 @@ class JobStateActivities:
                     error=asdict(outcome.error) if outcome.error else None, updated_at=utcnow(),
                 )
             )
+
+    @activity.defn(name=ACT_CANCEL_PENDING_LOCATIONS)
+    async def cancel_pending_locations(self, job_id: str) -> JobCounts:
+        """Locations never started end CANCELLED; returns the job's final counts."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(JobLocation)
+                .where(col(JobLocation.job_id) == job_id,
+                       col(JobLocation.state).in_([LocationState.PENDING, LocationState.PROVISIONING]))
+                .values(state=LocationState.CANCELLED, updated_at=utcnow(),
+                        error={"code": "CANCELLED", "message": "the job was cancelled before this "
+                               "location was provisioned", "retryable": True})
+            )
+            rows = await session.execute(
+                select(col(JobLocation.state), func.count())
+                .where(col(JobLocation.job_id) == job_id)
+                .group_by(col(JobLocation.state))
+            )
+            counts = {state: int(n) for state, n in rows.all()}
+        return JobCounts(counts.get(LocationState.READY, 0), counts.get(LocationState.FAILED, 0),
+                         counts.get(LocationState.CANCELLED, 0))
 
     @activity.defn(name=ACT_FINALIZE_JOB)
     async def finalize_job(self, outcome: JobOutcome) -> None:

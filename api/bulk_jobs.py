@@ -143,6 +143,23 @@ async def start_job_workflow(
     return job.workflow_run_id
 
 
+async def cancel_and_wait(client: Client, job_id: str, wait_seconds: float) -> None:
+    """Ask Temporal to cancel the job's current run, then give it a moment to wind down."""
+    handle = client.get_workflow_handle(job_id)
+    try:
+        await handle.cancel()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return
+    try:
+        await asyncio.wait_for(handle.result(), timeout=wait_seconds)
+    except TimeoutError:
+        return
+    except Exception:
+        return
+
+
 async def _counts(session: AsyncSession, job_id: str) -> dict[str, int]:
     rows = await session.execute(
         select(col(JobLocation.state), func.count())

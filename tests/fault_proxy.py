@@ -10,13 +10,14 @@ from __future__ import annotations
 import http.client
 import random
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 FaultKind = Literal[
-    "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity"
+    "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity", "delay"
 ]
 
 _ERRORS: dict[str, tuple[int, str, str]] = {
@@ -34,6 +35,7 @@ class Fault:
     remaining: int | None = None  # None = no limit
     probability: float = 1.0
     body_contains: str | None = None
+    delay_seconds: float = 0.0  # for "delay": answer normally, but this much later
     injected: int = 0
 
 
@@ -99,6 +101,9 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 action = self.headers.get("X-Amz-Target", "").rpartition(".")[2] or "Query"
                 fault = proxy._pick(action, body)
+                if fault is not None and fault.kind == "delay":
+                    time.sleep(fault.delay_seconds)
+                    fault = None
                 if fault is not None and fault.kind == "drop":
                     self.close_connection = True
                     self.connection.close()

@@ -48,6 +48,7 @@ def build_workers(
             rows.delete_location_rows,
             job.record_location_outcome,
             job.finalize_job,
+            job.cancel_pending_locations,
             changes.mark_location_decommissioning,
             changes.update_location_fields,
         ],

@@ -12,17 +12,19 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.exceptions import CancelledError, ChildWorkflowError
 
 from workflows.ids import provision_workflow_id
 from workflows.provision_location import ProvisionLocation
 from workflows.retries import location_error, retry_policy
 from workflows.shared import (
+    ACT_CANCEL_PENDING_LOCATIONS,
     ACT_FINALIZE_JOB,
     CPO_ID,
     JOB_STATUS,
     WORKFLOW_BULK_CREATE,
     BulkCreateInput,
+    JobCounts,
     JobOutcome,
     JobProgress,
     JobStatus,
@@ -43,10 +45,10 @@ class BulkCreateLocations:
         inp = self._input
         if inp is None:
             return JobProgress("", self._status, 0, 0, 0, 0, 1)
-        done = inp.succeeded + inp.failed
+        failed = inp.failed + inp.cancelled
         return JobProgress(
-            inp.job_id, self._status, inp.total, inp.succeeded, inp.failed,
-            inp.total - done, inp.runs,
+            inp.job_id, self._status, inp.total, inp.succeeded, failed,
+            inp.total - inp.succeeded - failed, inp.runs,
         )
 
     @workflow.run
@@ -56,8 +58,16 @@ class BulkCreateLocations:
             workflow.upsert_search_attributes(
                 [CPO_ID.value_set(str(inp.cpo_id)), JOB_STATUS.value_set(JobStatus.PROVISIONING)]
             )
-        started_this_run = 0
         window: set[asyncio.Task[None]] = set()
+        try:
+            await self._fan_out(inp, window)
+        except asyncio.CancelledError:
+            return await self._cancel(inp, window)
+        return await self._finish(inp)
+
+    async def _fan_out(self, inp: BulkCreateInput, window: set[asyncio.Task[None]]) -> None:
+        """Keep up to `window` children running; drain and continue-as-new after a run's share."""
+        started_this_run = 0
         while inp.next_index < inp.total or window:
             rollover = (
                 started_this_run >= inp.tuning.children_per_run
@@ -71,11 +81,38 @@ class BulkCreateLocations:
             if not window:
                 break
             done, _ = await workflow.wait(window, return_when=asyncio.FIRST_COMPLETED)
-            window -= set(done)
+            window.difference_update(done)
             if rollover and not window and inp.next_index < inp.total:
                 inp.runs += 1
                 workflow.continue_as_new(inp)
-        return await self._finish(inp)
+
+    async def _cancel(self, inp: BulkCreateInput, window: set[asyncio.Task[None]]) -> JobOutcome:
+        """Job cancelled: READY locations stay; children in flight are cancelled (each one
+        compensates); locations never started are marked CANCELLED. Then the run ends cancelled."""
+        self._status = JobStatus.CANCELLED
+        for task in window:
+            task.cancel()
+        if window:
+            await workflow.wait(window)
+        policy = retry_policy(inp.tuning)
+        policy.maximum_attempts = 0
+        # The rows are the truth now: every child has recorded its end before wait() returned.
+        counts: JobCounts = await workflow.execute_activity(
+            ACT_CANCEL_PENDING_LOCATIONS, inp.job_id, result_type=JobCounts,
+            start_to_close_timeout=timedelta(seconds=60), retry_policy=policy,
+        )
+        inp.succeeded, inp.failed, inp.cancelled = counts.ready, counts.failed, counts.cancelled
+        outcome = JobOutcome(
+            inp.job_id, JobStatus.CANCELLED, counts.ready, counts.failed + counts.cancelled,
+            LocationError("CANCELLED", f"the job was cancelled; {counts.ready} of {inp.total} "
+                          "locations had been provisioned and stay", True),
+        )
+        await workflow.execute_activity(
+            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=policy, summary="job CANCELLED",
+        )
+        workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
+        raise asyncio.CancelledError
 
     async def _provision(self, inp: BulkCreateInput, index: int) -> None:
         """Run one child to its end and count it; a failed child never fails the parent."""
@@ -90,7 +127,11 @@ class BulkCreateLocations:
             )
             await handle
             inp.succeeded += 1
+        except asyncio.CancelledError:
+            return  # the job was cancelled before this child started; counted from the rows
         except ChildWorkflowError as err:
+            if isinstance(err.cause, CancelledError):
+                return  # cancelled with the job; the child recorded it
             error = location_error(err, "INTERNAL_ERROR")
             inp.failed += 1
             if error.retryable:

@@ -11,7 +11,9 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.workflow import ActivityCancellationType
 
+from workflows import ids
 from workflows.retries import location_error, retry_policy
 from workflows.shared import (
     ACT_ACTIVATE_LOCATION,
@@ -36,6 +38,9 @@ from workflows.shared import (
 )
 
 STEP_TIMEOUT = timedelta(seconds=60)
+# On cancellation, wait for an activity to really end before compensating: a RunTask still in
+# flight while we stop the tasks would leave one behind.
+WAIT = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
 @workflow.defn(name=WORKFLOW_PROVISION)
@@ -57,7 +62,7 @@ class ProvisionLocation:
             self._step = "writing rows"
             plan = await workflow.execute_activity(
                 ACT_WRITE_LOCATION_ROWS, inp, result_type=LocationPlan,
-                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
+                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy, cancellation_type=WAIT,
                 summary=f"rows of location {inp.index}",
             )
             fallback = "ECS_UNAVAILABLE"
@@ -68,7 +73,7 @@ class ProvisionLocation:
                     ChargerTaskInput(inp.job_id, inp.index, plan.location_id,
                                      charger.deployment_id, charger.identity),
                     result_type=TaskRef, task_queue=ecs_queue,
-                    start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
+                    start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy, cancellation_type=WAIT,
                     summary=f"RunTask {charger.identity}",
                 )
                 for charger in plan.chargers
@@ -87,7 +92,7 @@ class ProvisionLocation:
                     ACT_WAIT_TASKS_RUNNING, WaitTasksInput(plan.location_id, tasks),
                     task_queue=ecs_queue, start_to_close_timeout=timeout,
                     schedule_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=30),
-                    retry_policy=policy, summary="wait until RUNNING",
+                    retry_policy=policy, cancellation_type=WAIT, summary="wait until RUNNING",
                 )
             fallback = "DATABASE_UNAVAILABLE"
             self._step = "activating"
@@ -95,7 +100,7 @@ class ProvisionLocation:
             await workflow.execute_activity(
                 ACT_ACTIVATE_LOCATION,
                 ActivateInput(inp.job_id, inp.index, plan.location_id, charger_ids),
-                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
+                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy, cancellation_type=WAIT,
             )
             self._step = "ready"
             return ProvisionResult(inp.index, plan.location_id, charger_ids)
@@ -117,18 +122,20 @@ class ProvisionLocation:
         policy = retry_policy(inp.tuning)
         # Keep trying the clean-up for as long as it takes: giving up would leave rows behind.
         policy.maximum_attempts = 0
-        if plan is not None:
+        if plan is not None:  # no plan: no task was started
             await workflow.execute_activity(
                 ACT_STOP_LOCATION_TASKS,
                 StopTasksInput(plan.location_id, [c.deployment_id for c in plan.chargers]),
                 task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=STEP_TIMEOUT,
                 retry_policy=policy, summary="compensate: stop tasks",
             )
-            await workflow.execute_activity(
-                ACT_DELETE_LOCATION_ROWS, plan.location_id,
-                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
-                summary="compensate: delete rows",
-            )
+        # Even with no plan the rows may exist (cancelled after the write committed); the id is
+        # derived, and deleting nothing is harmless.
+        await workflow.execute_activity(
+            ACT_DELETE_LOCATION_ROWS, ids.location_id(inp.job_id, inp.index),
+            start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
+            summary="compensate: delete rows",
+        )
         state = LocationState.CANCELLED if error.code == "CANCELLED" else LocationState.FAILED
         await workflow.execute_activity(
             ACT_RECORD_LOCATION_OUTCOME,

@@ -47,6 +47,7 @@ ACT_WAIT_TASKS_RUNNING = "wait_tasks_running"
 ACT_STOP_LOCATION_TASKS = "stop_location_tasks"
 ACT_MARK_DECOMMISSIONING = "mark_location_decommissioning"
 ACT_UPDATE_LOCATION = "update_location_fields"
+ACT_CANCEL_PENDING_LOCATIONS = "cancel_pending_locations"
 
 WORKFLOW_DECOMMISSION = "DecommissionLocation"
 WORKFLOW_UPDATE = "UpdateLocation"
@@ -94,6 +95,7 @@ class BulkCreateInput:
     succeeded: int = 0
     failed: int = 0
     retryable_failures: int = 0
+    cancelled: int = 0
     first_error_code: str | None = None
     runs: int = 1
 
@@ -211,6 +213,13 @@ class LocationOutcome:
     location_id: str | None = None
     charger_ids: list[str] | None = None
     error: LocationError | None = None
+
+
+@dataclass
+class JobCounts:
+    ready: int
+    failed: int
+    cancelled: int
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
-from api.bulk_jobs import create_or_reuse_job, job_status, start_job_workflow
+from api.bulk_jobs import cancel_and_wait, create_or_reuse_job, job_status, start_job_workflow
 from api.deps import CpoDep, SessionDep, SettingsDep, get_temporal
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
@@ -24,6 +24,7 @@ from api.schemas import (
     UpdateAccepted,
 )
 from db.models import Job
+from workflows.shared import JobStatus
 
 router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
 
@@ -94,6 +95,34 @@ async def get_job_status(
     if job is None or job.cpo_id != cpo.id:
         raise ApiError(404, "JOB_NOT_FOUND", f"no job {job_id} under CPO {cpo.id}")
     return await job_status(session, lambda: get_temporal(request), settings, job)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobStatusOut,
+    responses={202: {"model": JobStatusOut, "description": "cancellation requested, still running"},
+               **error_responses(401, 403, 404, 409, 422, 503)},
+    summary="Cancel a bulk location-create job",
+)
+async def cancel_job(
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, request: Request
+) -> JobStatusOut | JSONResponse:
+    """READY locations stay; locations in flight are compensated (tasks stopped, rows removed);
+    the job ends CANCELLED. 200 with the final status once it is, 202 while it gets there.
+    Cancelling a cancelled job is harmless; a job that already ended otherwise answers 409."""
+    job = await session.get(Job, job_id)
+    if job is None or job.cpo_id != cpo.id:
+        raise ApiError(404, "JOB_NOT_FOUND", f"no job {job_id} under CPO {cpo.id}")
+    if job.status in (JobStatus.READY, JobStatus.FAILED):
+        raise ApiError(409, "JOB_FINISHED", f"job {job_id} already ended {job.status}")
+    client = await get_temporal(request)
+    if job.status != JobStatus.CANCELLED:
+        await cancel_and_wait(client, job_id, settings.sync_wait_seconds)
+    await session.refresh(job)
+    body = await job_status(session, lambda: get_temporal(request), settings, job)
+    if body.status == JobStatus.CANCELLED:
+        return body
+    return JSONResponse(body.model_dump(mode="json"), status_code=202)
 
 
 @router.get(

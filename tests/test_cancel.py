@@ -1,0 +1,69 @@
+"""Cancelling a running job: READY locations stay, in-flight ones are undone, the job is CANCELLED."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.worker import Worker
+
+from settings import Settings
+from tests.fault_proxy import Fault, FaultProxy
+from tests.helpers import (
+    all_tasks_started_by,
+    charger,
+    create_cpo,
+    expected_counts,
+    location,
+    running_tasks,
+    submit,
+    table_counts,
+    unique,
+)
+from workflows import ids
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
+    app_with: Any, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine, ecs: Any,
+    settings: Settings, fault_proxy: FaultProxy,
+) -> None:
+    slow = unique("SLOW")
+    # every RunTask of the slow chargers answers after 2 s: those locations are in flight
+    fault_proxy.arm(Fault("RunTask", "delay", body_contains=slow, delay_seconds=2))
+    async with app_with(child_window=2, sync_wait_seconds=20) as client:
+        cpo_id, token = await create_cpo(client, admin)
+        quick = [location(f"Quick {i}", [charger(unique("QUICK"))]) for i in range(2)]
+        slow_ones = [location(f"Slow {i}", [charger(f"{slow}-{i}")]) for i in range(4)]
+        accepted = await submit(client, cpo_id, token, quick + slow_ones)
+        status_url = accepted["status_url"]
+        for _ in range(100):  # until the two quick ones are READY
+            progress = (await client.get(status_url, headers=token)).json()["progress"]
+            if progress["succeeded"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert progress["succeeded"] == 2, progress
+        response = await client.delete(status_url, headers=token)
+        assert response.status_code == 200, response.text
+        job = response.json()
+        again = await client.delete(status_url, headers=token)
+
+    assert job["status"] == "CANCELLED"
+    assert job["error"]["code"] == "CANCELLED"
+    assert job["progress"] == {"total": 6, "succeeded": 2, "failed": 4, "in_progress": 0}
+    states = [loc["status"] for loc in job["results"]["locations"]]
+    assert states == ["READY", "READY", "CANCELLED", "CANCELLED", "CANCELLED", "CANCELLED"]
+    assert len(job["results"]["location_ids"]) == 2
+    assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
+    # the READY ones are intact; nothing of the cancelled ones remains, no task of theirs runs
+    assert await table_counts(engine, cpo_id) == expected_counts([[1], [1]])
+    job_id = accepted["job_id"]
+    for index in range(2, 6):
+        dep_id = ids.deployment_id(job_id, index, 0)
+        assert running_tasks(ecs, settings.ecs_cluster, dep_id) == []
+        assert len(all_tasks_started_by(ecs, settings.ecs_cluster, dep_id)) <= 1
+    for loc in job["results"]["locations"][:2]:
+        assert len(running_tasks(ecs, settings.ecs_cluster, loc["charger_ids"][0])) == 1
