@@ -1,0 +1,179 @@
+"""`python -m worker.audit --cpo ID | --job JOB_ID`: does the database agree with ECS?
+
+It reports, as numbers: locations per state; deployments of active locations without a running
+task; running charger tasks whose deployment is unknown (orphans); deployments with more than one
+running task (duplicates); locations missing some of their ten tables' rows (half-written); and
+READY job locations whose location is gone (lost). Exit code 1 when any of the last five is not 0.
+The fault tests use it as their oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from activities.ecs_client import ecs_client
+from db.engine import make_engine
+from settings import Settings, get_settings
+
+# Per location: the counts that must agree for its rows to be whole.
+LOCATION_SHAPE = """
+SELECT l.id, l.status,
+  (SELECT count(*) FROM ocpp.locations o WHERE o.ocpi_location_id = l.id) AS ocpp_sites,
+  (SELECT count(*) FROM ocpp.ocpi_evses e WHERE e.location_id = l.id) AS evses,
+  (SELECT count(*) FROM ocpp.ocpi_connectors c JOIN ocpp.ocpi_evses e ON e.uid = c.evse_uid
+     WHERE e.location_id = l.id) AS connectors,
+  (SELECT count(*) FROM ocpp.charge_points p JOIN ocpp.locations o ON o.id = p.location_id
+     WHERE o.ocpi_location_id = l.id) AS chargers,
+  (SELECT count(*) FROM ocpp.charge_point_connectors pc JOIN ocpp.charge_points p
+     ON p.id = pc.charge_point_id JOIN ocpp.locations o ON o.id = p.location_id
+     WHERE o.ocpi_location_id = l.id) AS charger_connectors,
+  (SELECT count(*) FROM ocpp.charge_point_credentials cr JOIN ocpp.charge_points p
+     ON p.id = cr.charge_point_id JOIN ocpp.locations o ON o.id = p.location_id
+     WHERE o.ocpi_location_id = l.id) AS credentials,
+  (SELECT count(*) FROM ocpp.network_topology t WHERE t.ocpi_location_id = l.id) AS topology,
+  (SELECT count(*) FROM ocpp.charger_deployments d WHERE d.ocpi_location_id = l.id) AS deployments,
+  (SELECT count(*) FROM ocpp.ecs_tasks k JOIN ocpp.charger_deployments d ON d.id = k.deployment_id
+     WHERE d.ocpi_location_id = l.id) AS task_rows
+FROM ocpp.ocpi_locations l WHERE {scope}
+"""
+
+
+@dataclass
+class AuditReport:
+    scope: str
+    locations_by_state: dict[str, int] = field(default_factory=dict)
+    chargers: int = 0
+    running_tasks: int = 0
+    deployments_without_task: int = 0
+    orphan_tasks: int = 0
+    duplicate_tasks: int = 0
+    half_written_locations: int = 0
+    lost_locations: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.deployments_without_task or self.orphan_tasks or self.duplicate_tasks
+                    or self.half_written_locations or self.lost_locations)
+
+
+def _half_written(row: Any) -> bool:
+    whole_site = row.ocpp_sites == 1
+    evse_side = row.evses == row.connectors == row.charger_connectors == row.topology
+    charger_side = row.chargers == row.credentials == row.deployments
+    tasks = row.status != "ACTIVE" or row.task_rows == row.deployments
+    return not (whole_site and evse_side and charger_side and tasks)
+
+
+async def _running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    """RUNNING tasks of the cluster started by a deployment, by deployment id, with their tags."""
+    by_deployment: dict[str, list[dict[str, Any]]] = {}
+    async with ecs_client(settings) as ecs:
+        arns: list[str] = []
+        paginator = ecs.get_paginator("list_tasks")
+        async for page in paginator.paginate(cluster=settings.ecs_cluster, desiredStatus="RUNNING"):
+            arns += page.get("taskArns", [])
+        for start in range(0, len(arns), 100):
+            described = await ecs.describe_tasks(cluster=settings.ecs_cluster,
+                                                 tasks=arns[start:start + 100], include=["TAGS"])
+            for task in described.get("tasks", []):
+                started_by = task.get("startedBy", "")
+                if started_by.startswith("dep-"):
+                    by_deployment.setdefault(started_by, []).append(task)
+    return by_deployment
+
+
+async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None = None,
+                job_id: str | None = None) -> AuditReport:
+    if (cpo_id is None) == (job_id is None):
+        raise ValueError("audit one CPO or one job")
+    params: dict[str, Any]
+    jobs_params: dict[str, Any]
+    if job_id is not None:
+        scope, params = "l.job_id = :job", {"job": job_id}
+        jobs_sql, jobs_params = "SELECT :job", {"job": job_id}
+        report = AuditReport(scope=f"job {job_id}")
+    else:
+        scope, params = "l.network_id = :cpo", {"cpo": cpo_id}
+        jobs_sql, jobs_params = "SELECT id FROM ocpp.jobs WHERE cpo_id = :cpo", {"cpo": cpo_id}
+        report = AuditReport(scope=f"CPO {cpo_id}")
+    async with engine.connect() as conn:
+        shapes = (await conn.execute(text(LOCATION_SHAPE.format(scope=scope)), params)).all()
+        deployments = (await conn.execute(text(
+            "SELECT d.id, l.status FROM ocpp.charger_deployments d JOIN ocpp.ocpi_locations l"
+            f" ON l.id = d.ocpi_location_id WHERE {scope}"), params)).all()
+        job_ids = set((await conn.execute(text(jobs_sql), jobs_params)).scalars())
+        known = set((await conn.execute(text("SELECT id FROM ocpp.charger_deployments"))).scalars())
+        lost = (await conn.execute(text(
+            "SELECT j.job_id || '#' || j.index FROM ocpp.job_locations j"
+            " LEFT JOIN ocpp.ocpi_locations l ON l.id = j.location_id"
+            f" WHERE j.job_id IN ({jobs_sql}) AND j.state = 'READY' AND l.id IS NULL"),
+            jobs_params)).scalars().all()
+    report.locations_by_state = dict(Counter(row.status for row in shapes))
+    half = [row.id for row in shapes if _half_written(row)]
+    report.half_written_locations = len(half)
+    report.lost_locations = len(lost)
+    report.chargers = len(deployments)
+
+    running = await _running_charger_tasks(settings)
+    in_scope = {
+        dep: tasks for dep, tasks in running.items()
+        if any(t["key"] == "ocpplab:job-id" and t["value"] in job_ids
+               for task in tasks for t in task.get("tags", []))
+    }
+    report.running_tasks = sum(len(tasks) for tasks in in_scope.values())
+    missing = [dep for dep, status in deployments if status == "ACTIVE" and dep not in running]
+    orphans = [dep for dep in in_scope if dep not in known]
+    duplicates = [dep for dep, tasks in in_scope.items() if len(tasks) > 1]
+    report.deployments_without_task = len(missing)
+    report.orphan_tasks = sum(len(in_scope[dep]) for dep in orphans)
+    report.duplicate_tasks = len(duplicates)
+    report.examples = [f"half-written {i}" for i in half[:3]] + [f"lost {i}" for i in lost[:3]] + [
+        f"no task {d}" for d in missing[:3]] + [f"orphan {d}" for d in orphans[:3]] + [
+        f"duplicate {d}" for d in duplicates[:3]]
+    return report
+
+
+def render(report: AuditReport) -> str:
+    lines = [f"audit of {report.scope}"]
+    states = ", ".join(f"{k} {v}" for k, v in sorted(report.locations_by_state.items())) or "none"
+    lines.append(f"  locations by state         {states}")
+    for name in ("chargers", "running_tasks", "deployments_without_task", "orphan_tasks",
+                 "duplicate_tasks", "half_written_locations", "lost_locations"):
+        lines.append(f"  {name.replace('_', ' '):<26} {getattr(report, name)}")
+    lines += [f"  e.g. {example}" for example in report.examples]
+    lines.append("  OK" if report.ok else "  MISMATCH")
+    return "\n".join(lines)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    engine = make_engine(settings)
+    try:
+        report = await audit(settings, engine, cpo_id=args.cpo, job_id=args.job)
+    finally:
+        await engine.dispose()
+    print(json.dumps(asdict(report) | {"ok": report.ok}) if args.json else render(report))
+    return 0 if report.ok else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker.audit", description=__doc__)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--cpo", type=int, help="audit every location of this CPO")
+    target.add_argument("--job", help="audit the locations of this job")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    sys.exit(asyncio.run(_main(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()
