@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     ecs_activities_per_second: float | None = None
 
     worker_shutdown_grace_seconds: float = 10.0
+    activity_timeout_seconds: float = Field(default=60.0, gt=0)
 
     # --- workflow shape ---
     child_window: int = Field(default=100, ge=1, le=1000)
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
             activity_max_interval_seconds=self.activity_max_interval_seconds,
             task_running_timeout_seconds=self.task_running_timeout_seconds,
             ecs_task_queue=self.ecs_task_queue,
+            activity_timeout_seconds=self.activity_timeout_seconds,
         )
 
     # --- AWS ECS ---

@@ -37,7 +37,7 @@ from workflows.shared import (
 class BulkCreateLocations:
     def __init__(self) -> None:
         self._input: BulkCreateInput | None = None
-        self._in_flight = 0
+        self._running: set[int] = set()  # indexes whose child has started and not ended
         self._status = JobStatus.PROVISIONING
 
     @workflow.query
@@ -90,8 +90,9 @@ class BulkCreateLocations:
         """Job cancelled: READY locations stay; children in flight are cancelled (each one
         compensates); locations never started are marked CANCELLED. Then the run ends cancelled."""
         self._status = JobStatus.CANCELLED
-        for task in window:
-            task.cancel()
+        # Ask each running child to cancel (children still starting ask themselves, see
+        # _provision), then wait for every one to end: only then are the rows final.
+        await asyncio.gather(*(self._cancel_child(inp, i) for i in sorted(self._running)))
         if window:
             await workflow.wait(window)
         policy = retry_policy(inp.tuning)
@@ -99,7 +100,7 @@ class BulkCreateLocations:
         # The rows are the truth now: every child has recorded its end before wait() returned.
         counts: JobCounts = await workflow.execute_activity(
             ACT_CANCEL_PENDING_LOCATIONS, inp.job_id, result_type=JobCounts,
-            start_to_close_timeout=timedelta(seconds=60), retry_policy=policy,
+            start_to_close_timeout=_attempt(inp), retry_policy=policy,
         )
         inp.succeeded, inp.failed, inp.cancelled = counts.ready, counts.failed, counts.cancelled
         outcome = JobOutcome(
@@ -108,15 +109,21 @@ class BulkCreateLocations:
                           "locations had been provisioned and stay", True),
         )
         await workflow.execute_activity(
-            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=timedelta(seconds=60),
+            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=_attempt(inp),
             retry_policy=policy, summary="job CANCELLED",
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
         raise asyncio.CancelledError
 
+    @staticmethod
+    async def _cancel_child(inp: BulkCreateInput, index: int) -> None:
+        try:
+            await workflow.get_external_workflow_handle(provision_workflow_id(inp.job_id, index)).cancel()
+        except Exception:  # it ended meanwhile: nothing to cancel
+            workflow.logger.info("child %s already closed", index)
+
     async def _provision(self, inp: BulkCreateInput, index: int) -> None:
         """Run one child to its end and count it; a failed child never fails the parent."""
-        self._in_flight += 1
         try:
             handle = await workflow.start_child_workflow(
                 ProvisionLocation.run,
@@ -125,10 +132,11 @@ class BulkCreateLocations:
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                 static_summary=f"location #{index} of job {inp.job_id}",
             )
+            self._running.add(index)
+            if self._status == JobStatus.CANCELLED:  # the job was cancelled while it started
+                await self._cancel_child(inp, index)
             await handle
             inp.succeeded += 1
-        except asyncio.CancelledError:
-            return  # the job was cancelled before this child started; counted from the rows
         except ChildWorkflowError as err:
             if isinstance(err.cause, CancelledError):
                 return  # cancelled with the job; the child recorded it
@@ -139,7 +147,7 @@ class BulkCreateLocations:
             if inp.first_error_code is None:
                 inp.first_error_code = error.code
         finally:
-            self._in_flight -= 1
+            self._running.discard(index)
 
     async def _finish(self, inp: BulkCreateInput) -> JobOutcome:
         status = JobStatus.READY if inp.failed == 0 else JobStatus.FAILED
@@ -157,10 +165,13 @@ class BulkCreateLocations:
         policy = retry_policy(inp.tuning)
         policy.maximum_attempts = 0  # the job row must learn the outcome, however long it takes
         await workflow.execute_activity(
-            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=timedelta(seconds=60),
+            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=_attempt(inp),
             retry_policy=policy, summary=f"job {status.value}",
         )
         self._status = status
         workflow.upsert_search_attributes([JOB_STATUS.value_set(status)])
         return outcome
 
+
+def _attempt(inp: BulkCreateInput) -> timedelta:
+    return timedelta(seconds=inp.tuning.activity_timeout_seconds)

@@ -37,7 +37,6 @@ from workflows.shared import (
     WaitTasksInput,
 )
 
-STEP_TIMEOUT = timedelta(seconds=60)
 # On cancellation, wait for an activity to really end before compensating: a RunTask still in
 # flight while we stop the tasks would leave one behind.
 WAIT = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
@@ -55,6 +54,7 @@ class ProvisionLocation:
     @workflow.run
     async def run(self, inp: ProvisionInput) -> ProvisionResult:
         policy = retry_policy(inp.tuning)
+        attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
         ecs_queue = inp.tuning.ecs_task_queue
         plan: LocationPlan | None = None
         fallback = "DATABASE_UNAVAILABLE"
@@ -62,7 +62,7 @@ class ProvisionLocation:
             self._step = "writing rows"
             plan = await workflow.execute_activity(
                 ACT_WRITE_LOCATION_ROWS, inp, result_type=LocationPlan,
-                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy, cancellation_type=WAIT,
+                start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                 summary=f"rows of location {inp.index}",
             )
             fallback = "ECS_UNAVAILABLE"
@@ -73,7 +73,7 @@ class ProvisionLocation:
                     ChargerTaskInput(inp.job_id, inp.index, plan.location_id,
                                      charger.deployment_id, charger.identity),
                     result_type=TaskRef, task_queue=ecs_queue,
-                    start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy, cancellation_type=WAIT,
+                    start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                     summary=f"RunTask {charger.identity}",
                 )
                 for charger in plan.chargers
@@ -100,7 +100,7 @@ class ProvisionLocation:
             await workflow.execute_activity(
                 ACT_ACTIVATE_LOCATION,
                 ActivateInput(inp.job_id, inp.index, plan.location_id, charger_ids),
-                start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy, cancellation_type=WAIT,
+                start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
             )
             self._step = "ready"
             return ProvisionResult(inp.index, plan.location_id, charger_ids)
@@ -120,26 +120,27 @@ class ProvisionLocation:
         """Stop what may run, delete what was written, record why. Every step is idempotent."""
         self._step = f"compensating ({error.code})"
         policy = retry_policy(inp.tuning)
+        attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
         # Keep trying the clean-up for as long as it takes: giving up would leave rows behind.
         policy.maximum_attempts = 0
         if plan is not None:  # no plan: no task was started
             await workflow.execute_activity(
                 ACT_STOP_LOCATION_TASKS,
                 StopTasksInput(plan.location_id, [c.deployment_id for c in plan.chargers]),
-                task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=STEP_TIMEOUT,
+                task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=attempt,
                 retry_policy=policy, summary="compensate: stop tasks",
             )
         # Even with no plan the rows may exist (cancelled after the write committed); the id is
         # derived, and deleting nothing is harmless.
         await workflow.execute_activity(
             ACT_DELETE_LOCATION_ROWS, ids.location_id(inp.job_id, inp.index),
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
+            start_to_close_timeout=attempt, retry_policy=policy,
             summary="compensate: delete rows",
         )
         state = LocationState.CANCELLED if error.code == "CANCELLED" else LocationState.FAILED
         await workflow.execute_activity(
             ACT_RECORD_LOCATION_OUTCOME,
             LocationOutcome(inp.job_id, inp.index, state, None, None, error),
-            start_to_close_timeout=STEP_TIMEOUT, retry_policy=policy,
+            start_to_close_timeout=attempt, retry_policy=policy,
         )
         self._step = state.value.lower()

@@ -80,6 +80,9 @@ class Tuning:
     activity_max_interval_seconds: float = 30.0
     task_running_timeout_seconds: float = 600.0
     ecs_task_queue: str | None = None
+    # start-to-close of one activity attempt: how soon an attempt lost with a crashed worker
+    # is retried elsewhere (none of the steps takes more than a few seconds when healthy)
+    activity_timeout_seconds: float = 60.0
 
 
 @dataclass

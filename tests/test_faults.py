@@ -1,0 +1,307 @@
+"""Nothing lost, nothing doubled: real processes faulted in the middle of 200-location jobs.
+
+Unlike the rest of the suite, time must really pass here, so this module runs its own stack:
+the Temporal dev server (SQLite file, so it can restart), its own PostgreSQL, moto behind the
+fault-injecting proxy, and the worker as a subprocess that is killed and restarted. The API runs
+in-process. After every fault the audit must find 0 duplicates, 0 orphans, 0 half-written
+locations, and the ten tables must hold exactly the READY locations' rows.
+
+Run alone with `make test-faults`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.app import create_app
+from db.engine import make_engine
+from devstack.moto_ecs import MotoServer, bootstrap_ecs
+from devstack.postgres import EmbeddedPostgres
+from devstack.procs import free_port
+from devstack.temporal import TemporalDevServer
+from settings import ROOT, Settings
+from tests.fault_proxy import Fault, FaultProxy
+from tests.helpers import create_cpo, expected_counts, table_counts
+from worker.audit import audit, render
+
+pytestmark = [pytest.mark.faults, pytest.mark.asyncio(loop_scope="session")]
+
+JOB_SIZE = 200
+ADMIN = "faults-admin-token-0123456789"
+
+
+class FaultStack:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.pg = EmbeddedPostgres(root / "pg", free_port(), durable=False)
+        self.temporal = TemporalDevServer(free_port(), None, root / "temporal.db",
+                                          log_file=root / "temporal.log")
+        self.moto = MotoServer(free_port(), root / "moto.log")
+        self.proxy: FaultProxy | None = None
+        self.worker: subprocess.Popen[bytes] | None = None
+        self.settings: Settings | None = None
+
+    def start(self) -> Settings:
+        self.pg.start()
+        self.pg.create_database("ocpplab")
+        cfg = Config(str(ROOT / "alembic.ini"))
+        cfg.attributes["database_url"] = self.pg.url("ocpplab")
+        command.upgrade(cfg, "head")
+        self.temporal.start()
+        self.moto.start()
+        self.proxy = FaultProxy(self.moto.url, seed=11)
+        self.proxy.start()
+        boot = bootstrap_ecs(self.moto.url, "eu-west-1", "faults", "ocpplab-charger", "charger", "sim")
+        self.settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            admin_token=ADMIN, database_url=self.pg.url("ocpplab"),
+            temporal_address=self.temporal.address, aws_endpoint_url=self.proxy.url,
+            aws_region="eu-west-1", aws_access_key_id="testing", aws_secret_access_key="testing",
+            ecs_cluster="faults", ecs_subnets=boot.subnet_ids, ecs_security_groups=boot.security_group_ids,
+            task_queue="faults-main", ecs_task_queue="faults-ecs", child_window=25,
+            activity_timeout_seconds=6, activity_max_interval_seconds=2, activity_max_attempts=40,
+            worker_shutdown_grace_seconds=5, sync_wait_seconds=30,
+        )
+        self.start_worker()
+        return self.settings
+
+    def worker_env(self) -> dict[str, str]:
+        assert self.settings is not None
+        env = {k.upper(): (json.dumps(v) if isinstance(v, list) else str(v))
+               for k, v in self.settings.model_dump().items() if v is not None}
+        return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+
+    def start_worker(self) -> None:
+        log = open(self.root / "worker.log", "ab")
+        self.worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.worker_env(),
+                                       stdout=log, stderr=subprocess.STDOUT)
+
+    def kill_worker(self) -> None:
+        assert self.worker is not None
+        self.worker.send_signal(signal.SIGKILL)
+        self.worker.wait(10)
+
+    def stop(self) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.terminate()
+            try:
+                self.worker.wait(15)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.moto.stop()
+        self.temporal.stop()
+        self.pg.stop()
+
+    def worker_log_tail(self) -> str:
+        return (self.root / "worker.log").read_text(errors="replace")[-3000:]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[FaultStack]:
+    with tempfile.TemporaryDirectory(prefix="ocpplab-faults-") as folder:
+        fault_stack = FaultStack(Path(folder))
+        try:
+            fault_stack.start()
+            yield fault_stack
+        finally:
+            fault_stack.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def api(stack: FaultStack) -> AsyncIterator[httpx.AsyncClient]:
+    assert stack.settings is not None
+    app = create_app(stack.settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://faults", timeout=60) as client:
+            yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def db(stack: FaultStack) -> AsyncIterator[AsyncEngine]:
+    assert stack.settings is not None
+    engine = make_engine(stack.settings)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(stack: FaultStack) -> Iterator[None]:
+    yield
+    assert stack.proxy is not None
+    stack.proxy.clear()
+
+
+class Job:
+    """One 200-location job of the fault suite, polled like a client polls it."""
+
+    def __init__(self, api: httpx.AsyncClient, cpo_id: str, token: dict[str, str], body: dict[str, Any],
+                 accepted: dict[str, Any]) -> None:
+        self.api, self.cpo_id, self.token, self.body = api, cpo_id, token, body
+        self.job_id: str = accepted["job_id"]
+        self.status_url: str = accepted["status_url"]
+        self.started = time.monotonic()
+
+    @classmethod
+    async def submit(cls, api: httpx.AsyncClient, tag: str) -> Job:
+        cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
+        body = {"locations": [
+            {"name": f"{tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
+             "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
+             "chargers": [{"identity": f"{tag}-{cpo_id}-{i}", "connector_type": "Type2"}]}
+            for i in range(JOB_SIZE)
+        ]}
+        response = await api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
+        assert response.status_code == 202, response.text
+        return cls(api, cpo_id, token, body, response.json())
+
+    async def status(self) -> dict[str, Any]:
+        response = await self.api.get(self.status_url, headers=self.token)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    async def wait_progress(self, done: int, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            progress = (await self.status())["progress"]
+            if progress["succeeded"] + progress["failed"] >= done:
+                return
+            assert time.monotonic() < deadline, f"stuck at {progress}"
+            await asyncio.sleep(0.3)
+
+    async def wait_end(self, stack: FaultStack, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                body = await self.status()
+            except (httpx.HTTPError, AssertionError):
+                body = {"status": "PROVISIONING"}  # a part of the stack is restarting
+            if body["status"] not in ("PENDING", "PROVISIONING"):
+                self.elapsed = time.monotonic() - self.started
+                return body
+            assert time.monotonic() < deadline, f"job still running; worker log:\n{stack.worker_log_tail()}"
+            await asyncio.sleep(0.5)
+
+
+async def check_books(
+    stack: FaultStack, db: AsyncEngine, job: Job, result: dict[str, Any], what: str
+) -> None:
+    """The oracle: audit clean, and the ten tables hold exactly the READY locations' rows."""
+    assert stack.settings is not None
+    report = await audit(stack.settings, db, cpo_id=int(job.cpo_id))
+    ready = [loc for loc in result["results"]["locations"] if loc["status"] == "READY"]
+    print(f"\n[{what}] {JOB_SIZE} locations → {result['status']} in {job.elapsed:.1f}s; "
+          f"audit: {report.locations_by_state}, running tasks {report.running_tasks}, duplicates "
+          f"{report.duplicate_tasks}, orphans {report.orphan_tasks}, without task "
+          f"{report.deployments_without_task}, half-written {report.half_written_locations}")
+    assert report.ok, render(report)
+    assert report.locations_by_state == ({"ACTIVE": len(ready)} if ready else {})
+    assert report.running_tasks == len(ready)
+    assert await table_counts(db, job.cpo_id) == expected_counts([[1]] * len(ready))
+
+
+async def test_worker_killed_three_times(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    job = await Job.submit(api, "KILL")
+    for fraction in (0.15, 0.45, 0.75):
+        await job.wait_progress(int(JOB_SIZE * fraction))
+        stack.kill_worker()
+        await asyncio.sleep(1)
+        stack.start_worker()
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    await check_books(stack, db, job, result, "kill -9 worker x3")
+
+
+async def test_postgres_restarted(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    job = await Job.submit(api, "PGRS")
+    await job.wait_progress(JOB_SIZE // 3)
+    await asyncio.to_thread(stack.pg.stop)
+    await asyncio.sleep(2)
+    await asyncio.to_thread(stack.pg.start)
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    await check_books(stack, db, job, result, "PostgreSQL restart")
+
+
+async def test_temporal_restarted(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    job = await Job.submit(api, "TMPR")
+    await job.wait_progress(JOB_SIZE // 3)
+    await asyncio.to_thread(stack.temporal.stop)
+    await asyncio.sleep(2)
+    await asyncio.to_thread(stack.temporal.start)
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    await check_books(stack, db, job, result, "Temporal dev server restart")
+
+
+async def test_ecs_throttling_errors_and_drops(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    assert stack.proxy is not None
+    faults = [
+        stack.proxy.arm(Fault("RunTask", "throttle", probability=0.20)),
+        stack.proxy.arm(Fault("RunTask", "server_error", probability=0.05)),
+        stack.proxy.arm(Fault("ListTasks", "drop", probability=0.05)),
+        stack.proxy.arm(Fault("DescribeTasks", "throttle", probability=0.10)),
+    ]
+    job = await Job.submit(api, "THRT")
+    result = await job.wait_end(stack)
+    injected = [f.injected for f in faults]
+    print(f"\n[ECS faults] injected throttle/500/drop/describe-throttle: {injected}")
+    assert result["status"] == "READY", result["error"]
+    assert injected[0] >= 20  # ~20% of 200+ RunTask calls
+    await check_books(stack, db, job, result, "20% ECS throttling + 5xx + drops")
+
+
+async def test_one_permanent_ecs_error(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    assert stack.proxy is not None
+    doomed = 57
+    job_holder: list[Job] = []
+    # arm before submitting: the identity embeds the CPO id, so match on the location's index suffix
+    fault = stack.proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=f"-{doomed}\""))
+    job = await Job.submit(api, "PERM")
+    job_holder.append(job)
+    result = await job.wait_end(stack)
+    assert fault.injected == 1
+    assert result["status"] == "FAILED"
+    failed = [loc for loc in result["results"]["locations"] if loc["status"] != "READY"]
+    assert [loc["index"] for loc in failed] == [doomed]
+    assert failed[0]["error"] == {"code": "ECS_INVALID_PARAMETER", "retryable": False,
+                                  "message": failed[0]["error"]["message"]}
+    assert result["progress"]["succeeded"] == JOB_SIZE - 1
+    await check_books(stack, db, job, result, "one permanent ECS error")
+
+
+async def test_cancel_a_running_job(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    job = await Job.submit(api, "CNCL")
+    await job.wait_progress(JOB_SIZE // 4)
+    response = await api.delete(job.status_url, headers=job.token)
+    assert response.status_code in (200, 202), response.text
+    result = await job.wait_end(stack)
+    assert result["status"] == "CANCELLED"
+    states = {loc["status"] for loc in result["results"]["locations"]}
+    assert states <= {"READY", "CANCELLED"}
+    ready = sum(loc["status"] == "READY" for loc in result["results"]["locations"])
+    assert JOB_SIZE // 4 <= ready < JOB_SIZE
+    assert result["progress"] == {"total": JOB_SIZE, "succeeded": ready, "failed": JOB_SIZE - ready,
+                                  "in_progress": 0}
+    await check_books(stack, db, job, result, "cancel mid-job")
