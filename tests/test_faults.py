@@ -305,3 +305,24 @@ async def test_cancel_a_running_job(stack: FaultStack, api: httpx.AsyncClient, d
     assert result["progress"] == {"total": JOB_SIZE, "succeeded": ready, "failed": JOB_SIZE - ready,
                                   "in_progress": 0}
     await check_books(stack, db, job, result, "cancel mid-job")
+
+
+async def test_sigterm_lets_the_worker_go_gracefully(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """SIGTERM: the worker stops polling, lets in-flight activities finish (or hands them back
+    within its grace period), and exits 0; the job then completes on the next worker."""
+    assert stack.worker is not None and stack.settings is not None
+    job = await Job.submit(api, "TERM")
+    await job.wait_progress(JOB_SIZE // 3)
+    started = time.monotonic()
+    stack.worker.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(stack.worker.wait, 60)
+    stopped_in = time.monotonic() - started
+    print(f"\n[SIGTERM] worker exited {code} after {stopped_in:.1f}s "
+          f"(grace {stack.settings.worker_shutdown_grace_seconds}s)")
+    assert code == 0, stack.worker_log_tail()
+    stack.start_worker()
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    await check_books(stack, db, job, result, "SIGTERM worker")
