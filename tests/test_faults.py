@@ -93,6 +93,14 @@ class FaultStack:
         self.worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.worker_env(),
                                        stdout=log, stderr=subprocess.STDOUT)
 
+    def start_api(self, port: int) -> subprocess.Popen[bytes]:
+        log = open(self.root / "api.log", "ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port),
+             "--timeout-graceful-shutdown", "30"],
+            cwd=ROOT, env=self.worker_env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+
     def kill_worker(self) -> None:
         assert self.worker is not None
         self.worker.send_signal(signal.SIGKILL)
@@ -326,3 +334,42 @@ async def test_sigterm_lets_the_worker_go_gracefully(
     result = await job.wait_end(stack)
     assert result["status"] == "READY", result["error"]
     await check_books(stack, db, job, result, "SIGTERM worker")
+
+
+async def test_sigterm_lets_the_api_finish_in_flight_requests(stack: FaultStack) -> None:
+    """uvicorn under SIGTERM stops accepting, but the bulk POST already in flight gets its 202."""
+    port = free_port()
+    api_proc = stack.start_api(port)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(100):
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            cpo_id, token = await create_cpo(client, {"Authorization": f"Bearer {ADMIN}"})
+            body = {"locations": [
+                {"name": f"Term {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
+                 "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels"}
+                for i in range(10_000)  # a request that takes a moment to validate and store
+            ]}
+
+            async def post() -> tuple[httpx.Response, float]:
+                response = await client.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
+                return response, time.monotonic()
+
+            in_flight = asyncio.create_task(post())
+            await asyncio.sleep(0.2)
+            signalled = time.monotonic()
+            api_proc.send_signal(signal.SIGTERM)
+            response, answered = await in_flight
+        code = await asyncio.to_thread(api_proc.wait, 60)
+    finally:
+        if api_proc.poll() is None:
+            api_proc.kill()
+    print(f"\n[SIGTERM API] POST answered {response.status_code} {answered - signalled:.2f}s after "
+          f"SIGTERM; API exited {code}")
+    assert answered > signalled  # it really was in flight
+    assert response.status_code == 202, response.text
+    assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
