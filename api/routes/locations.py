@@ -69,11 +69,12 @@ async def bulk_create_locations(
     """Validates every location, writes the job and its locations in one transaction, starts the
     `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started."""
     assert cpo.id is not None
-    await check_identities(session, cpo.id, body.locations)
-    job, created = await create_or_reuse_job(session, cpo.id, body, idempotency_key)
-    client = await get_temporal(request)
+    cpo_id = cpo.id  # plain int: a rollback (concurrent idempotent retry) expires ORM objects
+    await check_identities(session, cpo_id, body.locations)
+    client = await get_temporal(request)  # before any row: if Temporal is down, write nothing
+    job, created = await create_or_reuse_job(session, cpo_id, body, idempotency_key)
     run_id = await start_job_workflow(client, settings, session, job, created)
-    status_url = f"/ocpi/cpos/{cpo.id}/locations/jobs/{job.id}"
+    status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
     response.headers["Retry-After"] = str(settings.retry_after_seconds)
     return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,

@@ -1,0 +1,56 @@
+"""503 (saying which) when PostgreSQL or Temporal cannot be reached; never a hang, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from api.app import create_app
+from devstack.procs import free_port
+from settings import Settings
+from tests.conftest import ADMIN
+from tests.helpers import create_cpo, location
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+async def call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await asyncio.wait_for(client.request(method, path, **kwargs), timeout=30)
+
+
+async def test_postgres_unreachable_is_503(settings: Settings) -> None:
+    closed = settings.model_copy(update={
+        "database_url": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/ocpplab"})
+    response = await call(closed, "GET", "/ocpi/cpos/1/locations",
+                          headers={"Authorization": f"Bearer {ADMIN}"})
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "DATABASE_UNAVAILABLE"
+    assert "PostgreSQL" in response.json()["detail"]
+    assert (await call(closed, "GET", "/readyz")).status_code == 503
+
+
+async def test_temporal_unreachable_is_503_and_leaves_no_job(
+    app_client: httpx.AsyncClient, admin: dict[str, str], settings: Settings, engine: AsyncEngine
+) -> None:
+    cpo_id, token = await create_cpo(app_client, admin)
+    closed = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    response = await call(closed, "POST", f"/ocpi/cpos/{cpo_id}/locations", headers=token,
+                          json={"locations": [location("Nowhere")]})
+    assert response.status_code == 503
+    assert response.json()["code"] == "TEMPORAL_UNAVAILABLE"
+    assert "Temporal" in response.json()["detail"]
+    assert response.headers["retry-after"]
+    async with engine.connect() as conn:
+        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
+                                   {"c": int(cpo_id)})).scalar_one()
+    assert jobs == 0
