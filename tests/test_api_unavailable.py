@@ -54,3 +54,21 @@ async def test_temporal_unreachable_is_503_and_leaves_no_job(
         jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
                                    {"c": int(cpo_id)})).scalar_one()
     assert jobs == 0
+
+
+async def test_unexpected_error_is_a_generic_500_that_leaks_nothing(settings: Settings) -> None:
+    from api.deps import get_principal
+
+    def boom() -> None:
+        raise RuntimeError("password=hunter2 at /srv/secret.py line 42")
+
+    app = create_app(settings)
+    app.dependency_overrides[get_principal] = boom
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get("/ocpp/templates/locations")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "INTERNAL_ERROR"
+    assert "hunter2" not in response.text and "secret" not in response.text
