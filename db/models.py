@@ -37,6 +37,16 @@ def _fk(target: str, index: bool = True) -> Any:
     return Field(foreign_key=f"{SCHEMA}.{target}", ondelete="CASCADE", index=index, max_length=36)
 
 
+def _cpo_fk(index: bool = False) -> Any:
+    """The CPO (= network) a row belongs to; its rows go when it goes."""
+    return Field(
+        sa_type=BigInteger,  # type: ignore[call-overload]
+        foreign_key=f"{SCHEMA}.partner_operations.id",
+        ondelete="CASCADE",
+        index=index,
+    )
+
+
 # --------------------------------------------------------------------------- outside the ten
 
 
@@ -68,12 +78,7 @@ class ApiToken(SQLModel, table=True):
     id: int | None = Field(
         default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
     )
-    cpo_id: int = Field(
-        sa_type=BigInteger,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.partner_operations.id",
-        ondelete="CASCADE",
-        index=True,
-    )
+    cpo_id: int = _cpo_fk(index=True)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _ts()
 
@@ -89,11 +94,7 @@ class Job(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=64)
-    cpo_id: int = Field(
-        sa_type=BigInteger,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.partner_operations.id",
-        ondelete="CASCADE",
-    )
+    cpo_id: int = _cpo_fk()
     job_type: str = Field(default="bulk_create_locations", max_length=64)
     status: str = Field(max_length=16)
     total: int
@@ -141,11 +142,7 @@ class OcpiLocation(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=36)
-    network_id: int = Field(
-        sa_type=BigInteger,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.partner_operations.id",
-        ondelete="CASCADE",
-    )
+    network_id: int = _cpo_fk()
     country_code: str = Field(max_length=2)
     party_id: str = Field(max_length=3)
     publish: bool = True
@@ -210,11 +207,7 @@ class OcppLocation(SQLModel, table=True):
     ocpi_location_id: str = Field(
         foreign_key=f"{SCHEMA}.ocpi_locations.id", ondelete="CASCADE", unique=True, max_length=36
     )
-    network_id: int = Field(
-        sa_type=BigInteger,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.partner_operations.id",
-        ondelete="CASCADE",
-    )
+    network_id: int = _cpo_fk()
     slug: str = Field(max_length=80)
     name: str = Field(max_length=255)
     timezone: str = Field(max_length=64)
@@ -232,11 +225,7 @@ class ChargePoint(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=36)
     location_id: str = _fk("locations.id")
-    network_id: int = Field(
-        sa_type=BigInteger,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.partner_operations.id",
-        ondelete="CASCADE",
-    )
+    network_id: int = _cpo_fk()
     position: int
     identity: str = Field(max_length=48)
     vendor: str = Field(max_length=20)
@@ -289,12 +278,7 @@ class NetworkTopology(SQLModel, table=True):
     )
 
     id: str = Field(primary_key=True, max_length=36)
-    network_id: int = Field(
-        sa_type=BigInteger,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.partner_operations.id",
-        ondelete="CASCADE",
-        index=True,
-    )
+    network_id: int = _cpo_fk(index=True)
     ocpi_location_id: str = _fk("ocpi_locations.id")
     ocpp_location_id: str = _fk("locations.id")
     charge_point_id: str = _fk("charge_points.id", index=False)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.bulk_jobs import cancel_and_wait, create_or_reuse_job, job_status, start_job_workflow
 from api.deps import CpoDep, SessionDep, SettingsDep, get_temporal
@@ -30,6 +31,14 @@ router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
 
 JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned by the bulk-create")]
 LocationIdPath = Annotated[str, Path(max_length=36, description="the location's id (loc-…)")]
+
+
+async def job_of(session: AsyncSession, cpo_id: int | None, job_id: str) -> Job:
+    """The job, if it is this CPO's; 404 otherwise (another CPO's job does not leak)."""
+    job = await session.get(Job, job_id)
+    if job is None or job.cpo_id != cpo_id:
+        raise ApiError(404, "JOB_NOT_FOUND", f"no job {job_id} under CPO {cpo_id}")
+    return job
 
 
 async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) -> None:
@@ -92,9 +101,7 @@ async def get_job_status(
 ) -> JobStatusOut:
     """Live progress from the workflow's `status` query while a worker runs; from `describe()`
     and the job's rows when none does (answers within about a second either way)."""
-    job = await session.get(Job, job_id)
-    if job is None or job.cpo_id != cpo.id:
-        raise ApiError(404, "JOB_NOT_FOUND", f"no job {job_id} under CPO {cpo.id}")
+    job = await job_of(session, cpo.id, job_id)
     return await job_status(session, lambda: get_temporal(request), settings, job)
 
 
@@ -111,9 +118,7 @@ async def cancel_job(
     """READY locations stay; locations in flight are compensated (tasks stopped, rows removed);
     the job ends CANCELLED. 200 with the final status once it is, 202 while it gets there.
     Cancelling a cancelled job is harmless; a job that already ended otherwise answers 409."""
-    job = await session.get(Job, job_id)
-    if job is None or job.cpo_id != cpo.id:
-        raise ApiError(404, "JOB_NOT_FOUND", f"no job {job_id} under CPO {cpo.id}")
+    job = await job_of(session, cpo.id, job_id)
     if job.status in (JobStatus.READY, JobStatus.FAILED):
         raise ApiError(409, "JOB_FINISHED", f"job {job_id} already ended {job.status}")
     client = await get_temporal(request)
