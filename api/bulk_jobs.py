@@ -7,6 +7,7 @@ Job input travels through PostgreSQL: the workflow only gets `{job_id, cpo_id, t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from datetime import timedelta
@@ -16,7 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -152,12 +153,8 @@ async def cancel_and_wait(client: Client, job_id: str, wait_seconds: float) -> N
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
         return
-    try:
+    with contextlib.suppress(TimeoutError, WorkflowFailureError):  # a cancelled run "fails"
         await asyncio.wait_for(handle.result(), timeout=wait_seconds)
-    except TimeoutError:
-        return
-    except Exception:
-        return
 
 
 async def _counts(session: AsyncSession, job_id: str) -> dict[str, int]:

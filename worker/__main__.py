@@ -32,9 +32,10 @@ async def main() -> None:
             await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
             log.info("shutting down: in-flight activities get %ss", settings.worker_shutdown_grace_seconds)
             await asyncio.gather(*(w.shutdown() for w in workers))
-            for run in runs:
-                if run.done() and run.exception():
-                    raise run.exception()  # type: ignore[misc]
+            for run in runs:  # a worker that stopped on its own: say why
+                error = run.exception() if run.done() else None
+                if error is not None:
+                    raise error
     finally:
         await engine.dispose()
 
