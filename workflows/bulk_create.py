@@ -82,6 +82,8 @@ class BulkCreateLocations:
                 break
             done, _ = await workflow.wait(window, return_when=asyncio.FIRST_COMPLETED)
             window.difference_update(done)
+            for task in done:
+                task.result()  # a child that could not even start must not vanish from the counts
             if rollover and not window and inp.next_index < inp.total:
                 inp.runs += 1
                 workflow.continue_as_new(inp)
