@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -200,7 +201,7 @@ async def _live_progress(
 
 
 async def job_status(
-    session: AsyncSession, client_getter: Any, settings: Settings, job: Job
+    session: AsyncSession, client_getter: Callable[[], Awaitable[Client]], settings: Settings, job: Job
 ) -> JobStatusOut:
     status = JobStatus(job.status)
     progress: JobProgress | None = None

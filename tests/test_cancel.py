@@ -32,9 +32,9 @@ async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
     settings: Settings, fault_proxy: FaultProxy,
 ) -> None:
     slow = unique("SLOW")
-    # every RunTask of the slow chargers answers after 2 s: those locations are in flight
-    fault_proxy.arm(Fault("RunTask", "delay", body_contains=slow, delay_seconds=2))
-    async with app_with(child_window=2, sync_wait_seconds=20) as client:
+    # every RunTask of the slow chargers answers after 6 s: those locations are in flight
+    fault_proxy.arm(Fault("RunTask", "delay", body_contains=slow, delay_seconds=6))
+    async with app_with(child_window=2, sync_wait_seconds=30) as client:
         cpo_id, token = await create_cpo(client, admin)
         quick = [location(f"Quick {i}", [charger(unique("QUICK"))]) for i in range(2)]
         slow_ones = [location(f"Slow {i}", [charger(f"{slow}-{i}")]) for i in range(4)]
@@ -46,7 +46,7 @@ async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
             if progress["succeeded"] >= 2:
                 break
             await asyncio.sleep(0.1)
-        assert progress["succeeded"] == 2, progress
+        assert progress["succeeded"] >= 2, progress
         response = await client.delete(status_url, headers=token)
         assert response.status_code == 200, response.text
         job = response.json()
@@ -54,10 +54,13 @@ async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
 
     assert job["status"] == "CANCELLED"
     assert job["error"]["code"] == "CANCELLED"
-    assert job["progress"] == {"total": 6, "succeeded": 2, "failed": 4, "in_progress": 0}
     states = [loc["status"] for loc in job["results"]["locations"]]
-    assert states == ["READY", "READY", "CANCELLED", "CANCELLED", "CANCELLED", "CANCELLED"]
-    assert len(job["results"]["location_ids"]) == 2
+    # the quick ones were READY before the cancel and stay; the slow ones were still starting
+    assert states[:2] == ["READY", "READY"]
+    assert set(states[2:]) == {"CANCELLED"}
+    ready = [loc for loc in job["results"]["locations"] if loc["status"] == "READY"]
+    assert job["progress"] == {"total": 6, "succeeded": 2, "failed": 4, "in_progress": 0}
+    assert job["results"]["location_ids"] == [loc["location_id"] for loc in ready]
     assert again.status_code == 200 and again.json()["status"] == "CANCELLED"
     # the READY ones are intact; nothing of the cancelled ones remains, no task of theirs runs
     assert await table_counts(engine, cpo_id) == expected_counts([[1], [1]])
@@ -66,5 +69,5 @@ async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
         dep_id = ids.deployment_id(job_id, index, 0)
         assert running_tasks(ecs, settings.ecs_cluster, dep_id) == []
         assert len(all_tasks_started_by(ecs, settings.ecs_cluster, dep_id)) <= 1
-    for loc in job["results"]["locations"][:2]:
+    for loc in ready:
         assert len(running_tasks(ecs, settings.ecs_cluster, loc["charger_ids"][0])) == 1

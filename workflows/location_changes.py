@@ -26,7 +26,7 @@ from workflows.shared import (
 
 STEP = timedelta(seconds=60)
 # Removal must finish: retry for as long as it takes, backing off to once a minute.
-PERSISTENT = RetryPolicy(maximum_interval=timedelta(seconds=60), non_retryable_error_types=["NOT_FOUND"])
+PERSISTENT = RetryPolicy(maximum_interval=timedelta(seconds=60))
 
 
 @workflow.defn(name=WORKFLOW_DECOMMISSION)
