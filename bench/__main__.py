@@ -117,16 +117,16 @@ async def main(n: int, chargers: int, window: int) -> None:
     with tempfile.TemporaryDirectory(prefix="ocpplab-bench-") as folder:
         root = Path(folder)
         pg = EmbeddedPostgres(root / "pg", free_port(), durable=False)
-        pg.start()
-        pg.create_database("ocpplab")
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.attributes["database_url"] = pg.url("ocpplab")
-        command.upgrade(cfg, "head")
         moto = MotoServer(free_port(), root / "moto.log")
-        moto.start()
         temporal = TemporalDevServer(free_port(), None, None, log_file=root / "temporal.log")
-        temporal.start()
         try:
+            pg.start()
+            pg.create_database("ocpplab")
+            cfg = Config(str(ROOT / "alembic.ini"))
+            cfg.attributes["database_url"] = pg.url("ocpplab")
+            command.upgrade(cfg, "head")
+            moto.start()
+            temporal.start()
             boot = bootstrap_ecs(moto.url, "eu-west-1", "bench", "ocpplab-charger", "charger", "sim")
             settings = Settings(
                 _env_file=None,  # type: ignore[call-arg]

@@ -239,26 +239,19 @@ async def test_worker_killed_three_times(stack: FaultStack, api: httpx.AsyncClie
     await check_books(stack, db, job, result, "kill -9 worker x3")
 
 
-async def test_postgres_restarted(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
-    job = await Job.submit(api, "PGRS")
+@pytest.mark.parametrize("server", ["PostgreSQL", "Temporal dev server"])
+async def test_server_restarted_mid_job(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine, server: str
+) -> None:
+    process = stack.pg if server == "PostgreSQL" else stack.temporal
+    job = await Job.submit(api, server[:4].upper())
     await job.wait_progress(JOB_SIZE // 3)
-    await asyncio.to_thread(stack.pg.stop)
+    await asyncio.to_thread(process.stop)
     await asyncio.sleep(2)
-    await asyncio.to_thread(stack.pg.start)
+    await asyncio.to_thread(process.start)
     result = await job.wait_end(stack)
     assert result["status"] == "READY", result["error"]
-    await check_books(stack, db, job, result, "PostgreSQL restart")
-
-
-async def test_temporal_restarted(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
-    job = await Job.submit(api, "TMPR")
-    await job.wait_progress(JOB_SIZE // 3)
-    await asyncio.to_thread(stack.temporal.stop)
-    await asyncio.sleep(2)
-    await asyncio.to_thread(stack.temporal.start)
-    result = await job.wait_end(stack)
-    assert result["status"] == "READY", result["error"]
-    await check_books(stack, db, job, result, "Temporal dev server restart")
+    await check_books(stack, db, job, result, f"{server} restart")
 
 
 async def test_ecs_throttling_errors_and_drops(
