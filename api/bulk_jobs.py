@@ -211,14 +211,15 @@ async def job_status(
             status, progress = await _live_progress(client, settings, job)
         except (ApiError, RPCError) as err:
             log.info("Temporal unavailable for status of %s: %s", job.id, err)
-    counts = await _counts(session, job.id)
-    if progress is not None:
-        succeeded, failed = progress.succeeded, progress.failed
-    else:
-        succeeded = counts.get(LocationState.READY, 0)
-        failed = counts.get(LocationState.FAILED, 0) + counts.get(LocationState.CANCELLED, 0)
+    # counts, cheapest source first: the job row once it ended, the workflow's query, the rows
     if status in TERMINAL and job.status in TERMINAL:
         succeeded, failed = job.succeeded, job.failed
+    elif progress is not None:
+        succeeded, failed = progress.succeeded, progress.failed
+    else:
+        counts = await _counts(session, job.id)
+        succeeded = counts.get(LocationState.READY, 0)
+        failed = counts.get(LocationState.FAILED, 0) + counts.get(LocationState.CANCELLED, 0)
     results = await _results(session, job.id) if status in TERMINAL else None
     error = JobError(**job.error) if job.error else None
     return JobStatusOut(

@@ -41,6 +41,13 @@ async def job_of(session: AsyncSession, cpo_id: int | None, job_id: str) -> Job:
     return job
 
 
+async def location_or_404(session: AsyncSession, cpo_id: int, location_id: str) -> LocationOut:
+    location = await get_location(session, cpo_id, location_id)
+    if location is None:
+        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo_id}")
+    return location
+
+
 async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) -> None:
     """413 before validating thousands of locations that would be refused anyway (after the
     token and the CPO are checked: an unauthenticated caller learns nothing about limits)."""
@@ -157,10 +164,7 @@ async def list_locations(
 )
 async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: SessionDep) -> LocationOut:
     assert cpo.id is not None
-    location = await get_location(session, cpo.id, location_id)
-    if location is None:
-        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo.id}")
-    return location
+    return await location_or_404(session, cpo.id, location_id)
 
 
 @router.patch(
@@ -179,8 +183,7 @@ async def patch_location(
     it within `sync_wait_seconds` (it will be)."""
     assert cpo.id is not None
     cpo_id = cpo.id  # plain int: the rollback below expires ORM objects
-    if await get_location(session, cpo_id, location_id) is None:
-        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo_id}")
+    await location_or_404(session, cpo_id, location_id)
     columns = patch_columns(body)
     if columns:
         pending = await apply_patch(await get_temporal(request), settings, cpo_id, location_id, columns)
@@ -188,10 +191,7 @@ async def patch_location(
             return JSONResponse(UpdateAccepted(location_id=location_id, workflow_id=pending).model_dump(),
                                 status_code=202)
         await session.rollback()  # read what the worker committed, not this session's snapshot
-    location = await get_location(session, cpo_id, location_id)
-    if location is None:
-        raise ApiError(404, "LOCATION_NOT_FOUND", f"no location {location_id} under CPO {cpo_id}")
-    return location
+    return await location_or_404(session, cpo_id, location_id)
 
 
 @router.delete(
