@@ -27,9 +27,6 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     admin_token: str = Field(default="dev-admin-token", min_length=8)
     max_locations_per_request: int = Field(default=10_000, ge=1)
-    status_query_timeout_seconds: float = Field(
-        default=0.5, gt=0, description="rpc timeout of the status query; then describe() + DB"
-    )
     retry_after_seconds: int = 2
     sync_wait_seconds: float = Field(
         default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"

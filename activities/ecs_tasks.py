@@ -1,7 +1,12 @@
 """One ECS task per charger: start (or adopt), wait until RUNNING, stop.
 
-moto ignores `clientToken`, so before RunTask we look for a live task started by the same
-deployment (`ListTasks(startedBy=…)`) and adopt it; on real ECS `clientToken` is a second guard.
+moto ignores `clientToken`, so before RunTask a *retried* attempt looks for a live task started
+by the same deployment (`ListTasks(startedBy=…)`) and adopts it; on real ECS `clientToken` is a
+second guard. The first attempt skips the look-up: no earlier attempt of this deployment can have
+started a task (deployment ids are derived from the job and the index, and a child schedules each
+charger's start once), and ListTasks scans the whole cluster, so checking on every call made a
+large job quadratic. (A manual `temporal workflow reset` of a child to before its RunTask is the
+one way round this: on real ECS `clientToken` still answers with the original task.)
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class EcsTaskActivities:
 
     @activity.defn(name=ACT_START_CHARGER_TASK)
     async def start_charger_task(self, inp: ChargerTaskInput) -> TaskRef:
-        live = await self._live_tasks(inp.deployment_id)
+        retried = activity.info().attempt > 1
+        live = await self._live_tasks(inp.deployment_id) if retried else []
         if live:
             task_arn = live[0]
             task: dict[str, Any] = {"taskArn": task_arn, "lastStatus": "ADOPTED"}
@@ -66,7 +72,7 @@ class EcsTaskActivities:
             task = await self._run_task(inp)
             task_arn = task["taskArn"]
         await self._record(inp.deployment_id, task)
-        return TaskRef(inp.deployment_id, task_arn)
+        return TaskRef(inp.deployment_id, task_arn, str(task.get("lastStatus", "PROVISIONING")))
 
     async def _run_task(self, inp: ChargerTaskInput) -> dict[str, Any]:
         s = self.settings
@@ -115,6 +121,8 @@ class EcsTaskActivities:
             task_definition_arn=task.get("taskDefinitionArn", self.settings.ecs_task_definition),
             last_status=task.get("lastStatus", "PROVISIONING"),
             desired_status=task.get("desiredStatus", "RUNNING"), created_at=now, updated_at=now,
+            started_at=(task.get("startedAt") or task.get("createdAt") or now)
+            if task.get("lastStatus") == "RUNNING" else None,
         )
         stmt = insert(EcsTask).values(values)
         stmt = stmt.on_conflict_do_update(

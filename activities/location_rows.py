@@ -54,11 +54,15 @@ def slugify(name: str, suffix: str) -> str:
 
 
 async def _insert_ignore(session: AsyncSession, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    """INSERT … ON CONFLICT DO NOTHING on the primary key: the retry-safe write."""
+    """INSERT … ON CONFLICT DO NOTHING on the primary key: the retry-safe write.
+
+    Rows go as executemany parameters, not inlined VALUES: the statement then compiles once per
+    table for the whole worker (SQLAlchemy's cache) instead of once per location.
+    """
     if rows:
         table = model.__table__  # type: ignore[attr-defined]
         pk = [c.name for c in table.primary_key.columns]
-        await session.execute(insert(table).values(rows).on_conflict_do_nothing(index_elements=pk))
+        await session.execute(insert(table).on_conflict_do_nothing(index_elements=pk), rows)
 
 
 class LocationRowsActivities:

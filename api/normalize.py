@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import String, any_, cast, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from timezonefinder import TimezoneFinder
@@ -76,8 +77,10 @@ async def check_identities(session: AsyncSession, cpo_id: int, locations: list[L
     if seen:
         taken = set(
             (await session.execute(
+                # one array parameter, not one per identity: PostgreSQL allows 65,535 parameters
                 select(col(ChargePoint.identity)).where(
-                    col(ChargePoint.network_id) == cpo_id, col(ChargePoint.identity).in_(list(seen))
+                    col(ChargePoint.network_id) == cpo_id,
+                    col(ChargePoint.identity) == any_(cast(list(seen), ARRAY(String))),
                 )
             )).scalars()
         )

@@ -6,7 +6,11 @@ a timezone always set and template chargers expanded); the first activity of a c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
+
 from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class NormalizedCharger(BaseModel):
@@ -35,3 +39,29 @@ class NormalizedLocation(BaseModel):
     facilities: list[str] | None = None
     template: str | None = None
     chargers: list[NormalizedCharger] = Field(default_factory=list)
+
+
+async def copy_job_locations(
+    session: AsyncSession, job_id: str, inputs: Iterable[str], state: str, at: datetime
+) -> int:
+    """One `job_locations` row per input (already JSON), through COPY in the session's transaction.
+
+    COPY instead of INSERT: a 10,000-location job is 10,000 JSONB rows written before the 202,
+    and row-by-row INSERT parameters cost ~1 s of that; COPY streams them in a tenth.
+    """
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection  # psycopg's AsyncConnection, inside the session's transaction
+    assert driver is not None
+    # COPY's text format: tab-separated, backslash escaped. JSON has no raw tab or newline (it
+    # escapes them), so doubling its backslashes is the only escaping needed.
+    stamp = at.isoformat()
+    lines = [
+        f"{job_id}\t{index}\t{payload.replace(chr(92), chr(92) * 2)}\t{state}\t{stamp}\n"
+        for index, payload in enumerate(inputs)
+    ]
+    async with driver.cursor() as cursor, cursor.copy(
+        "COPY ocpp.job_locations (job_id, index, input, state, updated_at) FROM STDIN"
+    ) as copy:
+        await copy.write("".join(lines).encode())
+    return len(lines)

@@ -102,7 +102,6 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
         activity_max_interval_seconds=1.0,
         task_queue="test-main",
         ecs_task_queue="test-ecs",
-        status_query_timeout_seconds=0.5,
     )
 
 

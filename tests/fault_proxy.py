@@ -2,13 +2,16 @@
 
 It forwards every call to the real moto server, except those a test has armed a fault for:
 ECS's `ThrottlingException`, a 500 `ServerException`, a dropped connection, or a permanent
-`InvalidParameterException` for calls whose body names a marker (a charger identity).
+`InvalidParameterException` for calls whose body names a marker (a charger identity). The
+`provisioning` kind forwards the call and rewrites the answer's `lastStatus` RUNNING to
+PROVISIONING, as real ECS answers RunTask (moto's tasks are born RUNNING).
 """
 
 from __future__ import annotations
 
 import http.client
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +20,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 FaultKind = Literal[
-    "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity", "delay"
+    "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity", "delay",
+    "provisioning",
 ]
 
 _ERRORS: dict[str, tuple[int, str, str]] = {
@@ -104,6 +108,9 @@ class FaultProxy:
                 if fault is not None and fault.kind == "delay":
                     time.sleep(fault.delay_seconds)
                     fault = None
+                if fault is not None and fault.kind == "provisioning":
+                    self._forward(body, as_provisioning=True)
+                    return
                 if fault is not None and fault.kind == "drop":
                     self.close_connection = True
                     self.connection.close()
@@ -123,12 +130,14 @@ class FaultProxy:
             def do_GET(self) -> None:
                 self._forward(b"")
 
-            def _forward(self, body: bytes) -> None:
+            def _forward(self, body: bytes, as_provisioning: bool = False) -> None:
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 upstream = conn.getresponse()
                 data = upstream.read()
+                if as_provisioning:
+                    data = re.sub(rb'"lastStatus":\s*"RUNNING"', b'"lastStatus":"PROVISIONING"', data)
                 skip = {"transfer-encoding", "connection", "content-length"}
                 self._reply(upstream.status,
                             [(k, v) for k, v in upstream.getheaders() if k.lower() not in skip], data)

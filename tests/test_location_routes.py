@@ -178,3 +178,18 @@ async def test_template_catalog_and_a_templated_location(
     assert [c["connector_type"] for c in body["chargers"]] == ["Type2"] * 4
     # urban-ac: 4 chargers with 2 EVSEs each
     assert await table_counts(engine, cpo_id) == expected_counts([[2, 2, 2, 2]])
+
+
+async def test_text_with_backslashes_quotes_and_accents_round_trips(
+    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+) -> None:
+    """The job's input rows are streamed with COPY: its escaping must not alter any text."""
+    name = 'Gare \\ "Centrale" \\n Bruxelles-Midi \\u00e9 Ünïcödé ☕ \\\\'
+    address = "Rue d'Égmont 7 \\ back"
+    cpo_id, token, job = await provisioned(app_client, admin, [
+        location(name, [], address=address, city="Saint-Gilles \\ Sint-Gillis"),
+    ])
+    location_id = job["results"]["location_ids"][0]
+    assert job["results"]["locations"][0]["name"] == name
+    got = (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations/{location_id}", headers=token)).json()
+    assert (got["name"], got["address"], got["city"]) == (name, address, "Saint-Gilles \\ Sint-Gillis")

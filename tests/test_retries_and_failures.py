@@ -33,11 +33,14 @@ async def test_throttling_5xx_and_dropped_connections_are_retried_to_ready(
     engine: AsyncEngine, ecs: Any, settings: Settings, fault_proxy: FaultProxy,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    # More throttles than botocore's 3 attempts absorb, so Temporal's own retry is exercised.
-    throttles = fault_proxy.arm(Fault("RunTask", "throttle", remaining=4))
-    errors = fault_proxy.arm(Fault("RunTask", "server_error", remaining=2))
+    # More throttles of one charger than botocore's 3 attempts absorb, so Temporal's own retry is
+    # exercised, and its second attempt looks for a live task first (ListTasks, dropped twice).
+    throttles = fault_proxy.arm(Fault("RunTask", "throttle", remaining=4, body_contains=f"THR-{cpo_id}-A"))
+    errors = fault_proxy.arm(Fault("RunTask", "server_error", remaining=2, body_contains=f"THR-{cpo_id}-B"))
     drops = fault_proxy.arm(Fault("ListTasks", "drop", remaining=2))
     describe = fault_proxy.arm(Fault("DescribeTasks", "throttle", remaining=3))
+    # as real ECS: RunTask answers PROVISIONING, so every location waits through DescribeTasks
+    provisioning = fault_proxy.arm(Fault("RunTask", "provisioning"))
     accepted = await submit(app_client, cpo_id, token, [
         location("Throttled A", [charger(f"THR-{cpo_id}-A")]),
         location("Throttled B", [charger(f"THR-{cpo_id}-B"), charger(f"THR-{cpo_id}-C")]),
@@ -46,6 +49,7 @@ async def test_throttling_5xx_and_dropped_connections_are_retried_to_ready(
 
     assert job["status"] == "READY", job
     assert (throttles.injected, errors.injected, drops.injected, describe.injected) == (4, 2, 2, 3)
+    assert provisioning.injected == 3  # one successful RunTask per charger, none doubled
     assert await table_counts(engine, cpo_id) == expected_counts([[1], [1, 1]])
     for loc in job["results"]["locations"]:
         for dep_id in loc["charger_ids"]:

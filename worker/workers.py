@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ecs_tasks import EcsTaskActivities
 from activities.job_state import JobStateActivities
@@ -24,6 +25,20 @@ from workflows.location_changes import DecommissionLocation, UpdateLocation
 from workflows.provision_location import ProvisionLocation
 
 WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation]
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox, with our own `workflows` package passed through.
+
+    By default the sandbox re-imports every non-standard module for each new workflow run, and
+    re-executing our dataclass and enum definitions was a fifth of the worker's CPU per location
+    (profiled). The `workflows` package holds only deterministic code and no module-level state
+    that a run could change, so one import serves every run. The sandbox's call restrictions
+    still apply inside the workflow code.
+    """
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+    )
 
 
 def build_workers(
@@ -42,6 +57,7 @@ def build_workers(
         client,
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
+        workflow_runner=workflow_runner(),
         activities=[
             rows.write_location_rows,
             rows.activate_location,

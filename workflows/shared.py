@@ -152,6 +152,8 @@ class ChargerTaskInput:
 class TaskRef:
     deployment_id: str
     task_arn: str
+    # what ECS last said of the task: RunTask's answer, or "ADOPTED" (unknown until described)
+    last_status: str = "PROVISIONING"
 
 
 @dataclass

@@ -103,13 +103,11 @@ async def bulk_create_locations(
     responses=error_responses(401, 403, 404, 422, 503),
     summary="Get bulk location-create job status",
 )
-async def get_job_status(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, request: Request
-) -> JobStatusOut:
-    """Live progress from the workflow's `status` query while a worker runs; from `describe()`
-    and the job's rows when none does (answers within about a second either way)."""
+async def get_job_status(job_id: JobIdPath, cpo: CpoDep, session: SessionDep) -> JobStatusOut:
+    """Progress from the rows each location's workflow commits (never waits on Temporal or a
+    worker, so it answers at once however busy the job is); `results` once the job has ended."""
     job = await job_of(session, cpo.id, job_id)
-    return await job_status(session, lambda: get_temporal(request), settings, job)
+    return await job_status(session, job)
 
 
 @router.delete(
@@ -132,7 +130,7 @@ async def cancel_job(
     if job.status != JobStatus.CANCELLED:
         await cancel_and_wait(client, job_id, settings.sync_wait_seconds)
     await session.refresh(job)
-    body = await job_status(session, lambda: get_temporal(request), settings, job)
+    body = await job_status(session, job)
     if body.status == JobStatus.CANCELLED:
         return body
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
