@@ -12,8 +12,6 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workflows.shared import Tuning
-
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / ".data"
 
@@ -61,17 +59,6 @@ class Settings(BaseSettings):
     task_running_timeout_seconds: float = Field(
         default=600.0, description="how long a charger task may stay PENDING before its location fails"
     )
-
-    def tuning(self) -> Tuning:
-        return Tuning(
-            window=self.child_window,
-            children_per_run=self.children_per_run,
-            activity_max_attempts=self.activity_max_attempts,
-            activity_max_interval_seconds=self.activity_max_interval_seconds,
-            task_running_timeout_seconds=self.task_running_timeout_seconds,
-            ecs_task_queue=self.ecs_task_queue,
-            activity_timeout_seconds=self.activity_timeout_seconds,
-        )
 
     # --- AWS ECS ---
     aws_region: str = "eu-west-1"

@@ -9,7 +9,3 @@ import hmac
 def charger_secret(key: str, deployment_id: str) -> str:
     """32 bytes derived from the deployment, so that every retry hands the charger the same one."""
     return hmac.new(key.encode(), deployment_id.encode(), hashlib.sha256).hexdigest()
-
-
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()

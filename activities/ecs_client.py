@@ -15,15 +15,16 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 from temporalio.exceptions import ApplicationError
 
+from contracts.vocabulary import ErrorCode
 from settings import Settings
 
-PERMANENT_ECS_ERRORS: dict[str, str] = {
-    "InvalidParameterException": "ECS_INVALID_PARAMETER",
-    "AccessDeniedException": "ECS_ACCESS_DENIED",
-    "UnauthorizedOperation": "ECS_ACCESS_DENIED",
-    "ClusterNotFoundException": "ECS_CONFIGURATION",
-    "PlatformUnknownException": "ECS_CONFIGURATION",
-    "PlatformTaskDefinitionIncompatibilityException": "ECS_CONFIGURATION",
+PERMANENT_ECS_ERRORS: dict[str, ErrorCode] = {
+    "InvalidParameterException": ErrorCode.ECS_INVALID_PARAMETER,
+    "AccessDeniedException": ErrorCode.ECS_ACCESS_DENIED,
+    "UnauthorizedOperation": ErrorCode.ECS_ACCESS_DENIED,
+    "ClusterNotFoundException": ErrorCode.ECS_CONFIGURATION,
+    "PlatformUnknownException": ErrorCode.ECS_CONFIGURATION,
+    "PlatformTaskDefinitionIncompatibilityException": ErrorCode.ECS_CONFIGURATION,
 }
 
 
@@ -48,7 +49,7 @@ def permanent_or_raise(err: ClientError) -> ApplicationError:
     if code in PERMANENT_ECS_ERRORS:
         message = err.response.get("Error", {}).get("Message", str(err))
         return ApplicationError(
-            f"ECS {code}: {message}", type=PERMANENT_ECS_ERRORS[code], non_retryable=True
+            f"ECS {code}: {message}", type=PERMANENT_ECS_ERRORS[code].value, non_retryable=True
         )
     raise err
 
@@ -60,6 +61,6 @@ def run_task_failure(failures: list[dict[str, Any]]) -> ApplicationError:
     capacity = any(word in reason.upper() for word in ("RESOURCE", "CAPACITY", "LIMIT", "QUOTA"))
     return ApplicationError(
         f"RunTask failed: {reason}",
-        type="ECS_CAPACITY" if capacity else "ECS_RUN_TASK_FAILED",
+        type=(ErrorCode.ECS_CAPACITY if capacity else ErrorCode.ECS_RUN_TASK_FAILED).value,
         non_retryable=True,
     )

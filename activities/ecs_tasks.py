@@ -24,23 +24,17 @@ from temporalio.exceptions import ApplicationError
 
 from activities.credentials import charger_secret
 from activities.ecs_client import permanent_or_raise, run_task_failure
+from contracts import activities as interfaces
+from contracts.payloads import ChargerTaskInput, StopTasksInput, TaskRef, WaitTasksInput
+from contracts.vocabulary import DeploymentState, ErrorCode
 from db.models import ChargerDeployment, EcsTask, utcnow
 from settings import Settings
-from workflows.shared import (
-    ACT_START_CHARGER_TASK,
-    ACT_STOP_LOCATION_TASKS,
-    ACT_WAIT_TASKS_RUNNING,
-    ChargerTaskInput,
-    StopTasksInput,
-    TaskRef,
-    WaitTasksInput,
-)
 
 POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 
 
-class EcsTaskActivities:
+class EcsTaskActivities(interfaces.EcsTasks):
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], ecs: Any, settings: Settings
     ) -> None:
@@ -57,7 +51,7 @@ class EcsTaskActivities:
             raise permanent_or_raise(err) from err
         return list(page.get("taskArns", []))
 
-    @activity.defn(name=ACT_START_CHARGER_TASK)
+    @activity.defn
     async def start_charger_task(self, inp: ChargerTaskInput) -> TaskRef:
         retried = activity.info().attempt > 1
         live = await self._live_tasks(inp.deployment_id) if retried else []
@@ -72,7 +66,8 @@ class EcsTaskActivities:
             task = await self._run_task(inp)
             task_arn = task["taskArn"]
         await self._record(inp.deployment_id, task)
-        return TaskRef(inp.deployment_id, task_arn, str(task.get("lastStatus", "PROVISIONING")))
+        return TaskRef(deployment_id=inp.deployment_id, task_arn=task_arn,
+                       last_status=str(task.get("lastStatus", "PROVISIONING")))
 
     async def _run_task(self, inp: ChargerTaskInput) -> dict[str, Any]:
         s = self.settings
@@ -133,11 +128,12 @@ class EcsTaskActivities:
             await session.execute(stmt)
             await session.execute(
                 update(ChargerDeployment)
-                .where(col(ChargerDeployment.id) == deployment_id, col(ChargerDeployment.state) == "PENDING")
-                .values(state="STARTING", updated_at=now)
+                .where(col(ChargerDeployment.id) == deployment_id,
+                       col(ChargerDeployment.state) == DeploymentState.PENDING)
+                .values(state=DeploymentState.STARTING, updated_at=now)
             )
 
-    @activity.defn(name=ACT_WAIT_TASKS_RUNNING)
+    @activity.defn
     async def wait_tasks_running(self, inp: WaitTasksInput) -> None:
         """Poll DescribeTasks until every task is RUNNING; a STOPPED task fails the location."""
         arns = [t.task_arn for t in inp.tasks]
@@ -161,12 +157,13 @@ class EcsTaskActivities:
                 reason = stopped[0].get("stoppedReason") or "task stopped"
                 raise ApplicationError(
                     f"charger task stopped before running: {reason}",
-                    type="ECS_TASK_STOPPED", non_retryable=True,
+                    type=ErrorCode.ECS_TASK_STOPPED.value, non_retryable=True,
                 )
             missing = [a for a in arns if a not in by_arn]
             if missing:
                 raise ApplicationError(
-                    f"ECS does not know task {missing[0]}", type="ECS_TASK_STOPPED", non_retryable=True
+                    f"ECS does not know task {missing[0]}", type=ErrorCode.ECS_TASK_STOPPED.value,
+                    non_retryable=True,
                 )
             if all(t.get("lastStatus") == "RUNNING" for t in described):
                 return
@@ -189,7 +186,7 @@ class EcsTaskActivities:
                     )
                 )
 
-    @activity.defn(name=ACT_STOP_LOCATION_TASKS)
+    @activity.defn
     async def stop_location_tasks(self, inp: StopTasksInput) -> int:
         """Stop every task of the location's deployments: recorded ones and any ECS still runs."""
         async with self.sessions() as session:

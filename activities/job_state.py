@@ -8,29 +8,26 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
 
+from contracts import activities as interfaces
+from contracts.payloads import JobCounts, JobOutcome, LocationOutcome
+from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
+from db.job_input import count_by_state
 from db.models import Job, JobLocation, utcnow
-from workflows.shared import (
-    ACT_CANCEL_PENDING_LOCATIONS,
-    ACT_FINALIZE_JOB,
-    ACT_RECORD_LOCATION_OUTCOME,
-    JobCounts,
-    JobOutcome,
-    JobStatus,
-    LocationOutcome,
-    LocationState,
-)
+
+NEVER_STARTED = ErrorInfo.of(ErrorCode.CANCELLED,
+                             "the job was cancelled before this location was provisioned")
 
 
-class JobStateActivities:
+class JobStateActivities(interfaces.JobState):
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    @activity.defn(name=ACT_RECORD_LOCATION_OUTCOME)
+    @activity.defn
     async def record_location_outcome(self, outcome: LocationOutcome) -> None:
         async with self.sessions() as session, session.begin():
             await session.execute(
@@ -43,28 +40,19 @@ class JobStateActivities:
                 )
             )
 
-    @activity.defn(name=ACT_CANCEL_PENDING_LOCATIONS)
+    @activity.defn
     async def cancel_pending_locations(self, job_id: str) -> JobCounts:
         """Locations never started end CANCELLED; returns the job's final counts."""
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == job_id,
-                       col(JobLocation.state).in_([LocationState.PENDING, LocationState.PROVISIONING]))
-                .values(state=LocationState.CANCELLED, updated_at=utcnow(),
-                        error={"code": "CANCELLED", "message": "the job was cancelled before this "
-                               "location was provisioned", "retryable": True})
+                       col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]))
+                .values(state=JobStatus.CANCELLED, updated_at=utcnow(), error=asdict(NEVER_STARTED))
             )
-            rows = await session.execute(
-                select(col(JobLocation.state), func.count())
-                .where(col(JobLocation.job_id) == job_id)
-                .group_by(col(JobLocation.state))
-            )
-            counts = {state: int(n) for state, n in rows.all()}
-        return JobCounts(counts.get(LocationState.READY, 0), counts.get(LocationState.FAILED, 0),
-                         counts.get(LocationState.CANCELLED, 0))
+            return await count_by_state(session, job_id)
 
-    @activity.defn(name=ACT_FINALIZE_JOB)
+    @activity.defn
     async def finalize_job(self, outcome: JobOutcome) -> None:
         now = utcnow()
         async with self.sessions() as session, session.begin():

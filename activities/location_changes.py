@@ -7,25 +7,27 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
 
+from contracts import activities as interfaces
+from contracts.payloads import LocationPatch, LocationRef
+from contracts.vocabulary import DeploymentState, LocationStatus
 from db.models import ChargerDeployment, OcpiLocation, OcppLocation, utcnow
-from workflows.shared import ACT_MARK_DECOMMISSIONING, ACT_UPDATE_LOCATION, LocationPatch, LocationRef
 
 # OCPI columns that the OCPP site mirrors
 MIRRORED = {"name": "name", "time_zone": "timezone", "owner_name": "owner_name"}
 
 
-class LocationChangeActivities:
+class LocationChangeActivities(interfaces.LocationChanges):
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
 
-    @activity.defn(name=ACT_MARK_DECOMMISSIONING)
+    @activity.defn
     async def mark_location_decommissioning(self, ref: LocationRef) -> list[str] | None:
         """Hide the location from reads and return its deployments; None when it is gone."""
         async with self.sessions() as session, session.begin():
             found = await session.execute(
                 update(OcpiLocation)
                 .where(col(OcpiLocation.id) == ref.location_id, col(OcpiLocation.network_id) == ref.cpo_id)
-                .values(status="DECOMMISSIONING", last_updated=utcnow())
+                .values(status=LocationStatus.DECOMMISSIONING, last_updated=utcnow())
                 .returning(col(OcpiLocation.id))
             )
             if found.scalar_one_or_none() is None:
@@ -38,11 +40,11 @@ class LocationChangeActivities:
             await session.execute(
                 update(ChargerDeployment)
                 .where(col(ChargerDeployment.ocpi_location_id) == ref.location_id)
-                .values(state="STOPPING", updated_at=utcnow())
+                .values(state=DeploymentState.STOPPING, updated_at=utcnow())
             )
             return list(deployments.scalars())
 
-    @activity.defn(name=ACT_UPDATE_LOCATION)
+    @activity.defn
     async def update_location_fields(self, patch: LocationPatch) -> bool:
         """Only the fields sent; OCPI's last_updated moves with them (and with nothing else)."""
         now = utcnow()

@@ -15,7 +15,12 @@ from sqlmodel import SQLModel, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.credentials import charger_secret, sha256_hex
+from activities.credentials import charger_secret
+from contracts import activities as interfaces
+from contracts import ids
+from contracts.ids import sha256_hex
+from contracts.payloads import ActivateInput, ChargerPlan, LocationPlan, ProvisionInput
+from contracts.vocabulary import DeploymentState, ErrorCode, EvseStatus, JobStatus, LocationStatus
 from db.catalog import CONNECTOR_TYPES, max_amperage
 from db.job_input import NormalizedLocation
 from db.models import (
@@ -34,17 +39,6 @@ from db.models import (
     utcnow,
 )
 from settings import Settings
-from workflows import ids
-from workflows.shared import (
-    ACT_ACTIVATE_LOCATION,
-    ACT_DELETE_LOCATION_ROWS,
-    ACT_WRITE_LOCATION_ROWS,
-    ActivateInput,
-    ChargerPlan,
-    LocationPlan,
-    LocationState,
-    ProvisionInput,
-)
 
 
 def slugify(name: str, suffix: str) -> str:
@@ -65,12 +59,12 @@ async def _insert_ignore(session: AsyncSession, model: type[SQLModel], rows: lis
         await session.execute(insert(table).on_conflict_do_nothing(index_elements=pk), rows)
 
 
-class LocationRowsActivities:
+class LocationRowsActivities(interfaces.LocationRows):
     def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
         self.sessions = sessions
         self.settings = settings
 
-    @activity.defn(name=ACT_WRITE_LOCATION_ROWS)
+    @activity.defn
     async def write_location_rows(self, inp: ProvisionInput) -> LocationPlan:
         """Tables 1-9 of one location in one transaction, deployments PENDING."""
         async with self.sessions() as session, session.begin():
@@ -85,7 +79,7 @@ class LocationRowsActivities:
             if found is None:
                 raise ApplicationError(
                     f"job {inp.job_id} has no location #{inp.index}",
-                    type="INVALID_LOCATION", non_retryable=True,
+                    type=ErrorCode.INVALID_LOCATION.value, non_retryable=True,
                 )
             job_location, cpo = found
             loc = NormalizedLocation.model_validate(job_location.input)
@@ -98,14 +92,14 @@ class LocationRowsActivities:
                 if "uq_charge_points_network_identity" in str(err.orig):
                     raise ApplicationError(
                         "a charger identity of this location is already used in this CPO's network",
-                        type="CHARGER_IDENTITY_CONFLICT", non_retryable=True,
+                        type=ErrorCode.CHARGER_IDENTITY_CONFLICT.value, non_retryable=True,
                     ) from err
                 raise
             await session.execute(
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
-                .where(col(JobLocation.state).in_([LocationState.PENDING, LocationState.PROVISIONING]))
-                .values(state=LocationState.PROVISIONING, location_id=plan.location_id, updated_at=utcnow())
+                .where(col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]))
+                .values(state=JobStatus.PROVISIONING, location_id=plan.location_id, updated_at=utcnow())
             )
         return plan
 
@@ -138,7 +132,7 @@ class LocationRowsActivities:
                 city=loc.city, postal_code=loc.postal_code, state=loc.state, country=loc.country,
                 latitude=loc.latitude, longitude=loc.longitude, time_zone=loc.time_zone,
                 parking_type=loc.parking_type, facilities=loc.facilities, owner_name=loc.owner_name,
-                status="PROVISIONING", job_id=inp.job_id, job_index=inp.index,
+                status=LocationStatus.PROVISIONING, job_id=inp.job_id, job_index=inp.index,
                 last_updated=now, created_at=now,
             )],
             OcppLocation: [dict(
@@ -171,12 +165,12 @@ class LocationRowsActivities:
                     "csms_url": self.settings.csms_url, "connectors": charger.evses,
                     "task_definition": self.settings.ecs_task_definition,
                 },
-                state="PENDING", created_at=now, updated_at=now,
+                state=DeploymentState.PENDING, created_at=now, updated_at=now,
             ))
             for e in range(charger.evses):
                 uid = ids.evse_uid(inp.job_id, inp.index, n, e)
                 rows[OcpiEvse].append(dict(
-                    uid=uid, location_id=location_id, status="UNKNOWN", last_updated=now,
+                    uid=uid, location_id=location_id, status=EvseStatus.UNKNOWN, last_updated=now,
                     evse_id=f"{cpo.country_code}*{cpo.party_id}*E{uid[4:16].upper()}",
                 ))
                 rows[OcpiConnector].append(dict(
@@ -199,7 +193,7 @@ class LocationRowsActivities:
                 ))
         return rows
 
-    @activity.defn(name=ACT_ACTIVATE_LOCATION)
+    @activity.defn
     async def activate_location(self, inp: ActivateInput) -> None:
         """Deployments RUNNING, EVSEs AVAILABLE, location ACTIVE and the job row READY: together."""
         now = utcnow()
@@ -207,26 +201,26 @@ class LocationRowsActivities:
             await session.execute(
                 update(ChargerDeployment)
                 .where(col(ChargerDeployment.ocpi_location_id) == inp.location_id)
-                .values(state="RUNNING", updated_at=now)
+                .values(state=DeploymentState.RUNNING, updated_at=now)
             )
             await session.execute(
                 update(OcpiEvse)
                 .where(col(OcpiEvse.location_id) == inp.location_id)
-                .values(status="AVAILABLE", last_updated=now)
+                .values(status=EvseStatus.AVAILABLE, last_updated=now)
             )
             await session.execute(
                 update(OcpiLocation)
                 .where(col(OcpiLocation.id) == inp.location_id)
-                .values(status="ACTIVE", last_updated=now)
+                .values(status=LocationStatus.ACTIVE, last_updated=now)
             )
             await session.execute(
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
-                .values(state=LocationState.READY, location_id=inp.location_id,
+                .values(state=JobStatus.READY, location_id=inp.location_id,
                         charger_ids=inp.charger_ids, error=None, updated_at=now)
             )
 
-    @activity.defn(name=ACT_DELETE_LOCATION_ROWS)
+    @activity.defn
     async def delete_location_rows(self, location_id: str) -> int:
         """All ten tables go with the OCPI location (ON DELETE CASCADE). Returns rows deleted (0/1)."""
         async with self.sessions() as session, session.begin():

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from temporalio.client import Client
 
 from api import problems
 from api.deps import TemporalConnector
@@ -21,7 +22,8 @@ may act only on its own `cpo_id`). Errors are RFC 9457 `application/problem+json
 """
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, temporal_client: Client | None = None) -> FastAPI:
+    """The app; `temporal_client` is for callers that already hold a connected client (tests)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -30,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
-        app.state.temporal = TemporalConnector(settings)
+        app.state.temporal = TemporalConnector(settings, temporal_client)
         try:
             yield
         finally:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import uuid
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -30,20 +30,31 @@ from api.schemas import (
     JobResults,
     JobStatusOut,
 )
-from db.job_input import copy_job_locations
+from contracts.payloads import BulkCreateInput, Tuning
+from contracts.temporal import CPO_ID, JOB_STATUS
+from contracts.vocabulary import JobStatus
+from db.job_input import copy_job_locations, count_by_state
 from db.models import Job, JobLocation
 from settings import Settings
-from workflows.ids import new_job_id
-from workflows.shared import (
-    CPO_ID,
-    JOB_STATUS,
-    WORKFLOW_BULK_CREATE,
-    BulkCreateInput,
-    JobStatus,
-    LocationState,
-)
+from workflows.bulk_create import BulkCreateLocations
 
-TERMINAL = {JobStatus.READY, JobStatus.FAILED, JobStatus.CANCELLED}
+
+def new_job_id() -> str:
+    """Random: two identical POSTs without an Idempotency-Key are two jobs."""
+    return f"job-{uuid.uuid4().hex}"
+
+
+def job_tuning(settings: Settings) -> Tuning:
+    """The workflow shape a job keeps for its whole life, fixed from the settings as it starts."""
+    return Tuning(
+        window=settings.child_window,
+        children_per_run=settings.children_per_run,
+        activity_max_attempts=settings.activity_max_attempts,
+        activity_max_interval_seconds=settings.activity_max_interval_seconds,
+        task_running_timeout_seconds=settings.task_running_timeout_seconds,
+        ecs_task_queue=settings.ecs_task_queue,
+        activity_timeout_seconds=settings.activity_timeout_seconds,
+    )
 
 
 def request_hash(body: BulkCreateRequest) -> str:
@@ -74,7 +85,7 @@ async def create_job_rows(
     session.add(job)
     await session.flush()
     inputs = (normalize(loc, job_id, i).model_dump_json() for i, loc in enumerate(body.locations))
-    await copy_job_locations(session, job_id, inputs, LocationState.PENDING, job.created_at)
+    await copy_job_locations(session, job_id, inputs, JobStatus.PENDING, job.created_at)
     await session.commit()
     return job
 
@@ -105,9 +116,9 @@ async def start_job_workflow(
 ) -> str | None:
     """Start (or find) the job's workflow; its ID is the job id, so a repeat start is harmless."""
     try:
-        handle: WorkflowHandle[Any, Any] = await client.start_workflow(
-            WORKFLOW_BULK_CREATE,  # type: ignore[arg-type]
-            BulkCreateInput(job.id, job.cpo_id, job.total, settings.tuning()),
+        handle = await client.start_workflow(
+            BulkCreateLocations.run,
+            BulkCreateInput(job_id=job.id, cpo_id=job.cpo_id, total=job.total, tuning=job_tuning(settings)),
             id=job.id,
             task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -150,15 +161,6 @@ async def cancel_and_wait(client: Client, job_id: str, wait_seconds: float) -> N
         await asyncio.wait_for(handle.result(), timeout=wait_seconds)
 
 
-async def _counts(session: AsyncSession, job_id: str) -> dict[str, int]:
-    rows = await session.execute(
-        select(col(JobLocation.state), func.count())
-        .where(col(JobLocation.job_id) == job_id)
-        .group_by(col(JobLocation.state))
-    )
-    return {state: int(n) for state, n in rows.all()}
-
-
 async def job_status(session: AsyncSession, job: Job) -> JobStatusOut:
     """Status from PostgreSQL alone: the job row (whose status the workflow's last activity
     writes) and the `job_locations` counts (each child commits its outcome there).
@@ -169,13 +171,12 @@ async def job_status(session: AsyncSession, job: Job) -> JobStatusOut:
     terminated by hand keeps its row's PROVISIONING until the reconciler repairs it.
     """
     status = JobStatus(job.status)
-    if status in TERMINAL:
+    if status.terminal:
         succeeded, failed = job.succeeded, job.failed
     else:
-        counts = await _counts(session, job.id)
-        succeeded = counts.get(LocationState.READY, 0)
-        failed = counts.get(LocationState.FAILED, 0) + counts.get(LocationState.CANCELLED, 0)
-    results = await _results(session, job.id) if status in TERMINAL else None
+        counts = await count_by_state(session, job.id)
+        succeeded, failed = counts.ready, counts.ended_badly
+    results = await _results(session, job.id) if status.terminal else None
     error = JobError(**job.error) if job.error else None
     return JobStatusOut(
         job_id=job.id, job_type=job.job_type, status=status, workflow_run_id=job.workflow_run_id,
@@ -200,8 +201,8 @@ async def _results(session: AsyncSession, job_id: str) -> JobResults:
     locations = [
         JobLocationResult(
             index=index, name=name, status=state,
-            location_id=location_id if state == LocationState.READY else None,
-            charger_ids=list(charger_ids or []) if state == LocationState.READY else [],
+            location_id=location_id if state == JobStatus.READY else None,
+            charger_ids=list(charger_ids or []) if state == JobStatus.READY else [],
             error=JobError(**error) if error else None,
         )
         for index, name, state, location_id, charger_ids, error in rows

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,9 +16,10 @@ from sqlmodel import col
 from temporalio.client import Client
 
 from api.problems import ApiError
+from contracts.ids import sha256_hex
+from contracts.temporal import connect
 from db.models import ApiToken, PartnerOperation
 from settings import Settings
-from worker.temporal_client import connect
 
 bearer = HTTPBearer(auto_error=False, description="admin token, or the CPO's own token")
 
@@ -35,11 +35,12 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 class TemporalConnector:
-    """Connects lazily, so the API starts (and answers 503) while Temporal is down."""
+    """Connects lazily, so the API starts (and answers 503) while Temporal is down. A route asks
+    for the client only when it needs Temporal, so reads never wait on it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
         self.settings = settings
-        self._client: Client | None = None
+        self._client = client  # given: an already connected client (the tests' test server)
         self._lock = asyncio.Lock()
 
     async def get(self) -> Client:
@@ -55,13 +56,9 @@ class TemporalConnector:
         return self._client
 
 
-async def get_temporal(request: Request) -> Client:
+def get_temporal(request: Request) -> TemporalConnector:
     connector: TemporalConnector = request.app.state.temporal
-    return await connector.get()
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return connector
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ async def get_principal(
         return Principal(is_admin=True)
     cpo_id = (
         await session.execute(
-            select(col(ApiToken.cpo_id)).where(col(ApiToken.token_hash) == token_hash(token))
+            select(col(ApiToken.cpo_id)).where(col(ApiToken.token_hash) == sha256_hex(token))
         )
     ).scalar_one_or_none()
     if cpo_id is None:
@@ -106,23 +103,33 @@ CpoIdPath = Annotated[
 ]
 
 
+@dataclass(frozen=True)
+class Cpo:
+    """The CPO of the path, as routes need it: plain values (an ORM row would expire on a
+    rollback, and its id would be Optional)."""
+
+    id: int
+    country_code: str
+    party_id: str
+
+
 async def get_cpo(
     cpo_id: CpoIdPath,
     principal: Annotated[Principal, Depends(get_principal)],
     session: Annotated[AsyncSession, Depends(get_session)],
-) -> PartnerOperation:
+) -> Cpo:
     """The CPO of the path. A CPO token on another CPO gets 403 (whether or not it exists, so
     that ids do not leak); the admin gets 404 for an unknown CPO."""
     cpo_number = int(cpo_id)
     if not principal.is_admin and principal.cpo_id != cpo_number:
         raise ApiError(403, "FORBIDDEN", "this token may only act on its own CPO")
-    cpo = await session.get(PartnerOperation, cpo_number)
-    if cpo is None:
+    row = await session.get(PartnerOperation, cpo_number)
+    if row is None:
         raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
-    return cpo
+    return Cpo(id=cpo_number, country_code=row.country_code, party_id=row.party_id)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-TemporalDep = Annotated[Client, Depends(get_temporal)]
-CpoDep = Annotated[PartnerOperation, Depends(get_cpo)]
+TemporalDep = Annotated[TemporalConnector, Depends(get_temporal)]
+CpoDep = Annotated[Cpo, Depends(get_cpo)]

@@ -9,11 +9,12 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 
-from api.normalize import timezone_for
+from api.normalize import ocpi_columns
 from api.problems import ApiError, FieldError
-from api.schemas import LocationPatchIn, country_alpha3
+from api.schemas import LocationPatchIn
+from contracts.payloads import LocationPatch, LocationRef
 from settings import Settings
-from workflows.shared import WORKFLOW_DECOMMISSION, WORKFLOW_UPDATE, LocationPatch, LocationRef
+from workflows.location_changes import DecommissionLocation, UpdateLocation
 
 REQUIRED = {"name", "address", "city", "country", "coordinates", "public", "timezone"}
 
@@ -28,22 +29,7 @@ def patch_columns(body: LocationPatchIn) -> dict[str, Any]:
             FieldError(field=k, message="this field is required and cannot be null", type="null")
             for k in nulls
         ])
-    columns: dict[str, Any] = {}
-    for key, value in sent.items():
-        if key == "coordinates":
-            columns["latitude"] = f"{value['latitude']:.6f}"
-            columns["longitude"] = f"{value['longitude']:.6f}"
-            if "timezone" not in sent:
-                columns["time_zone"] = timezone_for(value["latitude"], value["longitude"])
-        elif key == "country":
-            columns["country"] = country_alpha3(value)
-        elif key == "public":
-            columns["publish"] = value
-        elif key == "timezone":
-            columns["time_zone"] = value
-        else:
-            columns[key] = value
-    return columns
+    return ocpi_columns(sent)
 
 
 async def apply_patch(
@@ -52,7 +38,8 @@ async def apply_patch(
     """Run UpdateLocation; the workflow id when it did not finish within sync_wait_seconds."""
     workflow_id = f"update/{location_id}/{uuid.uuid4().hex[:12]}"
     handle = await client.start_workflow(
-        WORKFLOW_UPDATE, LocationPatch(cpo_id, location_id, columns), id=workflow_id,
+        UpdateLocation.run, LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns),
+        id=workflow_id,
         task_queue=settings.task_queue, static_summary=f"PATCH {location_id}: {', '.join(columns)}",
     )
     try:
@@ -68,7 +55,8 @@ async def decommission(
     """Run DecommissionLocation (one per location at a time); its id if it is still running."""
     workflow_id = f"decommission/{location_id}"
     handle = await client.start_workflow(
-        WORKFLOW_DECOMMISSION, LocationRef(cpo_id, location_id, settings.ecs_task_queue),
+        DecommissionLocation.run,
+        LocationRef(cpo_id=cpo_id, location_id=location_id, ecs_task_queue=settings.ecs_task_queue),
         id=workflow_id, task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",

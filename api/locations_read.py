@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.schemas import ChargerOut, CoordinatesOut, LocationOut, country_alpha2
+from contracts.vocabulary import LocationStatus
 from db.models import ChargePoint, ChargerDeployment, OcpiLocation, OcppLocation
 
 
@@ -43,7 +44,7 @@ def location_out(loc: OcpiLocation, ocpp: OcppLocation | None, chargers: list[Ch
     )
 
 
-HIDDEN = "DECOMMISSIONING"  # on its way out: reads no longer show it
+HIDDEN = LocationStatus.DECOMMISSIONING  # on its way out: reads no longer show it
 
 
 def _visible(cpo_id: int) -> Any:

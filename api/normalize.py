@@ -4,6 +4,7 @@ locations (charger identities unique within the request and within the CPO)."""
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import String, any_, cast, select
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -27,6 +28,29 @@ def timezone_for(latitude: float, longitude: float) -> str:
     return _tz_finder().timezone_at(lat=latitude, lng=longitude) or "UTC"
 
 
+# API field -> OCPI column, where the names differ
+RENAMED = {"public": "publish", "timezone": "time_zone"}
+
+
+def ocpi_columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """API fields (validated) as the OCPI columns store them, for create and PATCH alike:
+    coordinates as 6-decimal strings, country as alpha-3, `public` as `publish`, `timezone` as
+    `time_zone`, and a time zone derived from new coordinates when none is given."""
+    columns: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key == "coordinates":
+            columns["latitude"] = f"{value['latitude']:.6f}"
+            columns["longitude"] = f"{value['longitude']:.6f}"
+        elif key == "country":
+            columns["country"] = country_alpha3(value)
+        else:
+            columns[RENAMED.get(key, key)] = value
+    if "coordinates" in fields and fields.get("timezone") is None:
+        columns["time_zone"] = timezone_for(fields["coordinates"]["latitude"],
+                                            fields["coordinates"]["longitude"])
+    return columns
+
+
 def template_chargers(slug: str, job_id: str, index: int) -> list[NormalizedCharger]:
     """A template's charger groups, with identities derived from the job and the index (unique
     within the CPO because job ids are)."""
@@ -47,12 +71,13 @@ def normalize(loc: LocationIn, job_id: str, index: int) -> NormalizedLocation:
         chargers = template_chargers(loc.template, job_id, index)
     else:
         chargers = [NormalizedCharger(**c.model_dump()) for c in loc.chargers or []]
-    lat, lng = loc.coordinates.latitude, loc.coordinates.longitude
+    coordinates = {"latitude": loc.coordinates.latitude, "longitude": loc.coordinates.longitude}
+    columns = ocpi_columns({"coordinates": coordinates, "country": loc.country,
+                            "timezone": loc.timezone, "public": loc.public})
     return NormalizedLocation(
         name=loc.name, address=loc.address, city=loc.city, postal_code=loc.postal_code,
-        state=loc.state, country=country_alpha3(loc.country),
-        latitude=f"{lat:.6f}", longitude=f"{lng:.6f}",
-        time_zone=loc.timezone or timezone_for(lat, lng), publish=loc.public,
+        state=loc.state, country=columns["country"], latitude=columns["latitude"],
+        longitude=columns["longitude"], time_zone=columns["time_zone"], publish=columns["publish"],
         owner_name=loc.owner_name,
         parking_type=loc.parking_type.value if loc.parking_type else None,
         facilities=[f.value for f in loc.facilities] if loc.facilities else None,

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 import pycountry
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from contracts.vocabulary import JobStatus
 from db.catalog import CONNECTOR_TYPES, OCPP_VERSIONS, location_templates
-from workflows.shared import JobStatus
 
 # OCPI "string": printable text; no control characters.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"

@@ -27,8 +27,10 @@ from activities.ecs_client import ecs_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.location_rows import LocationRowsActivities
 from api.app import create_app
-from api.bulk_jobs import create_or_reuse_job
+from api.bulk_jobs import create_or_reuse_job, job_tuning
 from api.schemas import BulkCreateRequest
+from contracts.payloads import ActivateInput, ChargerTaskInput, ProvisionInput
+from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
 from db.models import PartnerOperation
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
@@ -36,9 +38,7 @@ from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port
 from devstack.temporal import TemporalDevServer
 from settings import ROOT, Settings
-from worker.temporal_client import connect
 from worker.workers import build_workers
-from workflows.shared import ActivateInput, ChargerTaskInput, ProvisionInput
 
 ADMIN = "bench-admin-token-0123456789"
 
@@ -68,7 +68,8 @@ async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int) -> fl
 
         async def one(index: int) -> None:
             async with gate:
-                plan = await env.run(rows.write_location_rows, ProvisionInput(job.id, cpo_id, index))
+                plan = await env.run(rows.write_location_rows, ProvisionInput(
+                    job_id=job.id, cpo_id=cpo_id, index=index, tuning=job_tuning(settings)))
                 for c in plan.chargers:
                     await env.run(tasks.start_charger_task, ChargerTaskInput(
                         job.id, index, plan.location_id, c.deployment_id, c.identity))

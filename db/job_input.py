@@ -10,7 +10,13 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from contracts.payloads import JobCounts
+from contracts.vocabulary import JobStatus
+from db.models import JobLocation
 
 
 class NormalizedCharger(BaseModel):
@@ -65,3 +71,18 @@ async def copy_job_locations(
     ) as copy:
         await copy.write("".join(lines).encode())
     return len(lines)
+
+
+async def count_by_state(session: AsyncSession, job_id: str) -> JobCounts:
+    """The job's locations by state (an index on (job_id, state) keeps it cheap at any size)."""
+    rows = await session.execute(
+        select(col(JobLocation.state), func.count())
+        .where(col(JobLocation.job_id) == job_id)
+        .group_by(col(JobLocation.state))
+    )
+    counts = {JobStatus(state): int(n) for state, n in rows.all()}
+    return JobCounts(
+        ready=counts.get(JobStatus.READY, 0), failed=counts.get(JobStatus.FAILED, 0),
+        cancelled=counts.get(JobStatus.CANCELLED, 0), pending=counts.get(JobStatus.PENDING, 0),
+        provisioning=counts.get(JobStatus.PROVISIONING, 0),
+    )

@@ -329,16 +329,3 @@ class EcsTask(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
-
-LOCATION_TABLES: tuple[type[SQLModel], ...] = (
-    OcpiLocation,
-    OcpiEvse,
-    OcpiConnector,
-    OcppLocation,
-    ChargePoint,
-    ChargePointConnector,
-    ChargePointCredential,
-    NetworkTopology,
-    ChargerDeployment,
-    EcsTask,
-)

@@ -12,8 +12,8 @@ from typing import Any
 
 from temporalio.client import Client
 
+from contracts.temporal import SEARCH_ATTRIBUTES
 from devstack.procs import stop_process, venv_binary, wait_for_port
-from workflows.shared import SEARCH_ATTRIBUTES
 
 
 class TemporalDevServer:

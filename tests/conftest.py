@@ -29,16 +29,15 @@ from temporalio.worker import Worker
 
 from activities.ecs_client import ecs_client
 from api.app import create_app
+from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_engine, make_sessionmaker
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, venv_binary
 from settings import ROOT, Settings
 from tests.fault_proxy import FaultProxy
+from tests.helpers import ADMIN
 from worker.workers import build_workers
-from workflows.shared import SEARCH_ATTRIBUTES
-
-ADMIN = "test-admin-token-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -152,9 +151,8 @@ async def app_client(
     settings: Settings, temporal: WorkflowEnvironment
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real app over ASGI (lifespan run by hand), its Temporal client the test server's."""
-    app = create_app(settings)
+    app = create_app(settings, temporal_client=temporal.client)
     async with app.router.lifespan_context(app):
-        app.state.temporal._client = temporal.client
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
             yield client
@@ -166,9 +164,8 @@ def app_with(settings: Settings, temporal: WorkflowEnvironment) -> Any:
 
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(settings.model_copy(update=overrides))
+        app = create_app(settings.model_copy(update=overrides), temporal_client=temporal.client)
         async with app.router.lifespan_context(app):
-            app.state.temporal._client = temporal.client
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
                 yield client

@@ -11,6 +11,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from db.location_shape import network_counts_sql
+
+ADMIN = "test-admin-token-0123456789"  # the admin token of the suite's app
 _parties = itertools.product(string.ascii_uppercase, repeat=3)
 _serial = itertools.count(1)
 
@@ -18,28 +21,6 @@ _serial = itertools.count(1)
 def unique(prefix: str) -> str:
     """A charger identity no other test of this session uses."""
     return f"{prefix}-{next(_serial)}"
-
-TEN_TABLES = {
-    "ocpi_locations": "SELECT count(*) FROM ocpp.ocpi_locations WHERE network_id = :n",
-    "ocpi_evses": "SELECT count(*) FROM ocpp.ocpi_evses e JOIN ocpp.ocpi_locations l"
-                  " ON l.id = e.location_id WHERE l.network_id = :n",
-    "ocpi_connectors": "SELECT count(*) FROM ocpp.ocpi_connectors c JOIN ocpp.ocpi_evses e"
-                       " ON e.uid = c.evse_uid JOIN ocpp.ocpi_locations l ON l.id = e.location_id"
-                       " WHERE l.network_id = :n",
-    "locations": "SELECT count(*) FROM ocpp.locations WHERE network_id = :n",
-    "charge_points": "SELECT count(*) FROM ocpp.charge_points WHERE network_id = :n",
-    "charge_point_connectors": "SELECT count(*) FROM ocpp.charge_point_connectors c JOIN"
-                               " ocpp.charge_points p ON p.id = c.charge_point_id WHERE p.network_id = :n",
-    "charge_point_credentials": "SELECT count(*) FROM ocpp.charge_point_credentials c JOIN"
-                                " ocpp.charge_points p ON p.id = c.charge_point_id WHERE p.network_id = :n",
-    "network_topology": "SELECT count(*) FROM ocpp.network_topology WHERE network_id = :n",
-    "charger_deployments": "SELECT count(*) FROM ocpp.charger_deployments d JOIN ocpp.ocpi_locations l"
-                           " ON l.id = d.ocpi_location_id WHERE l.network_id = :n",
-    "ecs_tasks": "SELECT count(*) FROM ocpp.ecs_tasks t JOIN ocpp.charger_deployments d"
-                 " ON d.id = t.deployment_id JOIN ocpp.ocpi_locations l ON l.id = d.ocpi_location_id"
-                 " WHERE l.network_id = :n",
-}
-
 
 def expected_counts(chargers_per_location: list[list[int]]) -> dict[str, int]:
     """Row counts for locations given as lists of their chargers' EVSE counts."""
@@ -55,11 +36,10 @@ def expected_counts(chargers_per_location: list[list[int]]) -> dict[str, int]:
 
 
 async def table_counts(engine: AsyncEngine, cpo_id: str | int) -> dict[str, int]:
+    """Rows of the CPO's locations in each of the ten tables."""
     async with engine.connect() as conn:
-        return {
-            name: int((await conn.execute(text(sql), {"n": int(cpo_id)})).scalar_one())
-            for name, sql in TEN_TABLES.items()
-        }
+        row = (await conn.execute(text(network_counts_sql()), {"n": int(cpo_id)})).one()
+    return {name: int(value) for name, value in row._mapping.items()}
 
 
 async def create_cpo(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, dict[str, str]]:

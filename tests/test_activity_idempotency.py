@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -18,6 +17,16 @@ from activities.ecs_client import ecs_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.job_state import JobStateActivities
 from activities.location_rows import LocationRowsActivities
+from api.bulk_jobs import job_tuning
+from contracts.payloads import (
+    ActivateInput,
+    ChargerTaskInput,
+    LocationOutcome,
+    ProvisionInput,
+    StopTasksInput,
+    WaitTasksInput,
+)
+from contracts.vocabulary import JobStatus
 from db.engine import make_sessionmaker
 from settings import Settings
 from tests.helpers import (
@@ -30,17 +39,6 @@ from tests.helpers import (
     submit,
     table_counts,
 )
-from workflows.shared import (
-    ActivateInput,
-    ChargerTaskInput,
-    LocationOutcome,
-    LocationState,
-    ProvisionInput,
-    StopTasksInput,
-    WaitTasksInput,
-)
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_each_activity_twice_gives_the_same_rows_and_one_task(
@@ -60,7 +58,7 @@ async def test_each_activity_twice_gives_the_same_rows_and_one_task(
     sessions = make_sessionmaker(engine)
     rows = LocationRowsActivities(sessions, settings)
     state = JobStateActivities(sessions)
-    inp = ProvisionInput(job_id, int(cpo_id), 0)
+    inp = ProvisionInput(job_id=job_id, cpo_id=int(cpo_id), index=0, tuning=job_tuning(settings))
 
     first = await env.run(rows.write_location_rows, inp)
     after_first = await table_counts(engine, cpo_id)
@@ -104,7 +102,7 @@ async def test_each_activity_twice_gives_the_same_rows_and_one_task(
     assert await env.run(rows.delete_location_rows, first.location_id) == 1
     assert await env.run(rows.delete_location_rows, first.location_id) == 0
     assert await table_counts(engine, cpo_id) == expected_counts([])
-    outcome = LocationOutcome(job_id, 0, LocationState.FAILED)
+    outcome = LocationOutcome(job_id=job_id, index=0, state=JobStatus.FAILED)
     await env.run(state.record_location_outcome, outcome)
     await env.run(state.record_location_outcome, outcome)
     async with engine.connect() as conn:

@@ -15,10 +15,7 @@ import pytest
 import pytest_asyncio
 from temporalio.worker import Worker
 
-from tests.conftest import ADMIN
-from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+from tests.helpers import ADMIN, charger, create_cpo, location, submit, unique, wait_for_job
 
 
 @dataclass

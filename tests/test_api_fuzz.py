@@ -31,7 +31,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.procs import free_port, wait_for_port
 from settings import ROOT, Settings
-from tests.conftest import ADMIN
+from tests.helpers import ADMIN
 
 SEEN: Counter[str] = Counter()
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import create_cpo, location
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:

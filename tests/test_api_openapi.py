@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import httpx
-import pytest
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ROUTES = {
     "/ocpi/cpos": {"post"},

@@ -6,17 +6,13 @@ import asyncio
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
 from devstack.procs import free_port
 from settings import Settings
-from tests.conftest import ADMIN
-from tests.helpers import create_cpo, location
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+from tests.helpers import ADMIN, create_cpo, location
 
 
 async def call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -8,7 +8,6 @@ import sys
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
@@ -16,8 +15,6 @@ from temporalio.worker import Worker
 from settings import ROOT, Settings
 from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
 from worker.audit import audit, render
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_audit_counts_a_healthy_job_then_finds_the_damage(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
@@ -21,8 +20,6 @@ from tests.helpers import (
     table_counts,
     wait_for_job,
 )
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_job_of_several_locations_reaches_ready(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
 
+from contracts import ids
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import (
@@ -22,9 +22,6 @@ from tests.helpers import (
     table_counts,
     unique,
 )
-from workflows import ids
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_cancel_keeps_ready_locations_and_undoes_the_rest(

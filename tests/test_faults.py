@@ -41,7 +41,7 @@ from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import create_cpo, expected_counts, table_counts
 from worker.audit import audit, render
 
-pytestmark = [pytest.mark.faults, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = pytest.mark.faults
 
 JOB_SIZE = 200
 ADMIN = "faults-admin-token-0123456789"

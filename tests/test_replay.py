@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -23,7 +22,6 @@ from tests.helpers import charger, create_cpo, location, submit, wait_for_job
 from workflows.bulk_create import BulkCreateLocations
 from workflows.provision_location import ProvisionLocation
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 HISTORIES = Path(__file__).with_name("histories")
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
 
+from contracts import ids
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import (
@@ -23,9 +23,6 @@ from tests.helpers import (
     table_counts,
     wait_for_job,
 )
-from workflows import ids
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_throttling_5xx_and_dropped_connections_are_retried_to_ready(

@@ -5,12 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from tests.helpers import charger, create_cpo, location, submit
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_status_answers_promptly_with_no_worker(

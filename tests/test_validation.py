@@ -19,10 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import ADMIN
-from tests.helpers import charger, create_cpo, location
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+from tests.helpers import ADMIN, charger, create_cpo, location
 
 PROBLEM_JSON = "application/problem+json"
 IDLE_QUEUE = "validation-nobody-polls"

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from contracts.payloads import JobProgress
 from tests.helpers import charger, create_cpo, expected_counts, location, submit, table_counts, wait_for_job
-from workflows.shared import JobProgress
-
-pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 def max_children_in_flight(history: WorkflowHistory) -> int:

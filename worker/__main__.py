@@ -7,9 +7,9 @@ import logging
 import signal
 
 from activities.ecs_client import ecs_client
+from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
 from settings import get_settings
-from worker.temporal_client import connect
 from worker.workers import build_workers
 
 log = logging.getLogger("worker")

@@ -21,30 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from activities.ecs_client import ecs_client
+from contracts.vocabulary import JobStatus, LocationStatus
 from db.engine import make_engine
+from db.location_shape import location_shapes_sql
 from settings import Settings, get_settings
-
-# Per location: the counts that must agree for its rows to be whole.
-LOCATION_SHAPE = """
-SELECT l.id, l.status,
-  (SELECT count(*) FROM ocpp.locations o WHERE o.ocpi_location_id = l.id) AS ocpp_sites,
-  (SELECT count(*) FROM ocpp.ocpi_evses e WHERE e.location_id = l.id) AS evses,
-  (SELECT count(*) FROM ocpp.ocpi_connectors c JOIN ocpp.ocpi_evses e ON e.uid = c.evse_uid
-     WHERE e.location_id = l.id) AS connectors,
-  (SELECT count(*) FROM ocpp.charge_points p JOIN ocpp.locations o ON o.id = p.location_id
-     WHERE o.ocpi_location_id = l.id) AS chargers,
-  (SELECT count(*) FROM ocpp.charge_point_connectors pc JOIN ocpp.charge_points p
-     ON p.id = pc.charge_point_id JOIN ocpp.locations o ON o.id = p.location_id
-     WHERE o.ocpi_location_id = l.id) AS charger_connectors,
-  (SELECT count(*) FROM ocpp.charge_point_credentials cr JOIN ocpp.charge_points p
-     ON p.id = cr.charge_point_id JOIN ocpp.locations o ON o.id = p.location_id
-     WHERE o.ocpi_location_id = l.id) AS credentials,
-  (SELECT count(*) FROM ocpp.network_topology t WHERE t.ocpi_location_id = l.id) AS topology,
-  (SELECT count(*) FROM ocpp.charger_deployments d WHERE d.ocpi_location_id = l.id) AS deployments,
-  (SELECT count(*) FROM ocpp.ecs_tasks k JOIN ocpp.charger_deployments d ON d.id = k.deployment_id
-     WHERE d.ocpi_location_id = l.id) AS task_rows
-FROM ocpp.ocpi_locations l WHERE {scope}
-"""
 
 
 @dataclass
@@ -67,10 +47,10 @@ class AuditReport:
 
 
 def _half_written(row: Any) -> bool:
-    whole_site = row.ocpp_sites == 1
-    evse_side = row.evses == row.connectors == row.charger_connectors == row.topology
-    charger_side = row.chargers == row.credentials == row.deployments
-    tasks = row.status != "ACTIVE" or row.task_rows == row.deployments
+    whole_site = row.locations == 1
+    evse_side = row.ocpi_evses == row.ocpi_connectors == row.charge_point_connectors == row.network_topology
+    charger_side = row.charge_points == row.charge_point_credentials == row.charger_deployments
+    tasks = row.status != LocationStatus.ACTIVE or row.ecs_tasks == row.charger_deployments
     return not (whole_site and evse_side and charger_side and tasks)
 
 
@@ -107,7 +87,7 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
         jobs_sql, jobs_params = "SELECT id FROM ocpp.jobs WHERE cpo_id = :cpo", {"cpo": cpo_id}
         report = AuditReport(scope=f"CPO {cpo_id}")
     async with engine.connect() as conn:
-        shapes = (await conn.execute(text(LOCATION_SHAPE.format(scope=scope)), params)).all()
+        shapes = (await conn.execute(text(location_shapes_sql(scope)), params)).all()
         deployments = (await conn.execute(text(
             "SELECT d.id, l.status FROM ocpp.charger_deployments d JOIN ocpp.ocpi_locations l"
             f" ON l.id = d.ocpi_location_id WHERE {scope}"), params)).all()
@@ -116,8 +96,8 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
         lost = (await conn.execute(text(
             "SELECT j.job_id || '#' || j.index FROM ocpp.job_locations j"
             " LEFT JOIN ocpp.ocpi_locations l ON l.id = j.location_id"
-            f" WHERE j.job_id IN ({jobs_sql}) AND j.state = 'READY' AND l.id IS NULL"),
-            jobs_params)).scalars().all()
+            f" WHERE j.job_id IN ({jobs_sql}) AND j.state = :ready AND l.id IS NULL"),
+            jobs_params | {"ready": JobStatus.READY.value})).scalars().all()
     report.locations_by_state = dict(Counter(row.status for row in shapes))
     half = [row.id for row in shapes if _half_written(row)]
     report.half_written_locations = len(half)
@@ -131,7 +111,7 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
                for task in tasks for t in task.get("tags", []))
     }
     report.running_tasks = sum(len(tasks) for tasks in in_scope.values())
-    missing = [dep for dep, status in deployments if status == "ACTIVE" and dep not in running]
+    missing = [dep for dep, status in deployments if status == LocationStatus.ACTIVE and dep not in running]
     orphans = [dep for dep in in_scope if dep not in known]
     duplicates = [dep for dep, tasks in in_scope.items() if len(tasks) > 1]
     report.deployments_without_task = len(missing)

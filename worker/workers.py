@@ -28,16 +28,17 @@ WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, Updat
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox, with our own `workflows` package passed through.
+    """The sandbox, with our own `workflows` and `contracts` packages passed through.
 
     By default the sandbox re-imports every non-standard module for each new workflow run, and
     re-executing our dataclass and enum definitions was a fifth of the worker's CPU per location
-    (profiled). The `workflows` package holds only deterministic code and no module-level state
-    that a run could change, so one import serves every run. The sandbox's call restrictions
-    still apply inside the workflow code.
+    (profiled). Both packages hold only deterministic code and no module-level state that a run
+    could change, so one import serves every run; `contracts` is also where the workflows find
+    the activities' typed interfaces, so no database or AWS module is imported by a workflow.
+    The sandbox's call restrictions still apply inside the workflow code.
     """
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "contracts")
     )
 
 

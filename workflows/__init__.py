@@ -1,1 +1,1 @@
-"""Deterministic workflow code and the data classes that cross the Temporal boundary (no I/O)."""
+"""Deterministic workflow code (no I/O): it imports only `contracts` and temporalio."""

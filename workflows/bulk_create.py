@@ -9,52 +9,54 @@ would otherwise act on them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import CancelledError, ChildWorkflowError
 
-from workflows.ids import provision_workflow_id
-from workflows.provision_location import ProvisionLocation
-from workflows.retries import location_error, retry_policy
-from workflows.shared import (
-    ACT_CANCEL_PENDING_LOCATIONS,
-    ACT_FINALIZE_JOB,
-    CPO_ID,
-    JOB_STATUS,
-    WORKFLOW_BULK_CREATE,
+from contracts.activities import JobState
+from contracts.ids import provision_workflow_id
+from contracts.payloads import (
     BulkCreateInput,
+    CarriedProgress,
     JobCounts,
     JobOutcome,
     JobProgress,
-    JobStatus,
-    LocationError,
     ProvisionInput,
 )
+from contracts.temporal import CPO_ID, JOB_STATUS
+from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
+from workflows.provision_location import ProvisionLocation
+from workflows.retries import location_error, retry_policy
 
 
-@workflow.defn(name=WORKFLOW_BULK_CREATE)
+@workflow.defn(name="BulkCreateLocations")
 class BulkCreateLocations:
     def __init__(self) -> None:
-        self._input: BulkCreateInput | None = None
+        self._job: BulkCreateInput | None = None
+        self._progress = CarriedProgress()  # the run's state, handed on at continue-as-new
         self._running: set[int] = set()  # indexes whose child has started and not ended
         self._status = JobStatus.PROVISIONING
 
     @workflow.query
     def status(self) -> JobProgress:
-        inp = self._input
-        if inp is None:
-            return JobProgress("", self._status, 0, 0, 0, 0, 1)
-        failed = inp.failed + inp.cancelled
+        """Live counts of this job (the API answers from the database; this is for operators)."""
+        job, done = self._job, self._progress
+        if job is None:
+            return JobProgress(job_id="", status=self._status, total=0, succeeded=0, failed=0,
+                               in_progress=0, runs=1)
+        failed = done.failed + done.cancelled
         return JobProgress(
-            inp.job_id, self._status, inp.total, inp.succeeded, failed,
-            inp.total - inp.succeeded - failed, inp.runs,
+            job_id=job.job_id, status=self._status, total=job.total, succeeded=done.succeeded,
+            failed=failed, in_progress=job.total - done.succeeded - failed, runs=done.runs,
         )
 
     @workflow.run
     async def run(self, inp: BulkCreateInput) -> JobOutcome:
-        self._input = inp
-        if inp.runs == 1:
+        self._job = inp
+        self._progress = dataclasses.replace(inp.carried)  # the input stays as it was started
+        if self._progress.runs == 1:
             workflow.upsert_search_attributes(
                 [CPO_ID.value_set(str(inp.cpo_id)), JOB_STATUS.value_set(JobStatus.PROVISIONING)]
             )
@@ -65,115 +67,120 @@ class BulkCreateLocations:
             return await self._cancel(inp, window)
         return await self._finish(inp)
 
-    async def _fan_out(self, inp: BulkCreateInput, window: set[asyncio.Task[None]]) -> None:
+    async def _fan_out(self, job: BulkCreateInput, window: set[asyncio.Task[None]]) -> None:
         """Keep up to `window` children running; drain and continue-as-new after a run's share."""
+        progress = self._progress
         started_this_run = 0
-        while inp.next_index < inp.total or window:
+        while progress.next_index < job.total or window:
             rollover = (
-                started_this_run >= inp.tuning.children_per_run
+                started_this_run >= job.tuning.children_per_run
                 or workflow.info().is_continue_as_new_suggested()
             )
-            while inp.next_index < inp.total and len(window) < inp.tuning.window and not rollover:
-                window.add(asyncio.create_task(self._provision(inp, inp.next_index)))
-                inp.next_index += 1
+            while progress.next_index < job.total and len(window) < job.tuning.window and not rollover:
+                window.add(asyncio.create_task(self._provision(job, progress.next_index)))
+                progress.next_index += 1
                 started_this_run += 1
-                rollover = started_this_run >= inp.tuning.children_per_run
+                rollover = started_this_run >= job.tuning.children_per_run
             if not window:
                 break
             done, _ = await workflow.wait(window, return_when=asyncio.FIRST_COMPLETED)
             window.difference_update(done)
             for task in done:
                 task.result()  # a child that could not even start must not vanish from the counts
-            if rollover and not window and inp.next_index < inp.total:
-                inp.runs += 1
-                workflow.continue_as_new(inp)
+            if rollover and not window and progress.next_index < job.total:
+                progress.runs += 1
+                workflow.continue_as_new(dataclasses.replace(job, carried=progress))
 
-    async def _cancel(self, inp: BulkCreateInput, window: set[asyncio.Task[None]]) -> JobOutcome:
+    async def _cancel(self, job: BulkCreateInput, window: set[asyncio.Task[None]]) -> JobOutcome:
         """Job cancelled: READY locations stay; children in flight are cancelled (each one
         compensates); locations never started are marked CANCELLED. Then the run ends cancelled."""
         self._status = JobStatus.CANCELLED
         # Ask each running child to cancel (children still starting ask themselves, see
         # _provision), then wait for every one to end: only then are the rows final.
-        await asyncio.gather(*(self._cancel_child(inp, i) for i in sorted(self._running)))
+        await asyncio.gather(*(self._cancel_child(job, i) for i in sorted(self._running)))
         if window:
             await workflow.wait(window)
-        policy = retry_policy(inp.tuning)
-        policy.maximum_attempts = 0
+        policy = retry_policy(job.tuning, forever=True)
         # The rows are the truth now: every child has recorded its end before wait() returned.
-        counts: JobCounts = await workflow.execute_activity(
-            ACT_CANCEL_PENDING_LOCATIONS, inp.job_id, result_type=JobCounts,
-            start_to_close_timeout=_attempt(inp), retry_policy=policy,
+        counts: JobCounts = await workflow.execute_activity_method(
+            JobState.cancel_pending_locations, job.job_id,
+            start_to_close_timeout=_attempt(job), retry_policy=policy,
         )
-        inp.succeeded, inp.failed, inp.cancelled = counts.ready, counts.failed, counts.cancelled
+        progress = self._progress
+        progress.succeeded, progress.failed = counts.ready, counts.failed
+        progress.cancelled = counts.cancelled
         outcome = JobOutcome(
-            inp.job_id, JobStatus.CANCELLED, counts.ready, counts.failed + counts.cancelled,
-            LocationError("CANCELLED", f"the job was cancelled; {counts.ready} of {inp.total} "
-                          "locations had been provisioned and stay", True),
+            job_id=job.job_id, status=JobStatus.CANCELLED, succeeded=counts.ready,
+            failed=counts.ended_badly,
+            error=ErrorInfo.of(ErrorCode.CANCELLED, f"the job was cancelled; {counts.ready} of "
+                               f"{job.total} locations had been provisioned and stay"),
         )
-        await workflow.execute_activity(
-            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=_attempt(inp),
+        await workflow.execute_activity_method(
+            JobState.finalize_job, outcome, start_to_close_timeout=_attempt(job),
             retry_policy=policy, summary="job CANCELLED",
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
         raise asyncio.CancelledError
 
     @staticmethod
-    async def _cancel_child(inp: BulkCreateInput, index: int) -> None:
+    async def _cancel_child(job: BulkCreateInput, index: int) -> None:
         try:
-            await workflow.get_external_workflow_handle(provision_workflow_id(inp.job_id, index)).cancel()
+            await workflow.get_external_workflow_handle(provision_workflow_id(job.job_id, index)).cancel()
         except Exception:  # it ended meanwhile: nothing to cancel
             workflow.logger.info("child %s already closed", index)
 
-    async def _provision(self, inp: BulkCreateInput, index: int) -> None:
+    async def _provision(self, job: BulkCreateInput, index: int) -> None:
         """Run one child to its end and count it; a failed child never fails the parent."""
+        progress = self._progress
         try:
             handle = await workflow.start_child_workflow(
                 ProvisionLocation.run,
-                ProvisionInput(inp.job_id, inp.cpo_id, index, inp.tuning),
-                id=provision_workflow_id(inp.job_id, index),
+                ProvisionInput(job_id=job.job_id, cpo_id=job.cpo_id, index=index, tuning=job.tuning),
+                id=provision_workflow_id(job.job_id, index),
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
-                static_summary=f"location #{index} of job {inp.job_id}",
+                static_summary=f"location #{index} of job {job.job_id}",
             )
             self._running.add(index)
             if self._status == JobStatus.CANCELLED:  # the job was cancelled while it started
-                await self._cancel_child(inp, index)
+                await self._cancel_child(job, index)
             await handle
-            inp.succeeded += 1
+            progress.succeeded += 1
         except ChildWorkflowError as err:
             if isinstance(err.cause, CancelledError):
                 return  # cancelled with the job; the child recorded it
-            error = location_error(err, "INTERNAL_ERROR")
-            inp.failed += 1
+            error = location_error(err, ErrorCode.INTERNAL_ERROR)
+            progress.failed += 1
             if error.retryable:
-                inp.retryable_failures += 1
-            if inp.first_error_code is None:
-                inp.first_error_code = error.code
+                progress.resubmittable_failures += 1
+            if progress.first_error_code is None:
+                progress.first_error_code = error.code
         finally:
             self._running.discard(index)
 
-    async def _finish(self, inp: BulkCreateInput) -> JobOutcome:
-        status = JobStatus.READY if inp.failed == 0 else JobStatus.FAILED
+    async def _finish(self, job: BulkCreateInput) -> JobOutcome:
+        progress = self._progress
+        status = JobStatus.READY if progress.failed == 0 else JobStatus.FAILED
         error = None
-        if inp.failed:
-            error = LocationError(
-                code="LOCATIONS_FAILED",
+        if progress.failed:
+            error = ErrorInfo(
+                code=ErrorCode.LOCATIONS_FAILED.value,
                 message=(
-                    f"{inp.failed} of {inp.total} locations failed (first: {inp.first_error_code});"
-                    " see results.locations[].error"
+                    f"{progress.failed} of {job.total} locations failed "
+                    f"(first: {progress.first_error_code}); see results.locations[].error"
                 ),
-                retryable=inp.retryable_failures > 0,
+                retryable=progress.resubmittable_failures > 0,
             )
-        outcome = JobOutcome(inp.job_id, status, inp.succeeded, inp.failed, error)
-        policy = retry_policy(inp.tuning)
-        policy.maximum_attempts = 0  # the job row must learn the outcome, however long it takes
-        await workflow.execute_activity(
-            ACT_FINALIZE_JOB, outcome, start_to_close_timeout=_attempt(inp),
-            retry_policy=policy, summary=f"job {status.value}",
+        outcome = JobOutcome(job_id=job.job_id, status=status, succeeded=progress.succeeded,
+                             failed=progress.failed, error=error)
+        # the job row must learn the outcome, however long it takes
+        await workflow.execute_activity_method(
+            JobState.finalize_job, outcome, start_to_close_timeout=_attempt(job),
+            retry_policy=retry_policy(job.tuning, forever=True), summary=f"job {status.value}",
         )
         self._status = status
         workflow.upsert_search_attributes([JOB_STATUS.value_set(status)])
         return outcome
 
 
-def _attempt(inp: BulkCreateInput) -> timedelta:
-    return timedelta(seconds=inp.tuning.activity_timeout_seconds)
+def _attempt(job: BulkCreateInput) -> timedelta:
+    return timedelta(seconds=job.tuning.activity_timeout_seconds)

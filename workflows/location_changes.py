@@ -12,52 +12,43 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from workflows.shared import (
-    ACT_DELETE_LOCATION_ROWS,
-    ACT_MARK_DECOMMISSIONING,
-    ACT_STOP_LOCATION_TASKS,
-    ACT_UPDATE_LOCATION,
-    WORKFLOW_DECOMMISSION,
-    WORKFLOW_UPDATE,
-    LocationPatch,
-    LocationRef,
-    StopTasksInput,
-)
+from contracts.activities import EcsTasks, LocationChanges, LocationRows
+from contracts.payloads import LocationPatch, LocationRef, StopTasksInput
 
 STEP = timedelta(seconds=60)
 # Removal must finish: retry for as long as it takes, backing off to once a minute.
 PERSISTENT = RetryPolicy(maximum_interval=timedelta(seconds=60))
 
 
-@workflow.defn(name=WORKFLOW_DECOMMISSION)
+@workflow.defn(name="DecommissionLocation")
 class DecommissionLocation:
     @workflow.run
     async def run(self, ref: LocationRef) -> bool:
         """True when the location existed and is now gone; False when there was nothing to do."""
-        deployment_ids: list[str] | None = await workflow.execute_activity(
-            ACT_MARK_DECOMMISSIONING, ref, result_type=list[str] | None,  # type: ignore[arg-type]  # a union is a valid hint
+        deployment_ids = await workflow.execute_activity_method(
+            LocationChanges.mark_location_decommissioning, ref,
             start_to_close_timeout=STEP, retry_policy=PERSISTENT,
         )
         if deployment_ids is None:
             return False
-        await workflow.execute_activity(
-            ACT_STOP_LOCATION_TASKS, StopTasksInput(ref.location_id, deployment_ids),
+        await workflow.execute_activity_method(
+            EcsTasks.stop_location_tasks,
+            StopTasksInput(location_id=ref.location_id, deployment_ids=deployment_ids),
             task_queue=ref.ecs_task_queue, start_to_close_timeout=STEP, retry_policy=PERSISTENT,
             summary=f"stop {len(deployment_ids)} charger task(s)",
         )
-        await workflow.execute_activity(
-            ACT_DELETE_LOCATION_ROWS, ref.location_id, start_to_close_timeout=STEP,
+        await workflow.execute_activity_method(
+            LocationRows.delete_location_rows, ref.location_id, start_to_close_timeout=STEP,
             retry_policy=PERSISTENT, summary="delete the location's rows",
         )
         return True
 
 
-@workflow.defn(name=WORKFLOW_UPDATE)
+@workflow.defn(name="UpdateLocation")
 class UpdateLocation:
     @workflow.run
     async def run(self, patch: LocationPatch) -> bool:
-        updated: bool = await workflow.execute_activity(
-            ACT_UPDATE_LOCATION, patch, result_type=bool, start_to_close_timeout=STEP,
+        return await workflow.execute_activity_method(
+            LocationChanges.update_location_fields, patch, start_to_close_timeout=STEP,
             retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
         )
-        return updated

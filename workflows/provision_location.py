@@ -19,36 +19,28 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
-from workflows import ids
-from workflows.retries import location_error, retry_policy
-from workflows.shared import (
-    ACT_ACTIVATE_LOCATION,
-    ACT_DELETE_LOCATION_ROWS,
-    ACT_RECORD_LOCATION_OUTCOME,
-    ACT_START_CHARGER_TASK,
-    ACT_STOP_LOCATION_TASKS,
-    ACT_WAIT_TASKS_RUNNING,
-    ACT_WRITE_LOCATION_ROWS,
-    WORKFLOW_PROVISION,
+from contracts import ids
+from contracts.activities import EcsTasks, JobState, LocationRows
+from contracts.payloads import (
     ActivateInput,
     ChargerTaskInput,
-    LocationError,
     LocationOutcome,
     LocationPlan,
-    LocationState,
     ProvisionInput,
     ProvisionResult,
     StopTasksInput,
     TaskRef,
     WaitTasksInput,
 )
+from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
+from workflows.retries import location_error, retry_policy
 
 # On cancellation, wait for an activity to really end before compensating: a RunTask still in
 # flight while we stop the tasks would leave one behind.
 WAIT = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
-@workflow.defn(name=WORKFLOW_PROVISION)
+@workflow.defn(name="ProvisionLocation")
 class ProvisionLocation:
     def __init__(self) -> None:
         self._step = "starting"
@@ -63,22 +55,22 @@ class ProvisionLocation:
         attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
         ecs_queue = inp.tuning.ecs_task_queue
         plan: LocationPlan | None = None
-        fallback = "DATABASE_UNAVAILABLE"
+        fallback = ErrorCode.DATABASE_UNAVAILABLE
         try:
             self._step = "writing rows"
-            plan = await workflow.execute_local_activity(
-                ACT_WRITE_LOCATION_ROWS, inp, result_type=LocationPlan,
+            plan = await workflow.execute_local_activity_method(
+                LocationRows.write_location_rows, inp,
                 start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                 summary=f"rows of location {inp.index}",
             )
-            fallback = "ECS_UNAVAILABLE"
+            fallback = ErrorCode.ECS_UNAVAILABLE
             self._step = f"starting {len(plan.chargers)} charger task(s)"
             starts = [
-                workflow.execute_activity(
-                    ACT_START_CHARGER_TASK,
-                    ChargerTaskInput(inp.job_id, inp.index, plan.location_id,
-                                     charger.deployment_id, charger.identity),
-                    result_type=TaskRef, task_queue=ecs_queue,
+                workflow.execute_activity_method(
+                    EcsTasks.start_charger_task,
+                    ChargerTaskInput(job_id=inp.job_id, index=inp.index, location_id=plan.location_id,
+                                     deployment_id=charger.deployment_id, identity=charger.identity),
+                    task_queue=ecs_queue,
                     start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                     summary=f"RunTask {charger.identity}",
                 )
@@ -96,60 +88,58 @@ class ProvisionLocation:
             if tasks:
                 self._step = "waiting for tasks to run"
                 timeout = timedelta(seconds=inp.tuning.task_running_timeout_seconds)
-                await workflow.execute_activity(
-                    ACT_WAIT_TASKS_RUNNING, WaitTasksInput(plan.location_id, tasks),
+                await workflow.execute_activity_method(
+                    EcsTasks.wait_tasks_running, WaitTasksInput(location_id=plan.location_id, tasks=tasks),
                     task_queue=ecs_queue, start_to_close_timeout=timeout,
                     schedule_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=30),
                     retry_policy=policy, cancellation_type=WAIT, summary="wait until RUNNING",
                 )
-            fallback = "DATABASE_UNAVAILABLE"
+            fallback = ErrorCode.DATABASE_UNAVAILABLE
             self._step = "activating"
             charger_ids = [c.deployment_id for c in plan.chargers]
-            await workflow.execute_local_activity(
-                ACT_ACTIVATE_LOCATION,
-                ActivateInput(inp.job_id, inp.index, plan.location_id, charger_ids),
+            await workflow.execute_local_activity_method(
+                LocationRows.activate_location,
+                ActivateInput(job_id=inp.job_id, index=inp.index, location_id=plan.location_id,
+                              charger_ids=charger_ids),
                 start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                 summary="activate",
             )
             self._step = "ready"
-            return ProvisionResult(inp.index, plan.location_id, charger_ids)
+            return ProvisionResult(index=inp.index, location_id=plan.location_id, charger_ids=charger_ids)
         except (ActivityError, ApplicationError) as err:
             error = location_error(err, fallback)
             await self._compensate(inp, plan, error)
             raise ApplicationError(error.message, error, type=error.code, non_retryable=True) from err
         except asyncio.CancelledError:
             # Cancelled (job cancel, or the parent closing): undo, then stay cancelled.
-            error = LocationError("CANCELLED", "the job was cancelled", True)
-            await self._compensate(inp, plan, error)
+            await self._compensate(inp, plan, ErrorInfo.of(ErrorCode.CANCELLED, "the job was cancelled"))
             raise
 
-    async def _compensate(
-        self, inp: ProvisionInput, plan: LocationPlan | None, error: LocationError
-    ) -> None:
-        """Stop what may run, delete what was written, record why. Every step is idempotent."""
+    async def _compensate(self, inp: ProvisionInput, plan: LocationPlan | None, error: ErrorInfo) -> None:
+        """Stop what may run, delete what was written, record why. Every step is idempotent and
+        retried for as long as it takes: giving up would leave rows or tasks behind."""
         self._step = f"compensating ({error.code})"
-        policy = retry_policy(inp.tuning)
+        policy = retry_policy(inp.tuning, forever=True)
         attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
-        # Keep trying the clean-up for as long as it takes: giving up would leave rows behind.
-        policy.maximum_attempts = 0
         if plan is not None:  # no plan: no task was started
-            await workflow.execute_activity(
-                ACT_STOP_LOCATION_TASKS,
-                StopTasksInput(plan.location_id, [c.deployment_id for c in plan.chargers]),
+            await workflow.execute_activity_method(
+                EcsTasks.stop_location_tasks,
+                StopTasksInput(location_id=plan.location_id,
+                               deployment_ids=[c.deployment_id for c in plan.chargers]),
                 task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=attempt,
                 retry_policy=policy, summary="compensate: stop tasks",
             )
         # Even with no plan the rows may exist (cancelled after the write committed); the id is
         # derived, and deleting nothing is harmless.
-        await workflow.execute_activity(
-            ACT_DELETE_LOCATION_ROWS, ids.location_id(inp.job_id, inp.index),
+        await workflow.execute_activity_method(
+            LocationRows.delete_location_rows, ids.location_id(inp.job_id, inp.index),
             start_to_close_timeout=attempt, retry_policy=policy,
             summary="compensate: delete rows",
         )
-        state = LocationState.CANCELLED if error.code == "CANCELLED" else LocationState.FAILED
-        await workflow.execute_activity(
-            ACT_RECORD_LOCATION_OUTCOME,
-            LocationOutcome(inp.job_id, inp.index, state, None, None, error),
+        state = JobStatus.CANCELLED if error.code == ErrorCode.CANCELLED else JobStatus.FAILED
+        await workflow.execute_activity_method(
+            JobState.record_location_outcome,
+            LocationOutcome(job_id=inp.job_id, index=inp.index, state=state, error=error),
             start_to_close_timeout=attempt, retry_policy=policy,
         )
         self._step = state.value.lower()

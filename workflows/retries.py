@@ -1,4 +1,4 @@
-"""Retry policies and the mapping of a failed activity to a location's stable error."""
+"""Retry policies, and the mapping of a failed step to a location's stable error."""
 
 from __future__ import annotations
 
@@ -13,37 +13,33 @@ from temporalio.exceptions import (
     TimeoutError,
 )
 
-from workflows.shared import ERROR_RETRYABLE, LocationError, Tuning
-
-# Errors the activities raise as non-retryable carry one of ERROR_RETRYABLE's codes as their
-# type; listing them here too means a code raised by mistake as retryable still stops at once.
-PERMANENT_TYPES = [code for code, retryable in ERROR_RETRYABLE.items() if not retryable] + [
-    "ECS_CAPACITY",
-    "ECS_TASK_STOPPED",
-]
+from contracts.payloads import Tuning
+from contracts.vocabulary import NON_RETRYABLE_TYPES, ErrorCode, ErrorInfo
 
 
-def retry_policy(tuning: Tuning) -> RetryPolicy:
-    """Throttling, 5xx, connection and database errors retry with exponential backoff."""
+def retry_policy(tuning: Tuning, *, forever: bool = False) -> RetryPolicy:
+    """Throttling, 5xx, connection and database errors retry with exponential backoff; the
+    error codes that are permanent do not. `forever` is for the clean-up and bookkeeping steps
+    that must finish however long an outage lasts (giving up would leave rows behind)."""
     return RetryPolicy(
         initial_interval=timedelta(seconds=1),
         backoff_coefficient=2.0,
         maximum_interval=timedelta(seconds=tuning.activity_max_interval_seconds),
-        maximum_attempts=tuning.activity_max_attempts,
-        non_retryable_error_types=PERMANENT_TYPES,
+        maximum_attempts=0 if forever else tuning.activity_max_attempts,
+        non_retryable_error_types=NON_RETRYABLE_TYPES,
     )
 
 
-def location_error(err: BaseException, fallback_code: str) -> LocationError:
+def location_error(err: BaseException, fallback: ErrorCode) -> ErrorInfo:
     """The stable error a client sees for a location whose step failed with `err`."""
     cause: BaseException | None = err
     while isinstance(cause, ActivityError | ChildWorkflowError) and cause.cause is not None:
         cause = cause.cause
-    if isinstance(cause, ApplicationError) and cause.type in ERROR_RETRYABLE:
-        return LocationError(cause.type, cause.message, ERROR_RETRYABLE[cause.type])
+    if isinstance(cause, ApplicationError) and cause.type is not None and cause.type in ErrorCode.__members__:
+        return ErrorInfo.of(ErrorCode(cause.type), cause.message)
     if isinstance(cause, TimeoutError):
-        return LocationError("PROVISIONING_TIMEOUT", f"a step timed out: {cause.message}", True)
+        return ErrorInfo.of(ErrorCode.PROVISIONING_TIMEOUT, f"a step timed out: {cause.message}")
     if isinstance(cause, CancelledError):
-        return LocationError("CANCELLED", "the job was cancelled", True)
+        return ErrorInfo.of(ErrorCode.CANCELLED, "the job was cancelled")
     message = getattr(cause, "message", None) or str(cause)
-    return LocationError(fallback_code, f"retries exhausted: {message}", ERROR_RETRYABLE[fallback_code])
+    return ErrorInfo.of(fallback, f"retries exhausted: {message}")

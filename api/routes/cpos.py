@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 from sqlalchemy.exc import IntegrityError
 
-from api.deps import Principal, SessionDep, require_admin, token_hash
+from api.deps import Principal, SessionDep, require_admin
 from api.problems import ApiError, error_responses
 from api.schemas import CpoCreated, CpoIn, Party
+from contracts.ids import sha256_hex
 from db.models import ApiToken, PartnerOperation
 
 router = APIRouter(prefix="/ocpi/cpos", tags=["CPOs"])
@@ -31,7 +32,7 @@ async def create_cpo(
     try:
         await session.flush()
         assert cpo.id is not None
-        session.add(ApiToken(cpo_id=cpo.id, token_hash=token_hash(token)))
+        session.add(ApiToken(cpo_id=cpo.id, token_hash=sha256_hex(token)))
         await session.commit()
     except IntegrityError as err:
         await session.rollback()

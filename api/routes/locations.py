@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.bulk_jobs import cancel_and_wait, create_or_reuse_job, job_status, start_job_workflow
-from api.deps import CpoDep, SessionDep, SettingsDep, get_temporal
+from api.deps import CpoDep, SessionDep, SettingsDep, TemporalDep
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
 from api.normalize import check_identities
@@ -24,8 +24,8 @@ from api.schemas import (
     LocationPatchIn,
     UpdateAccepted,
 )
+from contracts.vocabulary import JobStatus, LocationStatus
 from db.models import Job
-from workflows.shared import JobStatus
 
 router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
 
@@ -33,7 +33,7 @@ JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned 
 LocationIdPath = Annotated[str, Path(max_length=36, description="the location's id (loc-…)")]
 
 
-async def job_of(session: AsyncSession, cpo_id: int | None, job_id: str) -> Job:
+async def job_of(session: AsyncSession, cpo_id: int, job_id: str) -> Job:
     """The job, if it is this CPO's; 404 otherwise (another CPO's job does not leak)."""
     job = await session.get(Job, job_id)
     if job is None or job.cpo_id != cpo_id:
@@ -75,7 +75,7 @@ async def bulk_create_locations(
     cpo: CpoDep,
     session: SessionDep,
     settings: SettingsDep,
-    request: Request,
+    temporal: TemporalDep,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -84,10 +84,9 @@ async def bulk_create_locations(
 ) -> BulkCreateAccepted:
     """Validates every location, writes the job and its locations in one transaction, starts the
     `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started."""
-    assert cpo.id is not None
-    cpo_id = cpo.id  # plain int: a rollback (concurrent idempotent retry) expires ORM objects
+    cpo_id = cpo.id
     await check_identities(session, cpo_id, body.locations)
-    client = await get_temporal(request)  # before any row: if Temporal is down, write nothing
+    client = await temporal.get()  # before any row: if Temporal is down, write nothing
     job, created = await create_or_reuse_job(session, cpo_id, body, idempotency_key)
     run_id = await start_job_workflow(client, settings, session, job, created)
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
@@ -118,7 +117,7 @@ async def get_job_status(job_id: JobIdPath, cpo: CpoDep, session: SessionDep) ->
     summary="Cancel a bulk location-create job",
 )
 async def cancel_job(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, request: Request
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep
 ) -> JobStatusOut | JSONResponse:
     """READY locations stay; locations in flight are compensated (tasks stopped, rows removed);
     the job ends CANCELLED. 200 with the final status once it is, 202 while it gets there.
@@ -126,7 +125,7 @@ async def cancel_job(
     job = await job_of(session, cpo.id, job_id)
     if job.status in (JobStatus.READY, JobStatus.FAILED):
         raise ApiError(409, "JOB_FINISHED", f"job {job_id} already ended {job.status}")
-    client = await get_temporal(request)
+    client = await temporal.get()
     if job.status != JobStatus.CANCELLED:
         await cancel_and_wait(client, job_id, settings.sync_wait_seconds)
     await session.refresh(job)
@@ -149,7 +148,6 @@ async def list_locations(
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
 ) -> LocationPage:
     """Oldest first (then by id), so pages are stable while new locations arrive."""
-    assert cpo.id is not None
     data, total = await list_page(session, cpo.id, page, limit)
     return LocationPage(data=data, total=total, page=page, limit=limit)
 
@@ -161,7 +159,6 @@ async def list_locations(
     summary="Get OCPI location",
 )
 async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: SessionDep) -> LocationOut:
-    assert cpo.id is not None
     return await location_or_404(session, cpo.id, location_id)
 
 
@@ -174,17 +171,16 @@ async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: Sessi
 )
 async def patch_location(
     location_id: LocationIdPath, body: LocationPatchIn, cpo: CpoDep, session: SessionDep,
-    settings: SettingsDep, request: Request,
+    settings: SettingsDep, temporal: TemporalDep,
 ) -> LocationOut | JSONResponse:
     """Only the fields sent change, validated as on create; OCPI `last_updated` moves. Applied by
     the `UpdateLocation` workflow: 200 with the location once applied, 202 if no worker applied
     it within `sync_wait_seconds` (it will be)."""
-    assert cpo.id is not None
-    cpo_id = cpo.id  # plain int: the rollback below expires ORM objects
+    cpo_id = cpo.id
     await location_or_404(session, cpo_id, location_id)
     columns = patch_columns(body)
     if columns:
-        pending = await apply_patch(await get_temporal(request), settings, cpo_id, location_id, columns)
+        pending = await apply_patch(await temporal.get(), settings, cpo_id, location_id, columns)
         if pending is not None:
             return JSONResponse(UpdateAccepted(location_id=location_id, workflow_id=pending).model_dump(),
                                 status_code=202)
@@ -201,18 +197,17 @@ async def patch_location(
 )
 async def delete_location(
     location_id: LocationIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep,
-    request: Request,
+    temporal: TemporalDep,
 ) -> Response:
     """Durable decommission: stop the chargers' ECS tasks, then delete the location's rows in all
     ten tables. Idempotent: deleting a location that is (already) gone answers 204 too."""
-    assert cpo.id is not None
     status_now = await location_status(session, cpo.id, location_id)
     if status_now is None:
         return Response(status_code=204)
-    if status_now == "PROVISIONING":
+    if status_now == LocationStatus.PROVISIONING:
         raise ApiError(409, "LOCATION_PROVISIONING",
                        "the location is still being provisioned; cancel its job or retry when READY")
-    pending = await decommission(await get_temporal(request), settings, cpo.id, location_id)
+    pending = await decommission(await temporal.get(), settings, cpo.id, location_id)
     if pending is not None:
         return JSONResponse(DecommissionAccepted(location_id=location_id, workflow_id=pending).model_dump(),
                             status_code=202)

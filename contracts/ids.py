@@ -1,10 +1,12 @@
 """Deterministic identifiers: an activity that runs twice derives the same keys and upserts.
 
-`loc-`/`dep-` + 32 hex characters = 36, which fits OCPI's CiString(36).
+`loc-`/`dep-` + 32 hex characters = 36, which fits OCPI's CiString(36). Also the one digest
+under which random secrets are stored. (A job's own id is random: the API draws it.)
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 _NAMESPACE = uuid.UUID("6f0c7a52-2f4e-4c55-9d1e-0c2b5a7e31d4")
@@ -42,5 +44,6 @@ def provision_workflow_id(job_id: str, index: int) -> str:
     return f"{job_id}/location-{index}"
 
 
-def new_job_id() -> str:
-    return f"job-{uuid.uuid4().hex}"
+def sha256_hex(value: str) -> str:
+    """How random secrets (API tokens, charger secrets) are stored: they need no slow hash."""
+    return hashlib.sha256(value.encode()).hexdigest()

@@ -1,0 +1,7 @@
+"""What crosses the boundaries between the API, the workflows, the activities and the worker.
+
+The status and error vocabulary, the derived ids, the data classes that cross Temporal, the
+activities' typed interfaces and the Temporal connection. `api/`, `workflows/`, `activities/`
+and `worker/` import from here; nothing here imports any of them (only the standard library,
+temporalio and, for the connection, the settings class), so the layering has one ground floor.
+"""

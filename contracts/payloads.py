@@ -1,0 +1,182 @@
+"""The data classes that cross the Temporal boundary: workflow inputs and results, activity
+arguments and results, the status query's answer. Built with keywords, never positional Nones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contracts.vocabulary import ErrorInfo, JobStatus
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Knobs from the settings, fixed when a job starts (where the API builds it from the
+    settings) so replays and every child of the job see the same values. No defaults: a
+    default task queue would route the ECS activities to a queue no worker serves."""
+
+    window: int
+    children_per_run: int
+    activity_max_attempts: int
+    activity_max_interval_seconds: float
+    task_running_timeout_seconds: float
+    ecs_task_queue: str
+    # start-to-close of one activity attempt: how soon an attempt lost with a crashed worker is
+    # retried elsewhere (no step takes more than a few seconds when healthy)
+    activity_timeout_seconds: float
+
+
+@dataclass
+class CarriedProgress:
+    """What one run of BulkCreateLocations hands the next across continue-as-new."""
+
+    next_index: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    resubmittable_failures: int = 0  # failed locations whose error may succeed when resubmitted
+    cancelled: int = 0
+    first_error_code: str | None = None
+    runs: int = 1
+
+
+@dataclass
+class BulkCreateInput:
+    """Small on purpose: the locations themselves travel through PostgreSQL (`job_locations`)."""
+
+    job_id: str
+    cpo_id: int
+    total: int
+    tuning: Tuning
+    carried: CarriedProgress = field(default_factory=CarriedProgress)
+
+
+@dataclass
+class JobProgress:
+    """The `status` query's answer (for operators: `temporal workflow query --type status`)."""
+
+    job_id: str
+    status: JobStatus
+    total: int
+    succeeded: int
+    failed: int
+    in_progress: int
+    runs: int
+
+
+@dataclass
+class ProvisionInput:
+    job_id: str
+    cpo_id: int
+    index: int
+    tuning: Tuning
+
+
+@dataclass
+class ChargerPlan:
+    deployment_id: str
+    charge_point_id: str
+    identity: str
+
+
+@dataclass
+class LocationPlan:
+    """What the first activity wrote and the rest of the child needs (ids only, never the input)."""
+
+    location_id: str
+    chargers: list[ChargerPlan] = field(default_factory=list)
+
+
+@dataclass
+class ChargerTaskInput:
+    job_id: str
+    index: int
+    location_id: str
+    deployment_id: str
+    identity: str
+
+
+@dataclass
+class TaskRef:
+    deployment_id: str
+    task_arn: str
+    # what ECS last said of the task: RunTask's answer, or "ADOPTED" (unknown until described)
+    last_status: str = "PROVISIONING"
+
+
+@dataclass
+class WaitTasksInput:
+    location_id: str
+    tasks: list[TaskRef]
+
+
+@dataclass
+class StopTasksInput:
+    location_id: str
+    deployment_ids: list[str]
+
+
+@dataclass
+class LocationRef:
+    cpo_id: int
+    location_id: str
+    ecs_task_queue: str
+
+
+@dataclass
+class LocationPatch:
+    """Already validated and normalized by the API: OCPI column name -> new value."""
+
+    cpo_id: int
+    location_id: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class ActivateInput:
+    job_id: str
+    index: int
+    location_id: str
+    charger_ids: list[str]
+
+
+@dataclass
+class ProvisionResult:
+    index: int
+    location_id: str
+    charger_ids: list[str]
+
+
+@dataclass
+class LocationOutcome:
+    """What a child records on its `job_locations` row."""
+
+    job_id: str
+    index: int
+    state: JobStatus
+    location_id: str | None = None
+    charger_ids: list[str] | None = None
+    error: ErrorInfo | None = None
+
+
+@dataclass
+class JobCounts:
+    """Locations of a job by state (from `job_locations`)."""
+
+    ready: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    pending: int = 0
+    provisioning: int = 0
+
+    @property
+    def ended_badly(self) -> int:
+        return self.failed + self.cancelled
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    status: JobStatus
+    succeeded: int
+    failed: int
+    error: ErrorInfo | None = None

@@ -1,0 +1,27 @@
+"""Temporal names shared by the starters and the workers, and the one way to connect."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
+
+if TYPE_CHECKING:
+    from settings import Settings
+
+# Custom search attributes (registered by the dev server's --search-attribute, by the tests
+# through the operator service, and by `temporal operator search-attribute create` in production).
+CPO_ID = SearchAttributeKey.for_keyword("CpoId")
+JOB_STATUS = SearchAttributeKey.for_keyword("JobStatus")
+SEARCH_ATTRIBUTES: dict[str, str] = {"CpoId": "Keyword", "JobStatus": "Keyword"}
+
+
+async def connect(settings: Settings) -> Client:
+    """The client of the API, the worker, the dev stack and the tests."""
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=settings.temporal_api_key,
+        tls=settings.temporal_tls,
+    )

@@ -1,0 +1,126 @@
+"""One vocabulary: the states a job, a location and a charger deployment move through, and the
+stable error codes a client sees, each with what retrying it means."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+# A bulk job, and each of its locations (`job_locations.state`): they share these states.
+# PENDING is the reference's word for "accepted, not started": a location waits in it for its
+# child workflow; a job is PROVISIONING from its 202 on and never goes back to PENDING.
+# (Comments, not a docstring: the enum is in the OpenAPI document, which stays as it was.)
+class JobStatus(StrEnum):
+
+    PENDING = "PENDING"
+    PROVISIONING = "PROVISIONING"
+    READY = "READY"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.READY, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class LocationStatus(StrEnum):
+    """A provisioned location's row (`ocpi_locations.status`)."""
+
+    PROVISIONING = "PROVISIONING"
+    ACTIVE = "ACTIVE"
+    DECOMMISSIONING = "DECOMMISSIONING"  # on its way out: reads no longer show it
+
+
+class DeploymentState(StrEnum):
+    """A charger's deployment (`charger_deployments.state`)."""
+
+    PENDING = "PENDING"  # rows written, no task yet
+    STARTING = "STARTING"  # RunTask answered; not RUNNING yet
+    RUNNING = "RUNNING"
+    STOPPING = "STOPPING"  # decommission under way
+
+
+class EvseStatus(StrEnum):
+    """OCPI 2.2.1 EVSE status values this service sets."""
+
+    UNKNOWN = "UNKNOWN"
+    AVAILABLE = "AVAILABLE"
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """Two different questions, answered separately:
+
+    - `temporal_retries`: does Temporal retry the failing step (with backoff) before the error
+      becomes the location's outcome? False for permanent errors, raised non-retryable.
+    - `resubmit_may_succeed`: may the client's own retry (POSTing the location again later)
+      succeed? This is the `retryable` flag of the API's `error`.
+    """
+
+    temporal_retries: bool
+    resubmit_may_succeed: bool
+
+
+class ErrorCode(StrEnum):
+    INVALID_LOCATION = "INVALID_LOCATION"
+    CHARGER_IDENTITY_CONFLICT = "CHARGER_IDENTITY_CONFLICT"
+    ECS_INVALID_PARAMETER = "ECS_INVALID_PARAMETER"
+    ECS_ACCESS_DENIED = "ECS_ACCESS_DENIED"
+    ECS_CONFIGURATION = "ECS_CONFIGURATION"
+    ECS_RUN_TASK_FAILED = "ECS_RUN_TASK_FAILED"
+    ECS_CAPACITY = "ECS_CAPACITY"
+    ECS_TASK_STOPPED = "ECS_TASK_STOPPED"
+    ECS_UNAVAILABLE = "ECS_UNAVAILABLE"
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    PROVISIONING_TIMEOUT = "PROVISIONING_TIMEOUT"
+    CANCELLED = "CANCELLED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+    LOCATIONS_FAILED = "LOCATIONS_FAILED"  # the job's error: some of its locations failed
+
+    @property
+    def spec(self) -> ErrorSpec:
+        return ERRORS[self]
+
+    @property
+    def resubmit_may_succeed(self) -> bool:
+        return ERRORS[self].resubmit_may_succeed
+
+
+_PERMANENT = ErrorSpec(temporal_retries=False, resubmit_may_succeed=False)
+_TRANSIENT = ErrorSpec(temporal_retries=True, resubmit_may_succeed=True)
+# Not retried in place (retrying now would only fail again), but a later resubmission may work.
+_LATER = ErrorSpec(temporal_retries=False, resubmit_may_succeed=True)
+
+ERRORS: dict[ErrorCode, ErrorSpec] = {
+    ErrorCode.INVALID_LOCATION: _PERMANENT,
+    ErrorCode.CHARGER_IDENTITY_CONFLICT: _PERMANENT,
+    ErrorCode.ECS_INVALID_PARAMETER: _PERMANENT,
+    ErrorCode.ECS_ACCESS_DENIED: _PERMANENT,
+    ErrorCode.ECS_CONFIGURATION: _PERMANENT,
+    ErrorCode.ECS_RUN_TASK_FAILED: _PERMANENT,
+    ErrorCode.ECS_CAPACITY: _LATER,  # the account's Fargate quota: frees up, or gets raised
+    ErrorCode.ECS_TASK_STOPPED: _LATER,
+    ErrorCode.ECS_UNAVAILABLE: _TRANSIENT,  # what transient ECS errors become once retries run out
+    ErrorCode.DATABASE_UNAVAILABLE: _TRANSIENT,
+    ErrorCode.PROVISIONING_TIMEOUT: _TRANSIENT,
+    ErrorCode.CANCELLED: _LATER,
+    ErrorCode.INTERNAL_ERROR: _TRANSIENT,
+    ErrorCode.LOCATIONS_FAILED: _LATER,
+}
+
+# The error types an activity raises that Temporal must not retry: its retry policies list them.
+NON_RETRYABLE_TYPES: list[str] = [code.value for code, spec in ERRORS.items() if not spec.temporal_retries]
+
+
+@dataclass
+class ErrorInfo:
+    """A stable error as a client sees it: on a location of the job's results, and on the job."""
+
+    code: str
+    message: str
+    retryable: bool  # = the code's `resubmit_may_succeed`
+
+    @classmethod
+    def of(cls, code: ErrorCode, message: str) -> ErrorInfo:
+        return cls(code=code.value, message=message, retryable=code.resubmit_may_succeed)
