@@ -15,6 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / ".data"
 
+# Defaults that exist so that a test or a script can build a Settings() at all; never secrets.
+DEFAULT_ADMIN_TOKEN = "dev-admin-token"
+DEFAULT_CHARGER_SECRET_KEY = "dev-charger-secret-key"
+MIN_SECRET_LENGTH = 32
+
+
+class InsecureSettings(RuntimeError):
+    """Refuse to serve with a default or short secret (outside the dev stack)."""
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -23,8 +32,17 @@ class Settings(BaseSettings):
 
     # --- API ---
     api_url: str = "http://127.0.0.1:8000"
-    admin_token: str = Field(default="dev-admin-token", min_length=8)
+    # Several admin tokens may be valid at once (rotation): a comma-separated list.
+    admin_token: str = Field(default=DEFAULT_ADMIN_TOKEN, min_length=8)
     max_locations_per_request: int = Field(default=10_000, ge=1)
+    max_chargers_per_request: int = Field(
+        default=50_000, ge=1, description="chargers in one bulk body, template chargers included"
+    )
+    # 10,000 locations with a few explicit chargers each is ~10 MB of JSON; the limit is checked
+    # from Content-Length, or while a chunked body streams, before anything is parsed.
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # `make run` and the tests say so; anywhere else a default or short secret stops the process.
+    dev_stack: bool = False
     retry_after_seconds: int = 2
     sync_wait_seconds: float = Field(
         default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"
@@ -33,6 +51,7 @@ class Settings(BaseSettings):
     # --- PostgreSQL ---
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/ocpplab"
     db_pool_size: int = 10
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # --- Temporal ---
     temporal_address: str = "127.0.0.1:7233"
@@ -75,7 +94,28 @@ class Settings(BaseSettings):
     csms_url: str = "ws://127.0.0.1:9000/ocpp"
     # Charger basic-auth secrets are HMAC(charger_secret_key, deployment id): a retried activity
     # derives the same secret, and only its SHA-256 is stored.
-    charger_secret_key: str = Field(default="dev-charger-secret-key", min_length=16)
+    charger_secret_key: str = Field(default=DEFAULT_CHARGER_SECRET_KEY, min_length=16)
+
+    def admin_tokens(self) -> list[str]:
+        return [token.strip() for token in self.admin_token.split(",") if token.strip()]
+
+    def check_secrets(self) -> None:
+        """Raise unless every secret is set and long, or this is the dev stack."""
+        if self.dev_stack:
+            return
+        problems = []
+        tokens = self.admin_tokens()
+        if not tokens or any(t == DEFAULT_ADMIN_TOKEN or len(t) < MIN_SECRET_LENGTH for t in tokens):
+            problems.append(f"ADMIN_TOKEN (each token at least {MIN_SECRET_LENGTH} characters)")
+        key = self.charger_secret_key
+        if key == DEFAULT_CHARGER_SECRET_KEY or len(key) < MIN_SECRET_LENGTH:
+            problems.append(f"CHARGER_SECRET_KEY (at least {MIN_SECRET_LENGTH} characters)")
+        if problems:
+            raise InsecureSettings(
+                "refusing to start with a default or short secret: set " + " and ".join(problems)
+                + " (for instance with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`),"
+                " or DEV_STACK=true on a development stack"
+            )
 
 
 @lru_cache

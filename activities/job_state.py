@@ -19,8 +19,7 @@ from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
 from db.job_input import count_by_state
 from db.models import Job, JobLocation, utcnow
 
-NEVER_STARTED = ErrorInfo.of(ErrorCode.CANCELLED,
-                             "the job was cancelled before this location was provisioned")
+NEVER_STARTED = ErrorInfo.of(ErrorCode.CANCELLED)
 
 
 class JobStateActivities(interfaces.JobState):

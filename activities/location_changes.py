@@ -6,12 +6,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from contracts import activities as interfaces
 from contracts.payloads import LocationPatch, LocationRef
-from contracts.vocabulary import DeploymentState, LocationStatus
+from contracts.vocabulary import DeploymentState, ErrorCode, LocationStatus
 from db.models import ChargerDeployment, OcpiLocation, OcppLocation, utcnow
 
+# The OCPI columns a PATCH may change (what api/location_changes.py produces)
+PATCHABLE = frozenset({
+    "name", "address", "city", "postal_code", "state", "country", "latitude", "longitude",
+    "time_zone", "publish", "owner_name", "parking_type", "facilities",
+})
 # OCPI columns that the OCPP site mirrors
 MIRRORED = {"name": "name", "time_zone": "timezone", "owner_name": "owner_name"}
 
@@ -46,7 +52,12 @@ class LocationChangeActivities(interfaces.LocationChanges):
 
     @activity.defn
     async def update_location_fields(self, patch: LocationPatch) -> bool:
-        """Only the fields sent; OCPI's last_updated moves with them (and with nothing else)."""
+        """Only the fields sent; OCPI's last_updated moves with them (and with nothing else).
+        Only the columns a PATCH may change: a workflow input is not trusted to name columns."""
+        unknown = sorted(set(patch.fields) - PATCHABLE)
+        if unknown:
+            raise ApplicationError(f"PATCH names columns it may not change: {unknown}",
+                                   type=ErrorCode.INVALID_LOCATION.value, non_retryable=True)
         now = utcnow()
         async with self.sessions() as session, session.begin():
             result = await session.execute(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import problems
+from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
 from api.routes import cpos, health, locations, templates
 from db.engine import make_engine, make_sessionmaker
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.check_secrets()  # at start-up: uvicorn then exits with the reason
         engine = make_engine(settings)
         app.state.settings = settings
         app.state.engine = engine
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     app = FastAPI(title="OCPPLAB Gateway API", version="0.1.0", description=DESCRIPTION,
                   lifespan=lifespan)
     problems.install(app)
+    app.add_middleware(BodyGuard)
     app.include_router(health.router)
     app.include_router(cpos.router)
     app.include_router(locations.router)

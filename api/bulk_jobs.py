@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from sqlalchemy import delete, select, update
@@ -17,7 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.normalize import normalize
@@ -91,14 +98,20 @@ async def create_job_rows(
 
 
 async def create_or_reuse_job(
-    session: AsyncSession, cpo_id: int, body: BulkCreateRequest, key: str | None
+    session: AsyncSession, cpo_id: int, body: BulkCreateRequest, key: str | None,
+    before_create: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Job, bool]:
-    """(job, created). With an Idempotency-Key, a repeat (even a concurrent one) gets the job."""
+    """(job, created). With an Idempotency-Key, a repeat (even a concurrent one, even long after
+    the job ended) gets the job. `before_create` (the checks against existing rows, such as
+    charger identities) runs only when a job is to be created: a repeat of a POST whose job
+    already created those rows must not be refused for them."""
     digest = request_hash(body)
     if key is not None:
         existing = await find_idempotent(session, cpo_id, key, digest)
         if existing is not None:
             return existing, False
+    if before_create is not None:
+        await before_create()
     try:
         return await create_job_rows(session, cpo_id, body, key, digest), True
     except IntegrityError:
@@ -114,7 +127,10 @@ async def create_or_reuse_job(
 async def start_job_workflow(
     client: Client, settings: Settings, session: AsyncSession, job: Job, created: bool
 ) -> str | None:
-    """Start (or find) the job's workflow; its ID is the job id, so a repeat start is harmless."""
+    """Start (or find) the job's workflow; its ID is the job id, so a repeat start is harmless.
+    A job that has ended is never started again (its row says so; Temporal refuses a duplicate)."""
+    if JobStatus(job.status).terminal:
+        return job.workflow_run_id
     try:
         handle = await client.start_workflow(
             BulkCreateLocations.run,
@@ -122,6 +138,7 @@ async def start_job_workflow(
             id=job.id,
             task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes([
                 SearchAttributePair(CPO_ID, str(job.cpo_id)),
                 SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
@@ -130,6 +147,8 @@ async def start_job_workflow(
             static_details=f"job `{job.id}`; per-location input in `ocpp.job_locations`",
             rpc_timeout=timedelta(seconds=5),
         )
+    except WorkflowAlreadyStartedError:  # it ran and closed already: nothing to start
+        return job.workflow_run_id
     except RPCError as err:
         if created:  # nothing will run it: do not leave a job that looks alive
             await session.execute(delete(Job).where(col(Job.id) == job.id))
@@ -161,7 +180,7 @@ async def cancel_and_wait(client: Client, job_id: str, wait_seconds: float) -> N
         await asyncio.wait_for(handle.result(), timeout=wait_seconds)
 
 
-async def job_status(session: AsyncSession, job: Job) -> JobStatusOut:
+async def job_status(session: AsyncSession, job: Job, page: int = 1, limit: int = 100) -> JobStatusOut:
     """Status from PostgreSQL alone: the job row (whose status the workflow's last activity
     writes) and the `job_locations` counts (each child commits its outcome there).
 
@@ -176,7 +195,7 @@ async def job_status(session: AsyncSession, job: Job) -> JobStatusOut:
     else:
         counts = await count_by_state(session, job.id)
         succeeded, failed = counts.ready, counts.ended_badly
-    results = await _results(session, job.id) if status.terminal else None
+    results = await _results(session, job, page, limit) if status.terminal else None
     error = JobError(**job.error) if job.error else None
     return JobStatusOut(
         job_id=job.id, job_type=job.job_type, status=status, workflow_run_id=job.workflow_run_id,
@@ -188,13 +207,15 @@ async def job_status(session: AsyncSession, job: Job) -> JobStatusOut:
     )
 
 
-async def _results(session: AsyncSession, job_id: str) -> JobResults:
+async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> JobResults:
+    first = (page - 1) * limit
     rows = (
         await session.execute(
             select(col(JobLocation.index), col(JobLocation.input)["name"].astext,
                    col(JobLocation.state), col(JobLocation.location_id),
                    col(JobLocation.charger_ids), col(JobLocation.error))
-            .where(col(JobLocation.job_id) == job_id)
+            .where(col(JobLocation.job_id) == job.id, col(JobLocation.index) >= first,
+                   col(JobLocation.index) < first + limit)
             .order_by(col(JobLocation.index))
         )
     ).all()
@@ -209,6 +230,6 @@ async def _results(session: AsyncSession, job_id: str) -> JobResults:
     ]
     return JobResults(
         location_ids=[loc.location_id for loc in locations if loc.location_id],
-        locations=locations,
+        locations=locations, page=page, limit=limit, total=job.total,
     )
 

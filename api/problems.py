@@ -144,14 +144,14 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, "INTERNAL_ERROR", "an unexpected error occurred")
 
 
-def _is_db_down(exc: Exception) -> bool:
+def is_db_down(exc: Exception) -> bool:
     if isinstance(exc, OperationalError | PoolTimeoutError | psycopg.OperationalError):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 async def _dbapi(request: Request, exc: Exception) -> JSONResponse:
-    if _is_db_down(exc):
+    if is_db_down(exc):
         return await _database(request, exc)
     return await _unexpected(request, exc)
 

@@ -221,8 +221,13 @@ class JobLocationResult(BaseModel):
 
 
 class JobResults(BaseModel):
-    location_ids: list[str]
+    """One page of the job's locations (by index): a 10,000-location job answers in pages."""
+
+    location_ids: list[str] = Field(description="ids of this page's READY locations")
     locations: list[JobLocationResult]
+    page: int = Field(description="one-based page of results (`?page=`)")
+    limit: int = Field(description="locations per page (`?limit=`)")
+    total: int = Field(description="locations in the job")
 
 
 class JobStatusOut(BaseModel):
@@ -232,7 +237,9 @@ class JobStatusOut(BaseModel):
     workflow_run_id: str | None
     error: JobError | None
     progress: JobProgressOut
-    results: JobResults | None = Field(description="null while the job runs; every location once it ends")
+    results: JobResults | None = Field(
+        description="null while the job runs; once it ends, one page of its locations"
+    )
     provisioned_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -60,6 +60,9 @@ class ErrorSpec:
 
     temporal_retries: bool
     resubmit_may_succeed: bool
+    # what a tenant reads: fixed, what to do next, never our internals (AWS text, SQL, hosts and
+    # account ids stay in the logs and in the workflow's failure in Temporal)
+    message: str
 
 
 class ErrorCode(StrEnum):
@@ -87,26 +90,40 @@ class ErrorCode(StrEnum):
         return ERRORS[self].resubmit_may_succeed
 
 
-_PERMANENT = ErrorSpec(temporal_retries=False, resubmit_may_succeed=False)
-_TRANSIENT = ErrorSpec(temporal_retries=True, resubmit_may_succeed=True)
-# Not retried in place (retrying now would only fail again), but a later resubmission may work.
-_LATER = ErrorSpec(temporal_retries=False, resubmit_may_succeed=True)
+def _permanent(message: str) -> ErrorSpec:
+    return ErrorSpec(temporal_retries=False, resubmit_may_succeed=False, message=message)
 
+
+def _transient(message: str) -> ErrorSpec:
+    return ErrorSpec(temporal_retries=True, resubmit_may_succeed=True, message=message)
+
+
+def _later(message: str) -> ErrorSpec:
+    """Not retried in place (retrying now would only fail again); a later resubmission may work."""
+    return ErrorSpec(temporal_retries=False, resubmit_may_succeed=True, message=message)
+
+
+_SUPPORT = "contact the operator of this gateway"
 ERRORS: dict[ErrorCode, ErrorSpec] = {
-    ErrorCode.INVALID_LOCATION: _PERMANENT,
-    ErrorCode.CHARGER_IDENTITY_CONFLICT: _PERMANENT,
-    ErrorCode.ECS_INVALID_PARAMETER: _PERMANENT,
-    ErrorCode.ECS_ACCESS_DENIED: _PERMANENT,
-    ErrorCode.ECS_CONFIGURATION: _PERMANENT,
-    ErrorCode.ECS_RUN_TASK_FAILED: _PERMANENT,
-    ErrorCode.ECS_CAPACITY: _LATER,  # the account's Fargate quota: frees up, or gets raised
-    ErrorCode.ECS_TASK_STOPPED: _LATER,
-    ErrorCode.ECS_UNAVAILABLE: _TRANSIENT,  # what transient ECS errors become once retries run out
-    ErrorCode.DATABASE_UNAVAILABLE: _TRANSIENT,
-    ErrorCode.PROVISIONING_TIMEOUT: _TRANSIENT,
-    ErrorCode.CANCELLED: _LATER,
-    ErrorCode.INTERNAL_ERROR: _TRANSIENT,
-    ErrorCode.LOCATIONS_FAILED: _LATER,
+    ErrorCode.INVALID_LOCATION: _permanent("the location's input could not be read; submit it again"),
+    ErrorCode.CHARGER_IDENTITY_CONFLICT: _permanent(
+        "a charger identity of this location is already used in this CPO's network; use another"),
+    ErrorCode.ECS_INVALID_PARAMETER: _permanent(f"the charger's task was refused by ECS; {_SUPPORT}"),
+    ErrorCode.ECS_ACCESS_DENIED: _permanent(f"the gateway may not start charger tasks; {_SUPPORT}"),
+    ErrorCode.ECS_CONFIGURATION: _permanent(f"the charger platform is misconfigured; {_SUPPORT}"),
+    ErrorCode.ECS_RUN_TASK_FAILED: _permanent(f"the charger's task could not be started; {_SUPPORT}"),
+    # the account's Fargate quota: frees up, or gets raised
+    ErrorCode.ECS_CAPACITY: _later("no capacity to start the charger's task now; submit the location "
+                                   "again later"),
+    ErrorCode.ECS_TASK_STOPPED: _later("the charger's task stopped before it ran; submit the location again"),
+    # what transient errors become once their retries run out
+    ErrorCode.ECS_UNAVAILABLE: _transient("ECS did not answer in time; submit the location again later"),
+    ErrorCode.DATABASE_UNAVAILABLE: _transient("the database did not answer in time; submit the location "
+                                               "again later"),
+    ErrorCode.PROVISIONING_TIMEOUT: _transient("provisioning took too long; submit the location again later"),
+    ErrorCode.CANCELLED: _later("the job was cancelled before this location was provisioned"),
+    ErrorCode.INTERNAL_ERROR: _transient("an unexpected error occurred; submit the location again later"),
+    ErrorCode.LOCATIONS_FAILED: _later("some locations failed; see results.locations[].error"),
 }
 
 # The error types an activity raises that Temporal must not retry: its retry policies list them.
@@ -122,5 +139,7 @@ class ErrorInfo:
     retryable: bool  # = the code's `resubmit_may_succeed`
 
     @classmethod
-    def of(cls, code: ErrorCode, message: str) -> ErrorInfo:
-        return cls(code=code.value, message=message, retryable=code.resubmit_may_succeed)
+    def of(cls, code: ErrorCode, message: str | None = None) -> ErrorInfo:
+        """The code's fixed message unless one is given (only for texts free of internals)."""
+        return cls(code=code.value, message=message or ERRORS[code].message,
+                   retryable=code.resubmit_may_succeed)

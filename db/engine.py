@@ -14,8 +14,9 @@ def make_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         pool_recycle=300,
-        pool_timeout=10,
+        pool_timeout=settings.db_pool_timeout_seconds,
         connect_args={"connect_timeout": 3},
+        hide_parameters=True,  # an error's text never carries a tenant's data (or ours)
     )
 
 

@@ -43,8 +43,9 @@ class Stack:
         self.moto: MotoServer | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
 
-    def admin_token(self) -> str:
-        path = DATA_DIR / "admin_token"
+    def secret(self, name: str) -> str:
+        """A random secret kept in .data/ (0600), the same at every `make run`."""
+        path = DATA_DIR / name
         if not path.exists():
             path.write_text(secrets.token_urlsafe(32))
             path.chmod(0o600)
@@ -87,7 +88,8 @@ class Stack:
                              defaults.ecs_container_name, defaults.charger_image)
         say(f"ECS bootstrapped: cluster {defaults.ecs_cluster}, subnet {boot.subnet_ids[0]}")
         env |= {
-            "API_URL": f"http://127.0.0.1:{API_PORT}", "ADMIN_TOKEN": self.admin_token(),
+            "API_URL": f"http://127.0.0.1:{API_PORT}", "ADMIN_TOKEN": self.secret("admin_token"),
+            "CHARGER_SECRET_KEY": self.secret("charger_secret_key"),
             "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
             "ECS_CLUSTER": defaults.ecs_cluster, "ECS_TASK_DEFINITION": defaults.ecs_task_definition,

@@ -86,6 +86,7 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         admin_token=ADMIN,
+        dev_stack=True,  # the suite's tokens are short on purpose: this is a dev stack
         database_url=postgres.url("ocpplab"),
         aws_endpoint_url=fault_proxy.url,
         aws_region="eu-west-1",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import string
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -106,3 +110,24 @@ def all_tasks_started_by(ecs: Any, cluster: str, deployment_id: str) -> list[str
     for status in ("RUNNING", "STOPPED"):
         arns += ecs.list_tasks(cluster=cluster, startedBy=deployment_id, desiredStatus=status)["taskArns"]
     return arns
+
+
+@contextmanager
+def api_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real API as `uvicorn api.app:app` on a free port (real sockets), with only `env`
+    (plus PATH) as its environment; yields its base URL and process, stops it after."""
+    from devstack.procs import free_port, wait_for_port
+    from settings import ROOT
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, proc, "API")
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)

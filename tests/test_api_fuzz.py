@@ -8,8 +8,6 @@ its declared schema or status codes, fails the test. Bounded: a few dozen cases 
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,38 +27,29 @@ from schemathesis.checks import (
 )
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.procs import free_port, wait_for_port
-from settings import ROOT, Settings
-from tests.helpers import ADMIN
+from settings import Settings
+from tests.helpers import ADMIN, api_process
 
 SEEN: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
 def fuzz_api(settings: Settings, temporal: WorkflowEnvironment) -> Iterator[dict[str, Any]]:
-    port = free_port()
     env = {
-        "PATH": "/usr/bin:/bin", "DATABASE_URL": settings.database_url, "ADMIN_TOKEN": ADMIN,
+        "DATABASE_URL": settings.database_url, "ADMIN_TOKEN": ADMIN,
         "TEMPORAL_ADDRESS": temporal.client.service_client.config.target_host,
         "TASK_QUEUE": "fuzz-nobody-polls", "ECS_TASK_QUEUE": "fuzz-nobody-polls-ecs",
-        "SYNC_WAIT_SECONDS": "0.3", "MAX_LOCATIONS_PER_REQUEST": "50",
+        "SYNC_WAIT_SECONDS": "0.3", "MAX_LOCATIONS_PER_REQUEST": "50", "DEV_STACK": "true",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        wait_for_port("127.0.0.1", port, proc, "fuzzed API")
-        base = f"http://127.0.0.1:{port}"
+    with api_process(env) as (base, proc):
         created = httpx.post(f"{base}/ocpi/cpos", headers={"Authorization": f"Bearer {ADMIN}"},
                              json={"name": "fuzz", "country_code": "BE", "party_id": "FZZ"}).json()
         yield {"base": base, "cpo_id": created["cpo_id"]}
-    finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
-        total = sum(SEEN.values())
-        print(f"\n[fuzz] {total} cases; status codes {dict(sorted(SEEN.items()))}")
-        assert b"Traceback" not in stderr, stderr.decode()[-3000:]
+    total = sum(SEEN.values())
+    print(f"\n[fuzz] {total} cases; status codes {dict(sorted(SEEN.items()))}")
+    assert b"Traceback" not in stderr, stderr.decode()[-3000:]
 
 
 @pytest.fixture(scope="module")

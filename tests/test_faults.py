@@ -71,7 +71,7 @@ class FaultStack:
         boot = bootstrap_ecs(self.moto.url, "eu-west-1", "faults", "ocpplab-charger", "charger", "sim")
         self.settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            admin_token=ADMIN, database_url=self.pg.url("ocpplab"),
+            admin_token=ADMIN, dev_stack=True, database_url=self.pg.url("ocpplab"),
             temporal_address=self.temporal.address, aws_endpoint_url=self.proxy.url,
             aws_region="eu-west-1", aws_access_key_id="testing", aws_secret_access_key="testing",
             ecs_cluster="faults", ecs_subnets=boot.subnet_ids, ecs_security_groups=boot.security_group_ids,

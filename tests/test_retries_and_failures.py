@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from contracts import ids
+from contracts.vocabulary import ERRORS, ErrorCode
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import (
@@ -129,7 +134,7 @@ async def test_permanent_ecs_error_fails_only_its_location_and_leaves_nothing(
 
 async def test_capacity_failure_ends_the_location_with_a_retryable_code(
     app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, fault_proxy: FaultProxy,
+    engine: AsyncEngine, fault_proxy: FaultProxy, temporal: WorkflowEnvironment,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     full = f"CAP-{cpo_id}-FULL"
@@ -142,5 +147,11 @@ async def test_capacity_failure_ends_the_location_with_a_retryable_code(
     (only,) = job["results"]["locations"]
     assert only["error"]["code"] == "ECS_CAPACITY"
     assert only["error"]["retryable"] is True
-    assert "vCPUs" in only["error"]["message"]
+    # the tenant reads what to do, never AWS's text; operators find that in Temporal
+    assert only["error"]["message"] == ERRORS[ErrorCode.ECS_CAPACITY].message
+    assert "vCPU" not in json.dumps(job)
+    child = temporal.client.get_workflow_handle(ids.provision_workflow_id(accepted["job_id"], 0))
+    with pytest.raises(WorkflowFailureError) as failure:
+        await child.result()
+    assert "vCPUs" in str(failure.value.cause)
     assert await table_counts(engine, cpo_id) == expected_counts([])

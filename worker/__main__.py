@@ -17,6 +17,7 @@ log = logging.getLogger("worker")
 
 async def main() -> None:
     settings = get_settings()
+    settings.check_secrets()
     client = await connect(settings)
     engine = make_engine(settings)
     stop = asyncio.Event()

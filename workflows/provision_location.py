@@ -33,7 +33,7 @@ from contracts.payloads import (
     WaitTasksInput,
 )
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
-from workflows.retries import location_error, retry_policy
+from workflows.retries import failure_detail, location_error, retry_policy
 
 # On cancellation, wait for an activity to really end before compensating: a RunTask still in
 # flight while we stop the tasks would leave one behind.
@@ -108,11 +108,16 @@ class ProvisionLocation:
             return ProvisionResult(index=inp.index, location_id=plan.location_id, charger_ids=charger_ids)
         except (ActivityError, ApplicationError) as err:
             error = location_error(err, fallback)
+            detail = failure_detail(err)
+            workflow.logger.warning("location %s failed with %s: %s", inp.index, error.code, detail)
             await self._compensate(inp, plan, error)
-            raise ApplicationError(error.message, error, type=error.code, non_retryable=True) from err
+            # the tenant reads `error` (a fixed message); the failure's own message keeps the
+            # detail for operators in Temporal
+            raise ApplicationError(f"{error.code}: {detail}", error, type=error.code,
+                                   non_retryable=True) from err
         except asyncio.CancelledError:
             # Cancelled (job cancel, or the parent closing): undo, then stay cancelled.
-            await self._compensate(inp, plan, ErrorInfo.of(ErrorCode.CANCELLED, "the job was cancelled"))
+            await self._compensate(inp, plan, ErrorInfo.of(ErrorCode.CANCELLED))
             raise
 
     async def _compensate(self, inp: ProvisionInput, plan: LocationPlan | None, error: ErrorInfo) -> None:

@@ -30,16 +30,27 @@ def retry_policy(tuning: Tuning, *, forever: bool = False) -> RetryPolicy:
     )
 
 
-def location_error(err: BaseException, fallback: ErrorCode) -> ErrorInfo:
-    """The stable error a client sees for a location whose step failed with `err`."""
-    cause: BaseException | None = err
+def _innermost(err: BaseException) -> BaseException:
+    cause = err
     while isinstance(cause, ActivityError | ChildWorkflowError) and cause.cause is not None:
         cause = cause.cause
+    return cause
+
+
+def location_error(err: BaseException, fallback: ErrorCode) -> ErrorInfo:
+    """The stable error a client sees for a location whose step failed with `err`: its code and
+    the code's fixed message (the details stay in `failure_detail`, for logs and Temporal)."""
+    cause = _innermost(err)
     if isinstance(cause, ApplicationError) and cause.type is not None and cause.type in ErrorCode.__members__:
-        return ErrorInfo.of(ErrorCode(cause.type), cause.message)
+        return ErrorInfo.of(ErrorCode(cause.type))
     if isinstance(cause, TimeoutError):
-        return ErrorInfo.of(ErrorCode.PROVISIONING_TIMEOUT, f"a step timed out: {cause.message}")
+        return ErrorInfo.of(ErrorCode.PROVISIONING_TIMEOUT)
     if isinstance(cause, CancelledError):
-        return ErrorInfo.of(ErrorCode.CANCELLED, "the job was cancelled")
-    message = getattr(cause, "message", None) or str(cause)
-    return ErrorInfo.of(fallback, f"retries exhausted: {message}")
+        return ErrorInfo.of(ErrorCode.CANCELLED)
+    return ErrorInfo.of(fallback)
+
+
+def failure_detail(err: BaseException) -> str:
+    """What really happened (AWS's or PostgreSQL's own words): for operators, never tenants."""
+    cause = _innermost(err)
+    return getattr(cause, "message", None) or str(cause)

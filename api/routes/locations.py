@@ -25,6 +25,7 @@ from api.schemas import (
     UpdateAccepted,
 )
 from contracts.vocabulary import JobStatus, LocationStatus
+from db.catalog import location_templates
 from db.models import Job
 
 router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
@@ -50,16 +51,35 @@ async def location_or_404(session: AsyncSession, cpo_id: int, location_id: str) 
 
 async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) -> None:
     """413 before validating thousands of locations that would be refused anyway (after the
-    token and the CPO are checked: an unauthenticated caller learns nothing about limits)."""
+    token and the CPO are checked: an unauthenticated caller learns nothing about limits). The
+    JSON parsed here is the one FastAPI validates (Starlette keeps it): one parse per body."""
     try:
         data = await request.json()
     except ValueError:
         return  # FastAPI answers 400 for a body that is not JSON
     locations = data.get("locations") if isinstance(data, dict) else None
+    if not isinstance(locations, list):
+        return
     limit = settings.max_locations_per_request
-    if isinstance(locations, list) and len(locations) > limit:
+    if len(locations) > limit:
         raise ApiError(413, "TOO_MANY_LOCATIONS",
                        f"{len(locations)} locations in one request; the limit is {limit}")
+    chargers = sum(_chargers_of(loc) for loc in locations)
+    if chargers > settings.max_chargers_per_request:
+        raise ApiError(413, "TOO_MANY_CHARGERS",
+                       f"{chargers} chargers in one request; the limit is "
+                       f"{settings.max_chargers_per_request}: split the locations over several requests")
+
+
+def _chargers_of(loc: object) -> int:
+    """Chargers a location of the raw body asks for: explicit ones, or its template's."""
+    if not isinstance(loc, dict):
+        return 0
+    explicit = loc.get("chargers")
+    template = location_templates().get(loc["template"]) if isinstance(loc.get("template"), str) else None
+    if template is not None:
+        return sum(group.count for group in template.charger_groups)
+    return len(explicit) if isinstance(explicit, list) else 0
 
 
 @router.post(
@@ -85,9 +105,11 @@ async def bulk_create_locations(
     """Validates every location, writes the job and its locations in one transaction, starts the
     `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started."""
     cpo_id = cpo.id
-    await check_identities(session, cpo_id, body.locations)
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
-    job, created = await create_or_reuse_job(session, cpo_id, body, idempotency_key)
+    job, created = await create_or_reuse_job(
+        session, cpo_id, body, idempotency_key,
+        before_create=lambda: check_identities(session, cpo_id, body.locations),
+    )
     run_id = await start_job_workflow(client, settings, session, job, created)
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
@@ -102,11 +124,16 @@ async def bulk_create_locations(
     responses=error_responses(401, 403, 404, 422, 503),
     summary="Get bulk location-create job status",
 )
-async def get_job_status(job_id: JobIdPath, cpo: CpoDep, session: SessionDep) -> JobStatusOut:
+async def get_job_status(
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="page of `results.locations`")] = 1,
+    limit: Annotated[int, Query(ge=1, le=1000, description="locations per page of results")] = 100,
+) -> JobStatusOut:
     """Progress from the rows each location's workflow commits (never waits on Temporal or a
-    worker, so it answers at once however busy the job is); `results` once the job has ended."""
+    worker, so it answers at once however busy the job is); once the job has ended, `results`
+    holds one page of its locations by index (100 by default), so a poll stays small."""
     job = await job_of(session, cpo.id, job_id)
-    return await job_status(session, job)
+    return await job_status(session, job, page, limit)
 
 
 @router.delete(
@@ -127,8 +154,9 @@ async def cancel_job(
         raise ApiError(409, "JOB_FINISHED", f"job {job_id} already ended {job.status}")
     client = await temporal.get()
     if job.status != JobStatus.CANCELLED:
+        await session.close()  # no pooled connection is held while we wait on Temporal
         await cancel_and_wait(client, job_id, settings.sync_wait_seconds)
-    await session.refresh(job)
+        job = await job_of(session, cpo.id, job_id)
     body = await job_status(session, job)
     if body.status == JobStatus.CANCELLED:
         return body
@@ -180,11 +208,12 @@ async def patch_location(
     await location_or_404(session, cpo_id, location_id)
     columns = patch_columns(body)
     if columns:
-        pending = await apply_patch(await temporal.get(), settings, cpo_id, location_id, columns)
+        client = await temporal.get()
+        await session.close()  # no pooled connection is held while we wait on the workflow
+        pending = await apply_patch(client, settings, cpo_id, location_id, columns)
         if pending is not None:
             return JSONResponse(UpdateAccepted(location_id=location_id, workflow_id=pending).model_dump(),
                                 status_code=202)
-        await session.rollback()  # read what the worker committed, not this session's snapshot
     return await location_or_404(session, cpo_id, location_id)
 
 
@@ -207,7 +236,9 @@ async def delete_location(
     if status_now == LocationStatus.PROVISIONING:
         raise ApiError(409, "LOCATION_PROVISIONING",
                        "the location is still being provisioned; cancel its job or retry when READY")
-    pending = await decommission(await temporal.get(), settings, cpo.id, location_id)
+    client = await temporal.get()
+    await session.close()  # no pooled connection is held while we wait on the workflow
+    pending = await decommission(client, settings, cpo.id, location_id)
     if pending is not None:
         return JSONResponse(DecommissionAccepted(location_id=location_id, workflow_id=pending).model_dump(),
                             status_code=202)
