@@ -33,7 +33,7 @@ printed: that is where the bottleneck shows.
     make bench                                        # full size: 1,000 x 2, 10,000 x 1
     make bench BENCH_ARGS="--locations 300 --chargers 1 --big 2000"     # a quick look
     make bench BENCH_ARGS="--scenarios baseline,product"
-    WORKERS=2 make bench                              # as `WORKERS=2 make run`
+    WORKERS=1 make bench                              # as `WORKERS=1 make run`
     CHILD_WINDOW=200 make bench                       # any setting reaches the stack's processes
 """
 
@@ -494,7 +494,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--baseline-concurrency", type=int, default=100, help="baseline locations in flight")
     parser.add_argument("--history-sample", type=int, default=50, help="child histories fetched per job")
     parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes (default: $WORKERS, else 1)")
+                        help="worker processes (default: $WORKERS, else 2)")
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)

