@@ -163,8 +163,13 @@ class Stack:
             raise RuntimeError(f"moto reset gave other subnets: {boot.subnet_ids}")
 
     def write_env(self, env: dict[str, str]) -> Path:
+        """KEY='value' lines: the same values for a shell (`set -a; . stack.env; set +a`) and for
+        pydantic-settings' env file (unquoted, a shell would eat the JSON lists' quotes)."""
         path = self.data_dir / "stack.env"
-        path.write_text("".join(f"{key}={value}\n" for key, value in sorted(env.items())))
+        for key, value in env.items():
+            if "'" in value or "\n" in value:
+                raise ValueError(f"{key} cannot be written to stack.env: {value!r}")
+        path.write_text("".join(f"{key}='{value}'\n" for key, value in sorted(env.items())))
         path.chmod(0o600)
         return path
 
