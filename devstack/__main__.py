@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,18 +20,43 @@ from typing import Any
 from devstack.stack import Stack, workers_from_env
 from settings import DATA_DIR
 
+MAX_BACKOFF = 30
+RESET_BACKOFF_AFTER = 60.0
+
 
 def say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
 def watch(stack: Stack) -> int:
-    """Until a signal, or until a part dies on its own (then say which, and where its log is)."""
+    """Until a signal. A worker or the API that dies is restarted after a backoff (1 s, 2 s, 4 s…
+    up to 30 s; back to 1 s once it has stayed up a minute), as a platform would; a server
+    (PostgreSQL, Temporal, moto) that dies stops the stack, saying which and where its log is."""
+    failures: dict[str, int] = {}
+    started = {name: time.monotonic() for name in stack.children}
+    due: dict[str, float] = {}
     while True:
-        procs: dict[str, subprocess.Popen[bytes] | None] = {**stack.children, **stack.servers()}
-        for name, proc in procs.items():
-            if proc is not None and proc.poll() is not None:
-                say(f"{name} exited with code {proc.returncode}; see {stack.logs}/")
+        now = time.monotonic()
+        for name, proc in list(stack.children.items()):
+            if name in due:
+                if now >= due[name]:
+                    del due[name]
+                    stack.restart(name)
+                    started[name] = now
+                    say(f"{name} restarted (pid {stack.children[name].pid})")
+                continue
+            if proc.poll() is None:
+                continue
+            if now - started.get(name, now) > RESET_BACKOFF_AFTER:
+                failures[name] = 0
+            delay = min(MAX_BACKOFF, 2 ** failures.get(name, 0))
+            failures[name] = failures.get(name, 0) + 1
+            say(f"{name} (pid {proc.pid}) exited with code {proc.returncode}; restarting it in {delay}s"
+                f" (see {stack.logs}/{name}.log)")
+            due[name] = now + delay
+        for name, server in stack.servers().items():
+            if server is not None and server.poll() is not None:
+                say(f"{name} exited with code {server.returncode}; see {stack.logs}/ — stopping the stack")
                 return 1
         time.sleep(0.5)
 

@@ -189,6 +189,12 @@ class Stack:
         return self._spawn("api", [str(venv_binary("uvicorn")), "api.app:app", "--host", "127.0.0.1",
                                    "--port", str(self.ports.api), "--timeout-graceful-shutdown", "20"])
 
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start again a worker (`worker-N`) or the API that has exited."""
+        if name == "api":
+            return self.start_api()
+        return self.start_worker(int(name.removeprefix("worker-")))
+
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(args, cwd=ROOT, env=self.child_env, stdout=log,
