@@ -1,46 +1,85 @@
-"""Throughput of the bulk-create, against a baseline with no orchestration, in one process.
+"""Throughput and latency of the bulk-create on the `make run` stack, next to a direct baseline.
 
-Both runs use the same embedded PostgreSQL, the same moto server and the same activity code:
-- baseline: the job's rows are written by the API code, then every location is provisioned by
-  calling the activities directly from one asyncio loop (100 at a time), no Temporal at all;
-- product: POST through the real app → Temporal dev server (real time) → the real workers →
-  READY, polled through the status endpoint as a client would.
+It starts exactly the stack of `make run` (devstack.stack.Stack: embedded PostgreSQL, the
+Temporal dev server with its tuned options, moto, `WORKERS` x `python -m worker`, the API as
+`uvicorn api.app:app`, all as subprocesses) in a temporary folder on free ports, so it never
+clashes with a `make run` that is up, then runs the scenarios and prints one table: each figure,
+its target, the direct baseline measured in the same run, and met / not met. Nothing fails on a
+number; the targets are printed, never asserted.
 
-    make bench BENCH_ARGS="--locations 1000 --chargers 2"
+Scenarios (`--scenarios`, comma-separated; default all):
+- baseline  the same activity code (write_location_rows, start_charger_task, activate_location)
+            called straight from one asyncio loop, `--baseline-concurrency` locations in flight,
+            no Temporal; same PostgreSQL and moto. `--locations` x `--chargers`.
+- product   POST over HTTP to the API → Temporal → workers → READY, `--locations` x `--chargers`,
+            while `--pollers` clients poll its status every `--poll-interval` s (every poll's
+            latency is recorded); time to READY; history events / workflow tasks / activity
+            tasks per location.
+- latency   while a `--locations` x 1 job runs: `--pollers` clients post `--posts` bodies of
+            `--post-size` charger-less locations (202 latency p50/p99), then one 1,000-location
+            and one 10,000-location body (1 charger each) are timed. Every job it started is
+            then cancelled through Temporal and the stack drained.
+- big       a `--locations` x 1 job (the reference), then a `--big` x 1 job: time to READY, time
+            per location against the reference, peak RSS of every worker process (VmHWM and
+            VmRSS sampled from /proc), the largest history over all workflows of the job.
+
+moto keeps every task it ever started and its ListTasks/DescribeTasks scan all of them (all
+clusters), so before every scenario moto is reset and bootstrapped again (same subnet and
+security group ids): every run starts from an empty ECS, baseline and product alike. Between
+scenarios the stack is drained (no workflow running). For each scenario the CPU seconds of every
+process (with its children: PostgreSQL's backends) and the machine's busy/iowait time are
+printed: that is where the bottleneck shows.
+
+    make bench                                        # full size: 1,000 x 2, 10,000 x 1
+    make bench BENCH_ARGS="--locations 300 --chargers 1 --big 2000"     # a quick look
+    make bench BENCH_ARGS="--scenarios baseline,product"
+    WORKERS=1 make bench                              # as `WORKERS=1 make run`
+    CHILD_WINDOW=200 make bench                       # any setting reaches the stack's processes
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
+import math
+import os
+import string
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
-from alembic import command
-from alembic.config import Config
+from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
 from activities.ecs_client import ecs_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.location_rows import LocationRowsActivities
-from api.app import create_app
 from api.bulk_jobs import create_or_reuse_job, job_tuning
 from api.schemas import BulkCreateRequest
+from bench.histories import JobHistories, job_histories
+from bench.procstats import CpuSnapshot, CpuUsage, RssSampler
 from contracts.payloads import ActivateInput, ChargerTaskInput, ProvisionInput
 from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
-from db.models import PartnerOperation
-from devstack.moto_ecs import MotoServer, bootstrap_ecs
-from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port
-from devstack.temporal import TemporalDevServer
-from settings import ROOT, Settings
-from worker.workers import build_workers
+from devstack.stack import Ports, Stack, workers_from_env
+from settings import Settings
 
-ADMIN = "bench-admin-token-0123456789"
+SCENARIOS = ("baseline", "product", "latency", "big")
+T = TypeVar("T")
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# bodies and the baseline
 
 
 def body(n: int, chargers: int, tag: str) -> dict[str, Any]:
@@ -54,15 +93,18 @@ def body(n: int, chargers: int, tag: str) -> dict[str, Any]:
     ]}
 
 
-async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int) -> float:
+async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int, concurrency: int) -> float:
+    """The direct baseline: the job's rows written by the API's code, then every location
+    provisioned by calling the same activities from one asyncio loop, no Temporal at all.
+    Seconds from the first location started to the last one active."""
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
-    request = BulkCreateRequest.model_validate(body(n, chargers, "BASE"))
+    request = BulkCreateRequest.model_validate(body(n, chargers, f"BASE{cpo_id}"))
     async with sessions() as session:
         job, _ = await create_or_reuse_job(session, cpo_id, request, None)
     rows = LocationRowsActivities(sessions, settings)
     env = ActivityEnvironment()
-    gate = asyncio.Semaphore(100)
+    gate = asyncio.Semaphore(concurrency)
     async with ecs_client(settings) as ecs:
         tasks = EcsTaskActivities(sessions, ecs, settings)
 
@@ -83,86 +125,386 @@ async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int) -> fl
     return elapsed
 
 
-async def product(settings: Settings, n: int, chargers: int) -> tuple[float, float]:
-    client = await connect(settings)
-    engine = make_engine(settings)
-    app = create_app(settings)
-    async with ecs_client(settings) as ecs, app.router.lifespan_context(app):
-        workers = build_workers(client, settings, make_sessionmaker(engine), ecs)
-        runs = [asyncio.create_task(w.run()) for w in workers]
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as http:
-            admin = {"Authorization": f"Bearer {ADMIN}"}
-            cpo = (await http.post("/ocpi/cpos", headers=admin,
-                                   json={"name": "bench", "country_code": "BE", "party_id": "PRD"})).json()
-            token = {"Authorization": f"Bearer {cpo['token']}"}
-            started = time.perf_counter()
-            accepted = await http.post(f"/ocpi/cpos/{cpo['cpo_id']}/locations", headers=token,
-                                       json=body(n, chargers, "PROD"))
-            answered = time.perf_counter() - started
-            assert accepted.status_code == 202, accepted.text
-            while True:
-                status = (await http.get(accepted.json()["status_url"], headers=token)).json()
-                if status["status"] != "PROVISIONING":
-                    break
-                await asyncio.sleep(0.5)
-            elapsed = time.perf_counter() - started
-            assert status["status"] == "READY", status["error"]
-        await asyncio.gather(*(w.shutdown() for w in workers))
-        await asyncio.gather(*runs, return_exceptions=True)
-    await engine.dispose()
-    return answered, elapsed
+# ---------------------------------------------------------------------------------------------
+# measuring
 
 
-async def main(n: int, chargers: int, window: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="ocpplab-bench-") as folder:
-        root = Path(folder)
-        pg = EmbeddedPostgres(root / "pg", free_port(), durable=False)
-        moto = MotoServer(free_port(), root / "moto.log")
-        temporal = TemporalDevServer(free_port(), None, None, log_file=root / "temporal.log")
-        try:
-            pg.start()
-            pg.create_database("ocpplab")
-            cfg = Config(str(ROOT / "alembic.ini"))
-            cfg.attributes["database_url"] = pg.url("ocpplab")
-            command.upgrade(cfg, "head")
-            moto.start()
-            temporal.start()
-            boot = bootstrap_ecs(moto.url, "eu-west-1", "bench", "ocpplab-charger", "charger", "sim")
-            settings = Settings(
-                _env_file=None,  # type: ignore[call-arg]
-                admin_token=ADMIN, database_url=pg.url("ocpplab"), temporal_address=temporal.address,
-                aws_endpoint_url=moto.url, aws_region="eu-west-1", aws_access_key_id="testing",
-                aws_secret_access_key="testing", ecs_cluster="bench", ecs_subnets=boot.subnet_ids,
-                ecs_security_groups=boot.security_group_ids, child_window=window, db_pool_size=20,
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of the values, in the values' unit."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Row:
+    what: str
+    value: str
+    target: str = ""
+    baseline: str = ""
+    met: bool | None = None
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    cpu: list[tuple[str, float, CpuUsage]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, what: str, value: str, target: str = "", baseline: str = "",
+            met: bool | None = None) -> None:
+        self.rows.append(Row(what, value, target, baseline, met))
+        verdict = "" if met is None else ("  [met]" if met else "  [NOT met]")
+        say(f"{what}: {value}{'  target ' + target if target else ''}{verdict}")
+
+    def print(self) -> None:
+        headers = ("measure", "value", "target", "direct baseline", "")
+        table = [(r.what, r.value, r.target, r.baseline,
+                  "" if r.met is None else ("met" if r.met else "NOT met")) for r in self.rows]
+        widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h)
+                  for i, h in enumerate(headers)]
+        line = "  ".join("-" * w for w in widths)
+        print("\n" + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+        print(line)
+        for row in table:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if self.cpu:
+            names = sorted({n for _, _, usage in self.cpu for n in usage.procs}, key=_proc_order)
+            print("\nCPU seconds per scenario (process and its children; box = whole machine, 2 cores"
+                  " shared with others):")
+            head = ["scenario", "wall s", *names, "box busy", "box iowait"]
+            cells = [[label, f"{wall:.1f}", *(f"{usage.procs.get(n, 0.0):.1f}" for n in names),
+                      f"{usage.box_busy:.1f}", f"{usage.box_iowait:.1f}"]
+                     for label, wall, usage in self.cpu]
+            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+            print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+            for c in cells:
+                print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
+        for note in self.notes:
+            print(f"- {note}")
+
+
+def _proc_order(name: str) -> tuple[int, str]:
+    order = ["temporal", "postgres", "moto", "worker", "api", "bench"]
+    kind = name.split("-")[0]
+    return (order.index(kind) if kind in order else len(order), name)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+# ---------------------------------------------------------------------------------------------
+# the bench
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, stack: Stack, env: dict[str, str]) -> None:
+        self.args = args
+        self.stack = stack
+        self.env = env
+        self.report = Report()
+        self.settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            admin_token=env["ADMIN_TOKEN"], charger_secret_key=env["CHARGER_SECRET_KEY"],
+            database_url=env["DATABASE_URL"],
+            temporal_address=env["TEMPORAL_ADDRESS"], temporal_namespace=env["TEMPORAL_NAMESPACE"],
+            aws_endpoint_url=env["AWS_ENDPOINT_URL"], aws_region=env["AWS_REGION"],
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            ecs_cluster=env["ECS_CLUSTER"], ecs_task_definition=env["ECS_TASK_DEFINITION"],
+            ecs_subnets=json.loads(env["ECS_SUBNETS"]),
+            ecs_security_groups=json.loads(env["ECS_SECURITY_GROUPS"]),
+            db_pool_size=20,  # the baseline's own pool: 100 in flight, 40 connections at most
+        )
+        self.admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
+        self.parties = ("".join(p) for p in itertools.product(string.ascii_uppercase, repeat=3))
+        self.http: httpx.AsyncClient
+        self.temporal: Client
+        self.baseline_rate: dict[int, float] = {}  # chargers per location → locations/s
+
+    async def run(self) -> None:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=self.env["API_URL"], timeout=120, limits=limits) as http:
+            self.http = http
+            self.temporal = await connect(self.settings)
+            for name in self.args.scenarios:
+                await getattr(self, name)()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    async def cpo(self) -> tuple[str, dict[str, str]]:
+        party = next(self.parties)
+        cpo = {"name": f"bench {party}", "country_code": "BE", "party_id": party}
+        response = await self.http.post("/ocpi/cpos", headers=self.admin, json=cpo)
+        response.raise_for_status()
+        data = response.json()
+        return str(data["cpo_id"]), {"Authorization": f"Bearer {data['token']}",
+                                     "Content-Type": "application/json"}
+
+    async def post(self, cpo_id: str, token: dict[str, str], content: bytes) -> tuple[dict[str, Any], float]:
+        started = time.perf_counter()
+        response = await self.http.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, content=content)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 202:
+            raise RuntimeError(f"POST answered {response.status_code}: {response.text[:500]}")
+        return dict(response.json()), elapsed
+
+    async def prepare(self, label: str) -> None:
+        """An idle stack and an empty ECS before each scenario."""
+        await self.drain(label)
+        await asyncio.to_thread(self.stack.reset_ecs)
+
+    async def drain(self, label: str, timeout: float = 1800) -> None:
+        started = time.monotonic()
+        while True:
+            running = (await self.temporal.count_workflows('ExecutionStatus="Running"')).count
+            if running == 0:
+                break
+            if time.monotonic() - started > timeout:
+                raise TimeoutError(f"{running} workflows still running after {timeout:.0f}s")
+            await asyncio.sleep(1)
+        waited = time.monotonic() - started
+        if waited > 1:
+            say(f"{label}: waited {waited:.0f}s for the stack to drain")
+
+    async def measured(self, label: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work`, recording the CPU seconds of every process of the stack meanwhile."""
+        pids = {**self.stack.pids(), "bench": os.getpid()}
+        before = CpuSnapshot.take(pids)
+        started = time.perf_counter()
+        result = await work()
+        wall = time.perf_counter() - started
+        self.report.cpu.append((label, wall, CpuUsage.between(before, CpuSnapshot.take(pids))))
+        return result
+
+    async def poll_until_done(
+        self, status_url: str, token: dict[str, str], pollers: int, interval: float,
+        latencies: list[float],
+    ) -> dict[str, Any]:
+        """`pollers` clients poll the job, staggered; returns the first terminal status seen."""
+        done = asyncio.Event()
+        final: dict[str, Any] = {}
+
+        async def poller(number: int) -> None:
+            await asyncio.sleep(interval * number / pollers)
+            while not done.is_set():
+                started = time.perf_counter()
+                response = await self.http.get(status_url, headers=token)
+                latencies.append(time.perf_counter() - started)
+                status = response.json() if response.status_code == 200 else {}
+                if status.get("status", "PROVISIONING") not in ("PENDING", "PROVISIONING"):
+                    final.update(status)
+                    done.set()
+                    return
+                await asyncio.sleep(interval)
+
+        await asyncio.gather(*(poller(i) for i in range(pollers)))
+        return final
+
+    async def run_job(
+        self, n: int, chargers: int, pollers: int, interval: float, tag: str
+    ) -> tuple[float, float, list[float], dict[str, Any], str]:
+        """(seconds to READY from the POST, 202 seconds, poll latencies, final status, job id)."""
+        cpo_id, token = await self.cpo()
+        content = json.dumps(body(n, chargers, f"{tag}{cpo_id}")).encode()
+        started = time.perf_counter()
+        accepted, answered = await self.post(cpo_id, token, content)
+        latencies: list[float] = []
+        final = await self.poll_until_done(accepted["status_url"], token, pollers, interval, latencies)
+        elapsed = time.perf_counter() - started
+        if final.get("status") != "READY":
+            self.report.notes.append(f"{tag}: job {accepted['job_id']} ended {final.get('status')}: "
+                                     f"{final.get('error')}")
+        return elapsed, answered, latencies, final, accepted["job_id"]
+
+    def history_rows(self, label: str, h: JobHistories) -> None:
+        per = h.per_location()
+        self.report.add(
+            f"{label}: per location (child + parent share)",
+            f"{per.events} events, {per.workflow_tasks} workflow tasks, {per.activity_tasks} activity tasks",
+        )
+        self.report.add(
+            f"{label}: one ProvisionLocation (mean of {h.sampled})",
+            f"{h.child.events} events, {h.child.workflow_tasks} workflow tasks, "
+            f"{h.child.activity_tasks} activity tasks",
+        )
+        self.report.add(
+            f"{label}: parent runs / their events",
+            f"{h.parent_runs} runs, {h.parent.events} events "
+            f"({h.parent.workflow_tasks} workflow tasks, {h.parent.activity_tasks} activity tasks)",
+        )
+
+    # -- scenarios --------------------------------------------------------------------------
+
+    async def baseline(self) -> None:
+        n, chargers = self.args.locations, self.args.chargers
+        await self.prepare("baseline")
+        cpo_id, _ = await self.cpo()
+        say(f"baseline: {n} x {chargers}, {self.args.baseline_concurrency} in flight, no Temporal")
+        seconds = await self.measured(
+            f"baseline {n}x{chargers}",
+            lambda: baseline(self.settings, int(cpo_id), n, chargers, self.args.baseline_concurrency),
+        )
+        self.baseline_rate[chargers] = n / seconds
+        self.report.add(f"direct baseline {n} x {chargers}: time / throughput",
+                        f"{seconds:.1f} s, {n / seconds:.1f} loc/s",
+                        baseline=f"{n / seconds:.1f} loc/s (fresh ECS)")
+
+    async def product(self) -> None:
+        a = self.args
+        n, chargers = a.locations, a.chargers
+        await self.prepare("product")
+        say(f"product: {n} x {chargers} through the API, {a.pollers} pollers every {a.poll_interval}s")
+        elapsed, answered, latencies, _, job_id = await self.measured(
+            f"product {n}x{chargers}",
+            lambda: self.run_job(n, chargers, a.pollers, a.poll_interval, "PROD"),
+        )
+        rate = n / elapsed
+        base = self.baseline_rate.get(chargers)
+        self.report.add(
+            f"product {n} x {chargers} (+{a.pollers} pollers): time / throughput",
+            f"{elapsed:.1f} s, {rate:.1f} loc/s" + (f" = {rate / base:.2f}x baseline" if base else ""),
+            target=">= 0.5x baseline", baseline=f"{base:.1f} loc/s" if base else "not run",
+            met=(rate >= 0.5 * base) if base else None,
+        )
+        self.report.add(f"product {n} x {chargers}: 202 of the POST", ms(answered))
+        self.report.add(
+            f"status GET, {a.pollers} clients polling a running job ({len(latencies)} polls)",
+            f"p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}",
+            target="p99 <= 20 ms", met=pct(latencies, 99) <= 0.020,
+        )
+        histories = await job_histories(self.temporal, job_id, a.history_sample)
+        self.history_rows(f"product {n} x {chargers}", histories)
+
+    async def latency(self) -> None:
+        a = self.args
+        await self.prepare("latency")
+        jobs: list[str] = []
+
+        async def work() -> None:
+            cpo_id, token = await self.cpo()
+            background = json.dumps(body(a.locations, 1, f"LATBG{cpo_id}")).encode()
+            accepted, _ = await self.post(cpo_id, token, background)
+            jobs.append(accepted["job_id"])
+            await asyncio.sleep(2)  # let it get going
+            content = json.dumps(body(a.post_size, 0, "LAT")).encode()
+            latencies: list[float] = []
+            queue = iter(range(a.posts))
+
+            async def client() -> None:
+                for _ in queue:
+                    accepted, seconds = await self.post(cpo_id, token, content)
+                    latencies.append(seconds)
+                    jobs.append(accepted["job_id"])
+
+            await asyncio.gather(*(client() for _ in range(a.pollers)))
+            self.report.add(
+                f"202, {a.pollers} clients posting {a.post_size}-location bodies while jobs run "
+                f"({len(latencies)} posts)",
+                f"p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}",
+                target="p99 <= 50 ms", met=pct(latencies, 99) <= 0.050,
             )
-            engine = make_engine(settings)
-            async with make_sessionmaker(engine)() as session:
-                baseline_cpo = PartnerOperation(name="baseline", country_code="BE", party_id="BSL")
-                session.add(baseline_cpo)
-                await session.commit()
-                assert baseline_cpo.id is not None
-                cpo_id = baseline_cpo.id
-            await engine.dispose()
-            print(f"bulk-create of {n} locations x {chargers} chargers (window {window}), 2 cores")
-            base = await baseline(settings, int(cpo_id), n, chargers)
-            print(f"  baseline (activities from one asyncio loop, no Temporal): {base:7.2f} s"
-                  f"  {n / base:7.1f} locations/s")
-            answered, prod = await product(settings, n, chargers)
-            print(f"  product  (API → Temporal → workers → READY):              {prod:7.2f} s"
-                  f"  {n / prod:7.1f} locations/s   (202 after {answered * 1000:.0f} ms)")
-            print(f"  product / baseline time: {prod / base:.2f}x")
+            for size, target in ((1_000, 0.100), (10_000, 1.0)):
+                big_cpo, big_token = await self.cpo()
+                content = json.dumps(body(size, 1, f"LATB{big_cpo}")).encode()
+                accepted, seconds = await self.post(big_cpo, big_token, content)
+                jobs.append(accepted["job_id"])
+                self.report.add(f"202 of one {size:,}-location body (1 charger each, "
+                                f"{len(content) / 1e6:.1f} MB)", ms(seconds),
+                                target=f"<= {ms(target)}", met=seconds <= target)
+
+        await self.measured("latency", work)
+        say(f"latency: cancelling the {len(jobs)} jobs it started")
+        await asyncio.gather(*(self.cancel(job_id) for job_id in jobs), return_exceptions=True)
+        await self.drain("latency")
+
+    async def cancel(self, job_id: str) -> None:
+        await self.temporal.get_workflow_handle(job_id).cancel()
+
+    async def big(self) -> None:
+        a = self.args
+        reference_n, big_n = a.locations, a.big
+        await self.prepare("big: reference")
+        say(f"big: reference {reference_n} x 1")
+        ref_elapsed, *_ = await self.measured(
+            f"reference {reference_n}x1", lambda: self.run_job(reference_n, 1, 1, 1.0, "REF"))
+        self.report.add(f"reference {reference_n} x 1: time / per location",
+                        f"{ref_elapsed:.1f} s, {ms(ref_elapsed / reference_n)} per location")
+        await self.prepare("big")
+        workers = {name: pid for name, pid in self.stack.pids().items() if name.startswith("worker-")}
+        sampler = RssSampler(workers)
+        sampler.start()
+        say(f"big: {big_n} x 1 in one job")
+        big_elapsed, answered, _, _, job_id = await self.measured(
+            f"big {big_n}x1", lambda: self.run_job(big_n, 1, 1, 1.0, "BIG"))
+        peaks = await sampler.stop()
+        ratio = (big_elapsed / big_n) / (ref_elapsed / reference_n)
+        self.report.add(f"big {big_n:,} x 1 in one job: time to READY",
+                        f"{big_elapsed:.1f} s, {ms(big_elapsed / big_n)} per location "
+                        f"(202 in {ms(answered)})")
+        self.report.add(f"big: time per location / reference's ({reference_n:,} x 1)", f"{ratio:.2f}x",
+                        target="<= 1.5x", met=ratio <= 1.5)
+        peak = max(peaks.values(), default=0)
+        rss = ", ".join(f"{k} {v / 1024:.0f} MB" for k, v in sorted(peaks.items()))
+        self.report.add("big: worker peak RSS", rss,
+                        target="<= 300 MB", met=peak / 1024 <= 300)
+        h = await job_histories(self.temporal, job_id, a.history_sample)
+        self.report.add(f"big: largest history over the job's {h.parent_runs + h.children:,} workflows",
+                        f"{h.max_events:,} events (parent runs max {h.parent_max_events:,}, "
+                        f"children max {h.child_max_events:,})",
+                        target="<= 10,240", met=h.max_events <= 10_240)
+        self.history_rows(f"big {big_n:,} x 1", h)
+
+
+async def bench(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="ocpplab-bench-") as folder:
+        stack = Stack(Path(folder), Ports.free(), workers=args.workers, use_environment=False,
+                      say=lambda m: say(f"stack: {m}"))
+        try:
+            started = time.perf_counter()
+            env = await asyncio.to_thread(stack.start_services)
+            stack.write_env(env)
+            await asyncio.to_thread(stack.start_app, env)
+            say(f"the make-run stack is up in {time.perf_counter() - started:.0f}s: {stack.pids()}, "
+                f"logs in {stack.logs}")
+            runner = Bench(args, stack, env)
+            try:
+                await runner.run()
+            finally:
+                print(f"\nbulk-create on the make-run stack: {args.workers} worker process(es), "
+                      f"{os.cpu_count()} cores; sizes: --locations {args.locations} --chargers "
+                      f"{args.chargers} --big {args.big}; moto reset before each scenario")
+                runner.report.print()
         finally:
-            temporal.stop()
-            moto.stop()
-            pg.stop()
+            await asyncio.to_thread(stack.stop)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma-separated, in order, from {', '.join(SCENARIOS)}")
+    parser.add_argument("--locations", type=int, default=1000, help="baseline / product / reference size")
+    parser.add_argument("--chargers", type=int, default=2, help="chargers per location (baseline, product)")
+    parser.add_argument("--big", type=int, default=10_000, help="locations of the big job (1 charger each)")
+    parser.add_argument("--pollers", type=int, default=20, help="concurrent status pollers / posting clients")
+    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds between one poller's GETs")
+    parser.add_argument("--posts", type=int, default=200, help="bodies posted in the latency scenario")
+    parser.add_argument("--post-size", type=int, default=10, help="locations per posted body")
+    parser.add_argument("--baseline-concurrency", type=int, default=100, help="baseline locations in flight")
+    parser.add_argument("--history-sample", type=int, default=50, help="child histories fetched per job")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes (default: $WORKERS, else 2)")
+    args = parser.parse_args(argv)
+    args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.workers = args.workers or workers_from_env()
+    return args
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--locations", type=int, default=300)
-    parser.add_argument("--chargers", type=int, default=2)
-    parser.add_argument("--window", type=int, default=100)
-    args = parser.parse_args()
-    asyncio.run(main(args.locations, args.chargers, args.window))
+    asyncio.run(bench(parse()))

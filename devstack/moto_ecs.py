@@ -4,6 +4,7 @@ task needs there (VPC with DNS hostnames, subnet, security group, cluster, task 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import urllib.request
 from dataclasses import dataclass
@@ -57,12 +58,41 @@ def _tags(resource: str) -> list[dict[str, Any]]:
 
 
 def bootstrap_ecs(
-    endpoint_url: str, region: str, cluster: str, task_family: str, container_name: str, image: str
+    endpoint_url: str, region: str, cluster: str, task_family: str, container_name: str, image: str,
+    seed: int | None = None,
 ) -> EcsBootstrap:
-    """Find-or-create every resource by its Name tag, so a second call changes nothing."""
+    """Find-or-create every resource by its Name tag, so a second call changes nothing.
+
+    With `seed`, moto's random ids are seeded first, so a fresh (or reset) moto gets the same
+    subnet and security group ids every time; it is re-seeded at random afterwards, so that task
+    ARNs never repeat those of an earlier run (the database keeps them)."""
     creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
     ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint_url, **creds)
     ecs = boto3.client("ecs", region_name=region, endpoint_url=endpoint_url, **creds)
+    if seed is not None:
+        ec2.describe_vpcs()  # moto creates the default VPC on first use: before the seed, always
+        _moto_api(endpoint_url, f"seed?a={seed}")
+    try:
+        return _bootstrap(ec2, ecs, endpoint_url, cluster, task_family, container_name, image)
+    finally:
+        if seed is not None:
+            _moto_api(endpoint_url, f"seed?a={secrets.randbits(32)}")
+
+
+def reset_moto(endpoint_url: str) -> None:
+    """Forget everything moto holds (every backend), as a fresh moto server would."""
+    _moto_api(endpoint_url, "reset")
+
+
+def _moto_api(endpoint_url: str, path: str, body: bytes = b"") -> None:
+    request = urllib.request.Request(f"{endpoint_url}/moto-api/{path}", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+def _bootstrap(
+    ec2: Any, ecs: Any, endpoint_url: str, cluster: str, task_family: str, container_name: str, image: str
+) -> EcsBootstrap:
 
     vpcs = ec2.describe_vpcs(Filters=_tag_filter())["Vpcs"]
     if vpcs:
@@ -124,8 +154,4 @@ def keep_tasks_running(endpoint_url: str) -> None:
     ("immediate" progression). A simulated charger should stay up until StopTask, as on ECS."""
     body = json.dumps({"model_name": "ecs::task",
                        "transition": {"progression": "manual", "times": 1_000_000_000}})
-    request = urllib.request.Request(
-        f"{endpoint_url}/moto-api/state-manager/set-transition", data=body.encode(), method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    _moto_api(endpoint_url, "state-manager/set-transition", body.encode())

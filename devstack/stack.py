@@ -1,0 +1,245 @@
+"""The `make run` stack as an object: PostgreSQL, Temporal dev server + UI, moto, N workers, the API.
+
+`make run` starts it on the fixed ports with its data in `.data/`; the benchmark starts exactly
+the same processes with the same options in a temporary folder on free ports, so that it never
+clashes with a `make run` already up:
+
+    stack = Stack(Path(tmp), Ports.free(), workers=2, use_environment=False)
+    env = stack.start_services(); stack.write_env(env); stack.start_app(env)
+    ...
+    stack.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
+from devstack.postgres import EmbeddedPostgres
+from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
+from devstack.temporal import TemporalDevServer
+from settings import DATA_DIR, ROOT, Settings
+
+# moto is seeded before the bootstrap, so a reset (bench) recreates the same subnet and group ids
+ECS_SEED = 8_233
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int = 5433
+    temporal: int = 7233
+    ui: int = 8233
+    moto: int = 5055
+    api: int = 8000
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+
+
+def worker_nice(default: int = 10) -> int:
+    """`WORKER_NICE=0 make run`: the workers' scheduling niceness. On one small box the API,
+    Temporal and the workers share two cores; background provisioning yields to the API so a
+    poll or a POST is answered at once (in production they run on machines of their own)."""
+    value = os.environ.get("WORKER_NICE", "").strip()
+    return int(value) if value else default
+
+
+def workers_from_env(default: int = 2) -> int:
+    """`WORKERS=1 make run`: how many `python -m worker` processes the stack runs. Default 2:
+    measured on this 2-core box (bench, 300 locations x 1 charger with 20 pollers), 37.7 s with
+    two worker processes against 49.3 s with one, for the same worker CPU in total (24 s): one
+    Python event loop runs workflow tasks and activities one at a time."""
+    value = os.environ.get("WORKERS", "").strip()
+    if not value:
+        return default
+    count = int(value)
+    if count < 1:
+        raise ValueError(f"WORKERS must be at least 1, not {count}")
+    return count
+
+
+def _say(message: str) -> None:
+    print(f"[make run] {message}", flush=True)
+
+
+class Stack:
+    """The embedded services and the app processes of one stack.
+
+    `use_environment`: parts already given in the environment (DATABASE_URL, TEMPORAL_ADDRESS,
+    AWS_ENDPOINT_URL) are used instead of starting them (`make run`); the benchmark says False.
+    """
+
+    def __init__(
+        self, data_dir: Path = DATA_DIR, ports: Ports | None = None, workers: int = 1, *,
+        use_environment: bool = True, say: Callable[[str], None] = _say,
+    ) -> None:
+        self.data_dir = data_dir.resolve()
+        self.ports = ports or Ports()
+        self.workers = workers
+        self.use_environment = use_environment
+        self.say = say
+        self.logs = self.data_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.postgres: EmbeddedPostgres | None = None
+        self.temporal: TemporalDevServer | None = None
+        self.moto: MotoServer | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.child_env: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+
+    def _given(self, name: str) -> str | None:
+        return os.environ.get(name) if self.use_environment else None
+
+    def secret(self, name: str) -> str:
+        """A random secret kept in the data folder (0600), the same at every start: the API and
+        the worker refuse default or short secrets, so the dev stack makes its own."""
+        path = self.data_dir / name
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def start_services(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        rel = self._shown(self.data_dir)
+        database_url = self._given("DATABASE_URL")
+        if database_url is None:
+            self.say(f"PostgreSQL (embedded) on 127.0.0.1:{self.ports.postgres}, data in {rel}/postgres")
+            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.ports.postgres, durable=True)
+            self.postgres.start()
+            self.postgres.create_database("ocpplab")
+            database_url = self.postgres.url("ocpplab")
+        env["DATABASE_URL"] = database_url
+        self.say("migrations: alembic upgrade head")
+        subprocess.run([str(venv_binary("alembic")), "upgrade", "head"], cwd=ROOT, check=True,
+                       env={**os.environ, "DATABASE_URL": database_url})
+
+        address = self._given("TEMPORAL_ADDRESS")
+        ui = self._given("TEMPORAL_UI_URL") or f"http://127.0.0.1:{self.ports.ui}"
+        if address is None:
+            self.say(f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, Web UI on "
+                     f":{self.ports.ui}, {rel}/temporal.db")
+            self.temporal = TemporalDevServer(self.ports.temporal, self.ports.ui,
+                                              self.data_dir / "temporal.db",
+                                              log_file=self.logs / "temporal.log")
+            self.temporal.start()
+            address = self.temporal.address
+        env |= {"TEMPORAL_ADDRESS": address, "TEMPORAL_UI_URL": ui,
+                "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default"}
+
+        endpoint = self._given("AWS_ENDPOINT_URL")
+        if endpoint is None:
+            self.say(f"moto (ECS + EC2) on 127.0.0.1:{self.ports.moto}")
+            self.moto = MotoServer(self.ports.moto, self.logs / "moto.log")
+            self.moto.start()
+            endpoint = self.moto.url
+        defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+        region = self._given("AWS_REGION") or defaults.aws_region
+        boot = bootstrap_ecs(endpoint, region, defaults.ecs_cluster, defaults.ecs_task_definition,
+                             defaults.ecs_container_name, defaults.charger_image,
+                             seed=ECS_SEED if self.moto is not None else None)
+        self.say(f"ECS bootstrapped: cluster {defaults.ecs_cluster}, subnet {boot.subnet_ids[0]}")
+        env |= {
+            "API_URL": f"http://127.0.0.1:{self.ports.api}", "ADMIN_TOKEN": self.secret("admin_token"),
+            "CHARGER_SECRET_KEY": self.secret("charger_secret_key"),
+            "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "ECS_CLUSTER": defaults.ecs_cluster, "ECS_TASK_DEFINITION": defaults.ecs_task_definition,
+            "ECS_SUBNETS": json.dumps(boot.subnet_ids),
+            "ECS_SECURITY_GROUPS": json.dumps(boot.security_group_ids),
+        }
+        self.env = env
+        return env
+
+    def reset_ecs(self) -> None:
+        """Forget every ECS task (moto keeps them all, and ListTasks/DescribeTasks scan them all),
+        then bootstrap again: same seed, so the same subnet and security group ids as before."""
+        if self.moto is None:
+            raise RuntimeError("only an embedded moto can be reset")
+        reset_moto(self.moto.url)
+        defaults = Settings(_env_file=None)  # type: ignore[call-arg]
+        boot = bootstrap_ecs(self.moto.url, self.env["AWS_REGION"], defaults.ecs_cluster,
+                             defaults.ecs_task_definition, defaults.ecs_container_name,
+                             defaults.charger_image, seed=ECS_SEED)
+        if json.dumps(boot.subnet_ids) != self.env["ECS_SUBNETS"]:
+            raise RuntimeError(f"moto reset gave other subnets: {boot.subnet_ids}")
+
+    def write_env(self, env: dict[str, str]) -> Path:
+        """KEY='value' lines: the same values for a shell (`set -a; . stack.env; set +a`) and for
+        pydantic-settings' env file (unquoted, a shell would eat the JSON lists' quotes)."""
+        path = self.data_dir / "stack.env"
+        for key, value in env.items():
+            if "'" in value or "\n" in value:
+                raise ValueError(f"{key} cannot be written to stack.env: {value!r}")
+        path.write_text("".join(f"{key}='{value}'\n" for key, value in sorted(env.items())))
+        path.chmod(0o600)
+        return path
+
+    def start_app(self, env: dict[str, str]) -> None:
+        self.child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        for number in range(1, self.workers + 1):
+            self.start_worker(number)
+        self.start_api()
+        wait_for_port("127.0.0.1", self.ports.api, self.children["api"], "API", timeout=60)
+        with urllib.request.urlopen(f"{env['API_URL']}/healthz", timeout=10) as response:
+            response.read()
+
+    def start_worker(self, number: int) -> subprocess.Popen[bytes]:
+        return self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], nice=worker_nice())
+
+    def start_api(self) -> subprocess.Popen[bytes]:
+        return self._spawn("api", [str(venv_binary("uvicorn")), "api.app:app", "--host", "127.0.0.1",
+                                   "--port", str(self.ports.api), "--timeout-graceful-shutdown", "20"])
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start again a worker (`worker-N`) or the API that has exited."""
+        if name == "api":
+            return self.start_api()
+        return self.start_worker(int(name.removeprefix("worker-")))
+
+    def _spawn(self, name: str, args: list[str], nice: int = 0) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{name}.log", "ab") as log:
+            proc = subprocess.Popen(args, cwd=ROOT, env=self.child_env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
+        self.children[name] = proc
+        return proc
+
+    def servers(self) -> dict[str, subprocess.Popen[bytes] | None]:
+        return {
+            "postgres": self.postgres.proc if self.postgres else None,
+            "temporal": self.temporal.proc if self.temporal else None,
+            "moto": self.moto.proc if self.moto else None,
+        }
+
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack by name (postgres: the postmaster; its backends are its
+        children), for whoever wants to measure them."""
+        procs = {**self.servers(), **self.children}
+        return {name: proc.pid for name, proc in procs.items() if proc is not None and proc.poll() is None}
+
+    def stop(self) -> None:
+        for name in ["api", *sorted(n for n in self.children if n != "api")]:
+            if name in self.children:
+                self.say(f"stopping {name}")
+                stop_process(self.children[name], timeout=30)
+        for name, server in (("moto", self.moto), ("Temporal", self.temporal), ("PostgreSQL", self.postgres)):
+            if server is not None:
+                self.say(f"stopping {name}")
+                server.stop()
+
+    @staticmethod
+    def _shown(path: Path) -> str:
+        try:
+            return str(path.relative_to(ROOT))
+        except ValueError:
+            return str(path)
