@@ -20,11 +20,13 @@ class LocationChangeActivities:
 
     @activity.defn(name=ACT_MARK_DECOMMISSIONING)
     async def mark_location_decommissioning(self, ref: LocationRef) -> list[str] | None:
-        """Hide the location from reads and return its deployments; None when it is gone."""
+        """Hide the location from reads and return its deployments; None when it is gone (or
+        already REMOVED)."""
         async with self.sessions() as session, session.begin():
             found = await session.execute(
                 update(OcpiLocation)
-                .where(col(OcpiLocation.id) == ref.location_id, col(OcpiLocation.network_id) == ref.cpo_id)
+                .where(col(OcpiLocation.id) == ref.location_id, col(OcpiLocation.network_id) == ref.cpo_id,
+                       col(OcpiLocation.status) != "REMOVED")
                 .values(status="DECOMMISSIONING", last_updated=utcnow())
                 .returning(col(OcpiLocation.id))
             )

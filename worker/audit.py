@@ -1,9 +1,10 @@
 """`python -m worker.audit --cpo ID | --job JOB_ID`: does the database agree with ECS?
 
-It reports, as numbers: locations per state; deployments of active locations without a running
-task; running charger tasks whose deployment is unknown (orphans); deployments with more than one
-running task (duplicates); locations missing some of their ten tables' rows (half-written); and
-READY job locations whose location is gone (lost). Exit code 1 when any of the last five is not 0.
+It reports, as numbers: locations per state (REMOVED ones keep only their OCPI rows, for the
+eMSPs); deployments of active locations without a running task; running charger tasks whose
+deployment is unknown (orphans); deployments with more than one running task (duplicates);
+locations missing some of their ten tables' rows (half-written); and READY job locations whose
+location is gone (lost). Exit code 1 when any of the last five is not 0.
 The fault tests use it as their oracle.
 """
 
@@ -67,6 +68,10 @@ class AuditReport:
 
 
 def _half_written(row: Any) -> bool:
+    if row.status == "REMOVED":  # OCPI rows kept for the eMSPs; the OCPP side is gone
+        ocpp_side = (row.ocpp_sites, row.chargers, row.charger_connectors, row.credentials,
+                     row.topology, row.deployments, row.task_rows)
+        return any(ocpp_side) or row.evses != row.connectors
     whole_site = row.ocpp_sites == 1
     evse_side = row.evses == row.connectors == row.charger_connectors == row.topology
     charger_side = row.chargers == row.credentials == row.deployments

@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ActivityCancellationType
 
 from workflows import ids
+from workflows.ocpi_push import notify_ocpi_partners
 from workflows.retries import location_error, retry_policy
 from workflows.shared import (
     ACT_ACTIVATE_LOCATION,
@@ -103,6 +104,7 @@ class ProvisionLocation:
                 start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
             )
             self._step = "ready"
+            await notify_ocpi_partners(inp.cpo_id, plan.location_id)  # OCPI: PUT to each eMSP
             return ProvisionResult(inp.index, plan.location_id, charger_ids)
         except (ActivityError, ApplicationError) as err:
             error = location_error(err, fallback)
