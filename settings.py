@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"
     )
 
+    # --- OCPI 2.2.1 (the CPOs' roaming partners) ---
+    ocpi_page_limit: int = Field(default=100, ge=1, le=1000, description="X-Limit of the Locations list")
+    ocpi_http_timeout_seconds: float = Field(default=10.0, gt=0, description="one call to an eMSP")
+    ocpi_push_max_interval_seconds: float = Field(
+        default=300.0, gt=0, description="longest wait between two attempts to push to an eMSP that is down"
+    )
+
     # --- PostgreSQL ---
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/ocpplab"
     db_pool_size: int = 10

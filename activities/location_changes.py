@@ -28,11 +28,13 @@ class LocationChangeActivities(interfaces.LocationChanges):
 
     @activity.defn
     async def mark_location_decommissioning(self, ref: LocationRef) -> list[str] | None:
-        """Hide the location from reads and return its deployments; None when it is gone."""
+        """Hide the location from reads and return its deployments; None when it is gone (or
+        already REMOVED)."""
         async with self.sessions() as session, session.begin():
             found = await session.execute(
                 update(OcpiLocation)
-                .where(col(OcpiLocation.id) == ref.location_id, col(OcpiLocation.network_id) == ref.cpo_id)
+                .where(col(OcpiLocation.id) == ref.location_id, col(OcpiLocation.network_id) == ref.cpo_id,
+                       col(OcpiLocation.status) != LocationStatus.REMOVED)
                 .values(status=LocationStatus.DECOMMISSIONING, last_updated=utcnow())
                 .returning(col(OcpiLocation.id))
             )

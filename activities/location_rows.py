@@ -170,7 +170,7 @@ class LocationRowsActivities(interfaces.LocationRows):
             for e in range(charger.evses):
                 uid = ids.evse_uid(inp.job_id, inp.index, n, e)
                 rows[OcpiEvse].append(dict(
-                    uid=uid, location_id=location_id, status=EvseStatus.UNKNOWN, last_updated=now,
+                    uid=uid, location_id=location_id, status=EvseStatus.PLANNED, last_updated=now,
                     evse_id=f"{cpo.country_code}*{cpo.party_id}*E{uid[4:16].upper()}",
                 ))
                 rows[OcpiConnector].append(dict(

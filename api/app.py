@@ -11,6 +11,7 @@ from temporalio.client import Client
 from api import problems
 from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
+from api.ocpi.routes import create_ocpi_app
 from api.routes import cpos, health, locations, templates
 from db.engine import make_engine, make_sessionmaker
 from settings import Settings, get_settings
@@ -26,6 +27,7 @@ may act only on its own `cpo_id`). Errors are RFC 9457 `application/problem+json
 def create_app(settings: Settings | None = None, temporal_client: Client | None = None) -> FastAPI:
     """The app; `temporal_client` is for callers that already hold a connected client (tests)."""
     settings = settings or get_settings()
+    ocpi_app = create_ocpi_app()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,6 +37,8 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.temporal = TemporalConnector(settings, temporal_client)
+        for name in ("settings", "engine", "sessions", "temporal"):  # the OCPI sub-app shares them
+            setattr(ocpi_app.state, name, getattr(app.state, name))
         try:
             yield
         finally:
@@ -48,6 +52,7 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     app.include_router(cpos.router)
     app.include_router(locations.router)
     app.include_router(templates.router)
+    app.mount("/ocpi/cpo", ocpi_app)  # OCPI 2.2.1 for eMSPs: its own envelope and errors
     return app
 
 

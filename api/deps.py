@@ -121,6 +121,7 @@ class Cpo:
     rollback, and its id would be Optional)."""
 
     id: int
+    name: str
     country_code: str
     party_id: str
 
@@ -138,7 +139,7 @@ async def get_cpo(
     row = await session.get(PartnerOperation, cpo_number)
     if row is None:
         raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
-    return Cpo(id=cpo_number, country_code=row.country_code, party_id=row.party_id)
+    return Cpo(id=cpo_number, name=row.name, country_code=row.country_code, party_id=row.party_id)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -44,11 +44,12 @@ def location_out(loc: OcpiLocation, ocpp: OcppLocation | None, chargers: list[Ch
     )
 
 
-HIDDEN = LocationStatus.DECOMMISSIONING  # on its way out: reads no longer show it
+# On its way out, or out (kept as REMOVED for the eMSPs only): the OCPPLAB reads answer 404.
+HIDDEN = (LocationStatus.DECOMMISSIONING, LocationStatus.REMOVED)
 
 
 def _visible(cpo_id: int) -> Any:
-    return (col(OcpiLocation.network_id) == cpo_id) & (col(OcpiLocation.status) != HIDDEN)
+    return (col(OcpiLocation.network_id) == cpo_id) & col(OcpiLocation.status).not_in(HIDDEN)
 
 
 async def get_location(session: AsyncSession, cpo_id: int, location_id: str) -> LocationOut | None:

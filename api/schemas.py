@@ -26,6 +26,7 @@ def _text(max_length: int) -> StringConstraints:
 Text10 = Annotated[str, _text(10)]
 Text20 = Annotated[str, _text(20)]
 Text45 = Annotated[str, _text(45)]
+Text100 = Annotated[str, _text(100)]  # OCPI BusinessDetails.name
 Text255 = Annotated[str, _text(255)]
 
 
@@ -150,7 +151,7 @@ class LocationIn(BaseModel):
     coordinates: Coordinates
     public: bool = Field(default=True, strict=True)  # JSON true/false only, not "yes" or 1
     timezone: str | None = Field(default=None, description="IANA name; derived from coordinates when absent")
-    owner_name: Text255 | None = None
+    owner_name: Text100 | None = None
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
     template: str | None = Field(default=None, description="slug of a location template")
@@ -307,7 +308,39 @@ class CpoCreated(BaseModel):
     name: str
     party: Party
     token: str = Field(description="the CPO's bearer token; shown once, stored hashed")
+    token_a: str = Field(description="OCPI 2.2.1 token A for one eMSP to register with; shown once")
+    ocpi_peer_url: str = Field(description="the CPO's OCPI versions URL, for its eMSPs")
     created_at: datetime
+
+
+class TokenAOut(BaseModel):
+    cpo_id: str
+    token_a: str = Field(description="a new OCPI token A, good for one registration; shown once")
+    ocpi_peer_url: str
+    created_at: datetime
+
+
+class EmspRegisterIn(BaseModel):
+    """What an eMSP gave the CPO out of band: its OCPI versions URL and a token A."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "versions_url": "https://emsp.example.com/ocpi/versions", "token_a": "3f1c…"}})
+
+    versions_url: str = Field(min_length=10, max_length=255, pattern=r"^https?://[\x21-\x7e]+$")
+    token_a: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+
+
+class EmspOut(BaseModel):
+    id: str
+    country_code: str | None
+    party_id: str | None
+    role: str
+    name: str | None
+    versions_url: str
+    version: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
 
 
 class LocationPatchIn(BaseModel):
@@ -327,7 +360,7 @@ class LocationPatchIn(BaseModel):
     coordinates: Coordinates | None = None
     public: bool | None = Field(default=None, strict=True)
     timezone: str | None = None
-    owner_name: Text255 | None = None
+    owner_name: Text100 | None = None
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
 

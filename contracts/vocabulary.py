@@ -30,6 +30,7 @@ class LocationStatus(StrEnum):
     PROVISIONING = "PROVISIONING"
     ACTIVE = "ACTIVE"
     DECOMMISSIONING = "DECOMMISSIONING"  # on its way out: reads no longer show it
+    REMOVED = "REMOVED"  # gone for this API; kept (EVSEs REMOVED) for the OCPI eMSPs
 
 
 class DeploymentState(StrEnum):
@@ -44,8 +45,9 @@ class DeploymentState(StrEnum):
 class EvseStatus(StrEnum):
     """OCPI 2.2.1 EVSE status values this service sets."""
 
-    UNKNOWN = "UNKNOWN"
-    AVAILABLE = "AVAILABLE"
+    PLANNED = "PLANNED"  # while its location is provisioned
+    AVAILABLE = "AVAILABLE"  # once READY
+    REMOVED = "REMOVED"  # its location was deleted
 
 
 @dataclass(frozen=True)

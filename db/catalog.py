@@ -16,7 +16,10 @@ OCPP_VERSIONS = ("OCPP1.6", "OCPP2.0.1")
 
 @dataclass(frozen=True)
 class ConnectorSpec:
-    """How a charger's connector type reads in OCPI 2.2.1 (standard, format, power type)."""
+    """How a charger's connector type reads in OCPI 2.2.1 (standard, format, power type).
+
+    `max_voltage` is what OCPI 2.2.1 means by it: line to neutral for AC_3_PHASE (230 V in
+    Europe, not the 400 V between phases)."""
 
     standard: str
     format: str
@@ -26,21 +29,21 @@ class ConnectorSpec:
 
 CONNECTOR_TYPES: dict[str, ConnectorSpec] = {
     "Type1": ConnectorSpec("IEC_62196_T1", "CABLE", "AC_1_PHASE", 230),
-    "Type2": ConnectorSpec("IEC_62196_T2", "SOCKET", "AC_3_PHASE", 400),
+    "Type2": ConnectorSpec("IEC_62196_T2", "SOCKET", "AC_3_PHASE", 230),
     "CCS1": ConnectorSpec("IEC_62196_T1_COMBO", "CABLE", "DC", 1000),
     "CCS2": ConnectorSpec("IEC_62196_T2_COMBO", "CABLE", "DC", 1000),
     "CHAdeMO": ConnectorSpec("CHADEMO", "CABLE", "DC", 500),
     "NACS": ConnectorSpec("TESLA_S", "CABLE", "DC", 1000),
     "Schuko": ConnectorSpec("DOMESTIC_F", "SOCKET", "AC_1_PHASE", 230),
-    "GBT_AC": ConnectorSpec("GBT_AC", "SOCKET", "AC_3_PHASE", 400),
+    "GBT_AC": ConnectorSpec("GBT_AC", "SOCKET", "AC_3_PHASE", 230),
     "GBT_DC": ConnectorSpec("GBT_DC", "CABLE", "DC", 750),
 }
 
 
 def max_amperage(spec: ConnectorSpec, max_power_kw: float) -> int:
     watts = max_power_kw * 1000
-    if spec.power_type == "AC_3_PHASE":
-        return math.ceil(watts / (spec.max_voltage * math.sqrt(3)))
+    if spec.power_type == "AC_3_PHASE":  # three phases, each at the line-to-neutral voltage
+        return math.ceil(watts / (3 * spec.max_voltage))
     return math.ceil(watts / spec.max_voltage)
 
 

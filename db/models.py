@@ -138,6 +138,7 @@ class OcpiLocation(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("job_id", "job_index", name="uq_ocpi_locations_job_index"),
         Index("ix_ocpi_locations_network_created", "network_id", "created_at", "id"),
+        Index("ix_ocpi_locations_network_updated", "network_id", "last_updated", "id"),
         {"schema": SCHEMA},
     )
 
@@ -172,7 +173,7 @@ class OcpiEvse(SQLModel, table=True):
     uid: str = Field(primary_key=True, max_length=36)
     location_id: str = _fk("ocpi_locations.id")
     evse_id: str | None = Field(default=None, max_length=48)
-    status: str = Field(default="UNKNOWN", max_length=16)
+    status: str = Field(default="PLANNED", max_length=16)
     last_updated: datetime = _ts()
 
 
@@ -329,3 +330,56 @@ class EcsTask(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 
+
+# --------------------------------------------------------------------------- OCPI parties (outside the ten)
+
+
+class OcpiTokenA(SQLModel, table=True):
+    """A CPO's OCPI token A: handed to one eMSP out of band, good for one registration only.
+
+    Stored as its SHA-256 (we only ever verify it); `used_at` is set by the registration that
+    spends it, after which it opens nothing (OCPI 2.2.1 credentials module)."""
+
+    __tablename__ = "ocpi_token_a"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
+    )
+    cpo_id: int = _cpo_fk(index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts()
+    used_at: datetime | None = _ts(nullable=True)
+
+
+class OcpiPartner(SQLModel, table=True):
+    """An eMSP registered with one CPO through the OCPI credentials handshake (either way round).
+
+    `token_hash` is the SHA-256 of the token the eMSP presents to us (we only verify it);
+    `their_token` is the token we present to the eMSP, kept as given because we must send it;
+    `endpoints` is the eMSP's 2.2.1 version details (module/role -> URL)."""
+
+    __tablename__ = "ocpi_partners"
+    __table_args__ = (
+        UniqueConstraint("cpo_id", "country_code", "party_id", name="uq_ocpi_partners_party"),
+        {"schema": SCHEMA},
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
+    )
+    cpo_id: int = _cpo_fk(index=True)
+    # null only while we register with an eMSP and do not know its party yet
+    country_code: str | None = Field(default=None, max_length=2)
+    party_id: str | None = Field(default=None, max_length=3)
+    role: str = Field(default="EMSP", max_length=8)
+    name: str | None = Field(default=None, max_length=100)
+    roles: list[dict[str, Any]] | None = _json()
+    versions_url: str = Field(max_length=255)
+    version: str = Field(default="2.2.1", max_length=8)
+    endpoints: list[dict[str, Any]] | None = _json()
+    token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    their_token: str | None = Field(default=None, max_length=255)
+    status: str = Field(default="REGISTERED", max_length=16)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()

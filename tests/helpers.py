@@ -26,13 +26,19 @@ def unique(prefix: str) -> str:
     """A charger identity no other test of this session uses."""
     return f"{prefix}-{next(_serial)}"
 
-def expected_counts(chargers_per_location: list[list[int]]) -> dict[str, int]:
-    """Row counts for locations given as lists of their chargers' EVSE counts."""
+def expected_counts(
+    chargers_per_location: list[list[int]], removed: list[list[int]] | None = None
+) -> dict[str, int]:
+    """Row counts for locations given as lists of their chargers' EVSE counts. `removed`
+    locations (DELETEd) keep only their OCPI rows: location, EVSEs and connectors, REMOVED."""
     chargers = sum(len(c) for c in chargers_per_location)
     evses = sum(sum(c) for c in chargers_per_location)
     n = len(chargers_per_location)
+    gone = removed or []
+    kept_evses = sum(sum(c) for c in gone)
     return {
-        "ocpi_locations": n, "ocpi_evses": evses, "ocpi_connectors": evses, "locations": n,
+        "ocpi_locations": n + len(gone), "ocpi_evses": evses + kept_evses,
+        "ocpi_connectors": evses + kept_evses, "locations": n,
         "charge_points": chargers, "charge_point_connectors": evses,
         "charge_point_credentials": chargers, "network_topology": evses,
         "charger_deployments": chargers, "ecs_tasks": chargers,

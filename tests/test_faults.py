@@ -188,7 +188,8 @@ class Job:
         return cls(api, cpo_id, token, body, response.json())
 
     async def status(self) -> dict[str, Any]:
-        response = await self.api.get(self.status_url, headers=self.token)
+        # one page holds the whole job's results (pages are 100 locations by default)
+        response = await self.api.get(self.status_url, headers=self.token, params={"limit": JOB_SIZE})
         assert response.status_code == 200, response.text
         return dict(response.json())
 

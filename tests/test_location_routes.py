@@ -131,23 +131,42 @@ async def test_patch_changes_only_the_fields_sent_and_moves_last_updated(
     assert missing.status_code == 404 and missing.json()["code"] == "LOCATION_NOT_FOUND"
 
 
-async def test_delete_stops_tasks_removes_rows_and_is_idempotent(
+async def test_delete_stops_tasks_keeps_ocpi_rows_removed_and_is_idempotent(
     app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
     ecs: Any, settings: Settings,
 ) -> None:
+    """OCPI never deletes: the location and its EVSEs stay as REMOVED (for the eMSPs), its OCPP
+    rows go, its tasks stop, and the OCPPLAB routes answer 404 for it."""
+    identities = [unique("DEL-KEEP"), unique("DEL-A"), unique("DEL-B")]
     cpo_id, token, job = await provisioned(app_client, admin, [
-        location("Stays", [charger(unique("DEL-KEEP"))]),
-        location("Goes", [charger(unique("DEL-A"), evses=2), charger(unique("DEL-B"))]),
+        location("Stays", [charger(identities[0])]),
+        location("Goes", [charger(identities[1], evses=2), charger(identities[2])]),
     ])
     keep, goes = job["results"]["locations"]
     url = f"/ocpi/cpos/{cpo_id}/locations/{goes['location_id']}"
 
+    async def ocpi_state() -> tuple[str, Any, list[str]]:
+        async with engine.connect() as conn:
+            status, stamp = (await conn.execute(text(
+                "SELECT status, last_updated FROM ocpp.ocpi_locations WHERE id = :i"),
+                {"i": goes["location_id"]})).one()
+            evses = (await conn.execute(text(
+                "SELECT status FROM ocpp.ocpi_evses WHERE location_id = :i ORDER BY uid"),
+                {"i": goes["location_id"]})).scalars().all()
+        return status, stamp, list(evses)
+
+    before = await ocpi_state()
+    assert before[0] == "ACTIVE" and before[2] == ["AVAILABLE"] * 3
     response = await app_client.delete(url, headers=token)
     assert response.status_code == 204, response.text
     assert (await app_client.get(url, headers=token)).status_code == 404
+    patched = await app_client.patch(url, json={"name": "back"}, headers=token)
+    assert patched.status_code == 404 and patched.json()["code"] == "LOCATION_NOT_FOUND"
     listed = (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations", headers=token)).json()
-    assert [loc["id"] for loc in listed["data"]] == [keep["location_id"]]
-    assert await table_counts(engine, cpo_id) == expected_counts([[1]])
+    assert [loc["id"] for loc in listed["data"]] == [keep["location_id"]] and listed["total"] == 1
+    after = await ocpi_state()
+    assert after[0] == "REMOVED" and after[2] == ["REMOVED"] * 3 and after[1] > before[1]
+    assert await table_counts(engine, cpo_id) == expected_counts([[1]], removed=[[2, 1]])
     for dep_id in goes["charger_ids"]:
         assert running_tasks(ecs, settings.ecs_cluster, dep_id) == []
         assert len(all_tasks_started_by(ecs, settings.ecs_cluster, dep_id)) == 1
@@ -155,7 +174,12 @@ async def test_delete_stops_tasks_removes_rows_and_is_idempotent(
 
     again = await app_client.delete(url, headers=token)
     assert again.status_code == 204
-    assert await table_counts(engine, cpo_id) == expected_counts([[1]])
+    assert await table_counts(engine, cpo_id) == expected_counts([[1]], removed=[[2, 1]])
+    assert await ocpi_state() == after  # nothing moved: the second DELETE did nothing
+
+    # the identities of removed chargers can be used again
+    reused = await submit(app_client, cpo_id, token, [location("Again", [charger(identities[1])])])
+    assert (await wait_for_job(app_client, reused["status_url"], token))["status"] == "READY"
 
 
 async def test_template_catalog_and_a_templated_location(

@@ -105,7 +105,7 @@ LOCATION_CASES = [
     pytest.param(bad(name="n" * 256), "locations[1].name", id="name-256"),
     pytest.param(bad(postal_code="1" * 11), "locations[1].postal_code", id="postal_code-11"),
     pytest.param(bad(state="s" * 21), "locations[1].state", id="state-21"),
-    pytest.param(bad(owner_name="o" * 256), "locations[1].owner_name", id="owner_name-256"),
+    pytest.param(bad(owner_name="o" * 101), "locations[1].owner_name", id="owner_name-101"),
     # printable text, not empty
     pytest.param(bad(name="a\u0007b"), "locations[1].name", id="name-control-char"),
     pytest.param(bad(address="Rue\nNeuve 1"), "locations[1].address", id="address-newline"),

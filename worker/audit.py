@@ -1,9 +1,10 @@
 """`python -m worker.audit --cpo ID | --job JOB_ID`: does the database agree with ECS?
 
-It reports, as numbers: locations per state; deployments of active locations without a running
-task; running charger tasks whose deployment is unknown (orphans); deployments with more than one
-running task (duplicates); locations missing some of their ten tables' rows (half-written); and
-READY job locations whose location is gone (lost). Exit code 1 when any of the last five is not 0.
+It reports, as numbers: locations per state (REMOVED ones keep only their OCPI rows, for the
+eMSPs); deployments of active locations without a running task; running charger tasks whose
+deployment is unknown (orphans); deployments with more than one running task (duplicates);
+locations missing some of their ten tables' rows (half-written); and READY job locations whose
+location is gone (lost). Exit code 1 when any of the last five is not 0.
 The fault tests use it as their oracle.
 """
 
@@ -47,6 +48,11 @@ class AuditReport:
 
 
 def _half_written(row: Any) -> bool:
+    if row.status == LocationStatus.REMOVED:  # OCPI rows kept for the eMSPs; the OCPP side is gone
+        ocpp_side = (row.locations, row.charge_points, row.charge_point_connectors,
+                     row.charge_point_credentials, row.network_topology, row.charger_deployments,
+                     row.ecs_tasks)
+        return any(ocpp_side) or row.ocpi_evses != row.ocpi_connectors
     whole_site = row.locations == 1
     evse_side = row.ocpi_evses == row.ocpi_connectors == row.charge_point_connectors == row.network_topology
     charger_side = row.charge_points == row.charge_point_credentials == row.charger_deployments

@@ -19,12 +19,14 @@ from activities.ecs_tasks import EcsTaskActivities
 from activities.job_state import JobStateActivities
 from activities.location_changes import LocationChangeActivities
 from activities.location_rows import LocationRowsActivities
+from activities.ocpi_push import OcpiPushActivities
 from settings import Settings
 from workflows.bulk_create import BulkCreateLocations
 from workflows.location_changes import DecommissionLocation, UpdateLocation
+from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation]
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -52,6 +54,7 @@ def build_workers(
     job = JobStateActivities(sessions)
     changes = LocationChangeActivities(sessions)
     ecs_acts = EcsTaskActivities(sessions, ecs, settings)
+    ocpi = OcpiPushActivities(sessions, settings, client)
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     main = Worker(
@@ -68,6 +71,9 @@ def build_workers(
             job.cancel_pending_locations,
             changes.mark_location_decommissioning,
             changes.update_location_fields,
+            ocpi.retire_location,
+            ocpi.notify_partners,
+            ocpi.push_location,
         ],
         max_concurrent_activities=50,
         max_concurrent_workflow_tasks=50,

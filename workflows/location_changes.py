@@ -1,8 +1,9 @@
 """Changes to one provisioned location, each durable through Temporal.
 
-DecommissionLocation stops the chargers' ECS tasks before it deletes the rows, so a crash in
-between never leaves a task running with no row to find it by. UpdateLocation is one activity,
-but going through a workflow keeps the rule that only workers write the ten tables.
+DecommissionLocation stops the chargers' ECS tasks before it retires the rows (OCPI rows kept as
+REMOVED, OCPP rows deleted), so a crash in between never leaves a task running with no row to
+find it by. UpdateLocation is one activity, but going through a workflow keeps the rule that only
+workers write the ten tables. Both tell the CPO's OCPI eMSPs (see workflows/ocpi_push.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
-from contracts.activities import EcsTasks, LocationChanges, LocationRows
+from contracts.activities import EcsTasks, LocationChanges
+from contracts.ocpi import OcpiActivities
 from contracts.payloads import LocationPatch, LocationRef, StopTasksInput
+from workflows.ocpi_push import notify_ocpi_partners
 
 STEP = timedelta(seconds=60)
 # Removal must finish: retry for as long as it takes, backing off to once a minute.
@@ -37,10 +40,12 @@ class DecommissionLocation:
             task_queue=ref.ecs_task_queue, start_to_close_timeout=STEP, retry_policy=PERSISTENT,
             summary=f"stop {len(deployment_ids)} charger task(s)",
         )
+        # OCPI never deletes: the location and its EVSEs stay, REMOVED, for the eMSPs
         await workflow.execute_activity_method(
-            LocationRows.delete_location_rows, ref.location_id, start_to_close_timeout=STEP,
-            retry_policy=PERSISTENT, summary="delete the location's rows",
+            OcpiActivities.retire_location, ref.location_id, start_to_close_timeout=STEP,
+            retry_policy=PERSISTENT, summary="REMOVED for OCPI; OCPP rows deleted",
         )
+        await notify_ocpi_partners(ref.cpo_id, ref.location_id)
         return True
 
 
@@ -48,7 +53,10 @@ class DecommissionLocation:
 class UpdateLocation:
     @workflow.run
     async def run(self, patch: LocationPatch) -> bool:
-        return await workflow.execute_activity_method(
+        updated = await workflow.execute_activity_method(
             LocationChanges.update_location_fields, patch, start_to_close_timeout=STEP,
             retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
         )
+        if updated:
+            await notify_ocpi_partners(patch.cpo_id, patch.location_id, sorted(patch.fields))
+        return updated

@@ -33,6 +33,7 @@ from contracts.payloads import (
     WaitTasksInput,
 )
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
+from workflows.ocpi_push import notify_ocpi_partners
 from workflows.retries import failure_detail, location_error, retry_policy
 
 # On cancellation, wait for an activity to really end before compensating: a RunTask still in
@@ -105,6 +106,7 @@ class ProvisionLocation:
                 summary="activate",
             )
             self._step = "ready"
+            await notify_ocpi_partners(inp.cpo_id, plan.location_id)  # OCPI: PUT to each eMSP
             return ProvisionResult(index=inp.index, location_id=plan.location_id, charger_ids=charger_ids)
         except (ActivityError, ApplicationError) as err:
             error = location_error(err, fallback)

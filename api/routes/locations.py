@@ -228,10 +228,12 @@ async def delete_location(
     location_id: LocationIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
-    """Durable decommission: stop the chargers' ECS tasks, then delete the location's rows in all
-    ten tables. Idempotent: deleting a location that is (already) gone answers 204 too."""
+    """Durable decommission: stop the chargers' ECS tasks, then mark the location and its EVSEs
+    REMOVED for the OCPI eMSPs (OCPI never deletes; they are pushed the change) and delete its
+    OCPP rows; this API answers 404 for it from then on. Idempotent: deleting a location that
+    is (already) gone answers 204 too."""
     status_now = await location_status(session, cpo.id, location_id)
-    if status_now is None:
+    if status_now is None or status_now == "REMOVED":
         return Response(status_code=204)
     if status_now == LocationStatus.PROVISIONING:
         raise ApiError(409, "LOCATION_PROVISIONING",

@@ -1,0 +1,186 @@
+"""OCPI 2.2.1 transport: the response envelope, status codes, `Token` auth and request ids.
+
+Every OCPI route answers `{data, status_code, status_message, timestamp}`, errors included, and
+echoes `X-Request-ID` / `X-Correlation-ID` (made up when the caller sent none).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.deps import get_session
+from contracts.ids import sha256_hex
+from db.models import OcpiPartner, OcpiTokenA
+from db.ocpi_wire import ocpi_datetime
+
+log = logging.getLogger("api.ocpi")
+
+# OCPI status codes (status_codes.asciidoc)
+SUCCESS = 1000
+CLIENT_ERROR = 2000
+INVALID_PARAMETERS = 2001
+UNKNOWN_LOCATION = 2003
+SERVER_ERROR = 3000
+UNABLE_TO_USE_CLIENT_API = 3001
+UNSUPPORTED_VERSION = 3002
+NO_MATCHING_ENDPOINTS = 3003
+
+
+class OcpiError(Exception):
+    def __init__(self, http_status: int, status_code: int, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.status_code = status_code
+        self.message = message
+        self.headers = headers
+
+
+def envelope(data: Any = None, status_code: int = SUCCESS, message: str = "Success") -> dict[str, Any]:
+    return {"data": data, "status_code": status_code, "status_message": message,
+            "timestamp": ocpi_datetime(datetime.now(UTC))}
+
+
+def ocpi_json(data: Any = None, status_code: int = SUCCESS, message: str = "Success",
+              http_status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(envelope(data, status_code, message), status_code=http_status, headers=headers)
+
+
+def _candidates(credential: str) -> list[str]:
+    """2.2.1 sends the token base64-encoded; 2.1.1-era clients send it as is. Try both."""
+    found = [credential]
+    try:
+        decoded = base64.b64decode(credential, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return found
+    if decoded and decoded.isprintable():
+        found.insert(0, decoded)
+    return found
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who called: an eMSP registered with the CPO of the path, or the holder of a token A."""
+
+    cpo_id: int
+    token: str
+    partner: OcpiPartner | None = None
+    token_a: OcpiTokenA | None = None
+
+
+def unauthorized(message: str) -> OcpiError:
+    return OcpiError(401, INVALID_PARAMETERS, message, headers={"WWW-Authenticate": "Token"})
+
+
+async def get_caller(
+    cpo_id: str, session: Annotated[AsyncSession, Depends(get_session)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """401 unless the token is a live token A or a registered eMSP's token, of this CPO."""
+    if not authorization or not cpo_id.isdigit() or len(cpo_id) > 18:
+        raise unauthorized("Authorization: Token <base64 token> is required")
+    scheme, _, credential = authorization.partition(" ")
+    credential = credential.strip()
+    if scheme.lower() != "token" or not credential or len(credential) > 1024:
+        raise unauthorized("Authorization: Token <base64 token> is required")
+    number = int(cpo_id)
+    for token in _candidates(credential):
+        digest = sha256_hex(token)
+        partner = (await session.execute(
+            select(OcpiPartner).where(col(OcpiPartner.token_hash) == digest,
+                                      col(OcpiPartner.cpo_id) == number,
+                                      col(OcpiPartner.status).in_(["REGISTERED", "REGISTERING"]))
+        )).scalar_one_or_none()
+        if partner is not None:
+            return Caller(number, token, partner=partner)
+        token_a = (await session.execute(
+            select(OcpiTokenA).where(col(OcpiTokenA.token_hash) == digest,
+                                     col(OcpiTokenA.cpo_id) == number)
+        )).scalar_one_or_none()
+        if token_a is not None:
+            if token_a.used_at is not None:
+                raise unauthorized("this token A was already used to register; it is void")
+            return Caller(number, token, token_a=token_a)
+    raise unauthorized("unknown token")
+
+
+async def registered(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """Modules other than versions and credentials: a token A gets 401 (transport_and_format)."""
+    if caller.partner is None or caller.partner.status != "REGISTERED":
+        raise unauthorized("register through the credentials module first")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+RegisteredDep = Annotated[Caller, Depends(registered)]
+
+
+async def _ocpi_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OcpiError)
+    return ocpi_json(None, exc.status_code, exc.message, exc.http_status, exc.headers)
+
+
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', 'invalid')}"
+        for e in list(exc.errors())[:10]
+    )
+    return ocpi_json(None, INVALID_PARAMETERS, f"invalid or missing parameters: {problems}", 400)
+
+
+async def _http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = UNKNOWN_LOCATION if exc.status_code == 404 and "/locations" in request.url.path else CLIENT_ERROR
+    return ocpi_json(None, code, str(exc.detail), exc.status_code,
+                     dict(exc.headers) if exc.headers else None)
+
+
+async def _database(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("database unreachable: %s", exc)
+    return ocpi_json(None, SERVER_ERROR, "PostgreSQL cannot be reached", 503, {"Retry-After": "5"})
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DBAPIError | PoolTimeoutError | psycopg.OperationalError):
+        return await _database(request, exc)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ocpi_json(None, SERVER_ERROR, "an unexpected error occurred", 500)
+
+
+def install(app: FastAPI) -> None:
+    """The OCPI sub-application's error handlers and its request-id echo."""
+    app.add_exception_handler(OcpiError, _ocpi_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
+
+    @app.middleware("http")
+    async def request_ids(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
+        correlation_id = request.headers.get("x-correlation-id") or str(uuid.uuid4())
+        try:
+            response = await call_next(request)
+        except Exception as err:  # the catch-all handler runs outside this middleware
+            response = await _unexpected(request, err)
+        response.headers["X-Request-ID"] = request_id[:255]
+        response.headers["X-Correlation-ID"] = correlation_id[:255]
+        return response
