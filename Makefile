@@ -33,7 +33,7 @@ test-faults: $(SYNCED)  ## only the fault-injection suite
 
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy api contracts workflows activities worker db devstack tests bench settings.py
+	$(VENV)/bin/mypy api contracts observability workflows activities worker db devstack tests bench settings.py
 
 bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
 	$(PY) -m bench $(BENCH_ARGS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -102,6 +103,24 @@ class Settings(BaseSettings):
     # Charger basic-auth secrets are HMAC(charger_secret_key, deployment id): a retried activity
     # derives the same secret, and only its SHA-256 is stored.
     charger_secret_key: str = Field(default=DEFAULT_CHARGER_SECRET_KEY, min_length=16)
+
+    # --- operations: logs, metrics, traces, health (README "Operators") ---
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one object a line (production); text: for a terminal")
+    log_level: str = "INFO"
+    # The worker's Prometheus endpoint (the Temporal SDK's runtime serves it): off unless a port
+    # is set; one port per worker process. 0.0.0.0 in a container so Prometheus can scrape it.
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    worker_health_file: str | None = None  # default: a file in the temp folder, per metrics port
+    worker_health_interval_seconds: float = Field(default=10.0, gt=0)
+    # The API serves /metrics on its own port; with a token set, scrapers must send it as Bearer.
+    api_metrics_token: str | None = None
+    # Where operators and scripts find the metrics (written by `make run` to .data/stack.env).
+    api_metrics_url: str | None = None
+    worker_metrics_url: str | None = None
+    # Traces go over OTLP/HTTP to this endpoint; none are made unless it is set.
+    otel_exporter_otlp_endpoint: str | None = None
 
     def admin_tokens(self) -> list[str]:
         return [token.strip() for token in self.admin_token.split(",") if token.strip()]

@@ -12,6 +12,7 @@ one way round this: on real ECS `clientToken` still answers with the original ta
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -22,6 +23,7 @@ from sqlmodel import col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.credentials import charger_secret
 from activities.ecs_client import permanent_or_raise, run_task_failure
 from contracts import activities as interfaces
@@ -65,6 +67,7 @@ class EcsTaskActivities(interfaces.EcsTasks):
         else:
             task = await self._run_task(inp)
             task_arn = task["taskArn"]
+            activity.logger.info("charger %s: task %s started", inp.identity, task_arn)
         await self._record(inp.deployment_id, task)
         return TaskRef(deployment_id=inp.deployment_id, task_arn=task_arn,
                        last_status=str(task.get("lastStatus", "PROVISIONING")))
@@ -77,6 +80,7 @@ class EcsTaskActivities(interfaces.EcsTasks):
             {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
             {"name": "CHARGER_SECRET", "value": charger_secret(s.charger_secret_key, inp.deployment_id)},
         ]
+        started = time.monotonic()
         try:
             response = await self.ecs.run_task(
                 cluster=s.ecs_cluster,
@@ -101,9 +105,15 @@ class EcsTaskActivities(interfaces.EcsTasks):
                 ],
             )
         except ClientError as err:
+            metrics.run_task(time.monotonic() - started, "error")
             raise permanent_or_raise(err) from err
+        except Exception:
+            metrics.run_task(time.monotonic() - started, "error")
+            raise
         if response.get("failures"):
+            metrics.run_task(time.monotonic() - started, "failures")
             raise run_task_failure(response["failures"])
+        metrics.run_task(time.monotonic() - started, "started")
         tasks = response.get("tasks") or []
         if not tasks:
             raise RuntimeError("RunTask returned neither a task nor a failure")

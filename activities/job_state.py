@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
 
+from activities import metrics
 from contracts import activities as interfaces
 from contracts.payloads import JobCounts, JobOutcome, LocationOutcome
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
@@ -29,6 +30,13 @@ class JobStateActivities(interfaces.JobState):
     @activity.defn
     async def record_location_outcome(self, outcome: LocationOutcome) -> None:
         async with self.sessions() as session, session.begin():
+            before = (
+                await session.execute(
+                    select(col(JobLocation.state))
+                    .where(col(JobLocation.job_id) == outcome.job_id, col(JobLocation.index) == outcome.index)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
             await session.execute(
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == outcome.job_id, col(JobLocation.index) == outcome.index)
@@ -38,18 +46,23 @@ class JobStateActivities(interfaces.JobState):
                     error=asdict(outcome.error) if outcome.error else None, updated_at=utcnow(),
                 )
             )
+        if before is not None and before != outcome.state:  # once per location, not per retry
+            metrics.location_outcome(outcome.state, outcome.error.code if outcome.error else None)
 
     @activity.defn
     async def cancel_pending_locations(self, job_id: str) -> JobCounts:
         """Locations never started end CANCELLED; returns the job's final counts."""
         async with self.sessions() as session, session.begin():
-            await session.execute(
+            cancelled = await session.execute(
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == job_id,
                        col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]))
                 .values(state=JobStatus.CANCELLED, updated_at=utcnow(), error=asdict(NEVER_STARTED))
             )
-            return await count_by_state(session, job_id)
+            counts = await count_by_state(session, job_id)
+        metrics.location_outcome(JobStatus.CANCELLED, NEVER_STARTED.code,
+                                 int(cancelled.rowcount or 0))  # type: ignore[attr-defined]
+        return counts
 
     @activity.defn
     async def finalize_job(self, outcome: JobOutcome) -> None:

@@ -15,6 +15,7 @@ from sqlmodel import SQLModel, col
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import metrics
 from activities.credentials import charger_secret
 from contracts import activities as interfaces
 from contracts import ids
@@ -198,6 +199,16 @@ class LocationRowsActivities(interfaces.LocationRows):
         """Deployments RUNNING, EVSEs AVAILABLE, location ACTIVE and the job row READY: together."""
         now = utcnow()
         async with self.sessions() as session, session.begin():
+            # the row's state before, and the job's creation: the READY metrics count a location
+            # once (a replayed local activity runs again) and time it from the POST
+            before = (
+                await session.execute(
+                    select(col(JobLocation.state), col(Job.created_at))
+                    .join(Job, col(Job.id) == col(JobLocation.job_id))
+                    .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
+                    .with_for_update(of=JobLocation)
+                )
+            ).one_or_none()
             await session.execute(
                 update(ChargerDeployment)
                 .where(col(ChargerDeployment.ocpi_location_id) == inp.location_id)
@@ -219,6 +230,9 @@ class LocationRowsActivities(interfaces.LocationRows):
                 .values(state=JobStatus.READY, location_id=inp.location_id,
                         charger_ids=inp.charger_ids, error=None, updated_at=now)
             )
+        if before is not None and before.state != JobStatus.READY:
+            metrics.location_ready(now - before.created_at)
+        activity.logger.info("location %s ready with %d charger(s)", inp.location_id, len(inp.charger_ids))
 
     @activity.defn
     async def delete_location_rows(self, location_id: str) -> int:

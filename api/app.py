@@ -12,8 +12,12 @@ from api import problems
 from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
 from api.ocpi.routes import create_ocpi_app
+from api.metrics import ApiMetrics, MetricsMiddleware, metrics_endpoint
+from api.request_log import RequestLogContext
 from api.routes import cpos, health, locations, templates
 from db.engine import make_engine, make_sessionmaker
+from observability.logs import configure_logging
+from observability.tracing import fastapi_telemetry, init_tracing
 from settings import Settings, get_settings
 
 DESCRIPTION = """Durable bulk-create of OCPI locations and their simulated OCPP chargers.
@@ -24,14 +28,20 @@ may act only on its own `cpo_id`). Errors are RFC 9457 `application/problem+json
 """
 
 
-def create_app(settings: Settings | None = None, temporal_client: Client | None = None) -> FastAPI:
-    """The app; `temporal_client` is for callers that already hold a connected client (tests)."""
+def create_app(
+    settings: Settings | None = None, temporal_client: Client | None = None, configure_logs: bool = False
+) -> FastAPI:
+    """The app; `temporal_client` is for callers that already hold a connected client (tests);
+    `configure_logs`: the process's log handler (`uvicorn api.app:app`), left alone in tests."""
     settings = settings or get_settings()
     ocpi_app = create_ocpi_app()
+    init_tracing(settings.otel_exporter_otlp_endpoint, "ocpplab-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.check_secrets()  # at start-up: uvicorn then exits with the reason
+        if configure_logs:  # after uvicorn set up its loggers, which this takes over
+            configure_logging(settings.log_format, settings.log_level)
         engine = make_engine(settings)
         app.state.settings = settings
         app.state.engine = engine
@@ -45,9 +55,13 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
             await engine.dispose()
 
     app = FastAPI(title="OCPPLAB Gateway API", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, telemetry=fastapi_telemetry())  # type: ignore[arg-type]
     problems.install(app)
     app.add_middleware(BodyGuard)
+    app.state.metrics = ApiMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(RequestLogContext)  # outermost: every line of the request has its context
+    app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(cpos.router)
     app.include_router(locations.router)
@@ -56,4 +70,4 @@ def create_app(settings: Settings | None = None, temporal_client: Client | None 
     return app
 
 
-app = create_app()
+app = create_app(configure_logs=True)

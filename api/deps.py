@@ -19,6 +19,7 @@ from api.problems import ApiError
 from contracts.ids import sha256_hex
 from contracts.temporal import connect
 from db.models import ApiToken, PartnerOperation
+from observability.tracing import temporal_plugins
 from settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="admin token, or the CPO's own token")
@@ -48,7 +49,8 @@ class TemporalConnector:
             async with self._lock:
                 if self._client is None:
                     try:
-                        self._client = await asyncio.wait_for(connect(self.settings), timeout=5)
+                        self._client = await asyncio.wait_for(
+                            connect(self.settings, plugins=temporal_plugins()), timeout=5)
                     except Exception as err:
                         raise ApiError(503, "TEMPORAL_UNAVAILABLE",
                                        f"Temporal cannot be reached at {self.settings.temporal_address}",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from temporalio.client import Client
+from temporalio.client import Client, Plugin
 from temporalio.common import SearchAttributeKey
+from temporalio.runtime import Runtime
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -17,11 +19,17 @@ JOB_STATUS = SearchAttributeKey.for_keyword("JobStatus")
 SEARCH_ATTRIBUTES: dict[str, str] = {"CpoId": "Keyword", "JobStatus": "Keyword"}
 
 
-async def connect(settings: Settings) -> Client:
-    """The client of the API, the worker, the dev stack and the tests."""
+async def connect(
+    settings: Settings, runtime: Runtime | None = None, plugins: Sequence[Plugin] = ()
+) -> Client:
+    """The client of the API, the worker, the dev stack and the tests. `runtime`: the worker's,
+    which serves the SDK's metrics; `plugins`: tracing (`observability.tracing`), which the
+    workers built on this client inherit."""
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         api_key=settings.temporal_api_key,
         tls=settings.temporal_tls,
+        runtime=runtime,
+        plugins=plugins,
     )

@@ -9,7 +9,10 @@ import signal
 from activities.ecs_client import ecs_client
 from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
+from observability.logs import configure_logging
+from observability.tracing import init_tracing, stop_tracing, temporal_plugins, traced_aws_client
 from settings import get_settings
+from worker.telemetry import heartbeat, metrics_url, worker_runtime
 from worker.workers import build_workers
 
 log = logging.getLogger("worker")
@@ -18,7 +21,8 @@ log = logging.getLogger("worker")
 async def main() -> None:
     settings = get_settings()
     settings.check_secrets()
-    client = await connect(settings)
+    tracing = init_tracing(settings.otel_exporter_otlp_endpoint, "ocpplab-worker")
+    client = await connect(settings, runtime=worker_runtime(settings), plugins=temporal_plugins())
     engine = make_engine(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -26,12 +30,16 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with ecs_client(settings) as ecs:
-            workers = build_workers(client, settings, make_sessionmaker(engine), ecs)
+            traced_ecs = traced_aws_client(ecs, "ECS")  # itself when tracing is off
+            workers = build_workers(client, settings, make_sessionmaker(engine), traced_ecs)
             runs = [asyncio.create_task(w.run()) for w in workers]
-            log.info("worker polling %s and %s", settings.task_queue, settings.ecs_task_queue)
+            beat = asyncio.create_task(heartbeat(settings, runs))
+            log.info("worker polling %s and %s (metrics: %s, tracing: %s)", settings.task_queue,
+                     settings.ecs_task_queue, metrics_url(settings) or "off", "on" if tracing else "off")
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
             log.info("shutting down: in-flight activities get %ss", settings.worker_shutdown_grace_seconds)
+            beat.cancel()
             await asyncio.gather(*(w.shutdown() for w in workers))
             for run in runs:  # a worker that stopped on its own: say why
                 error = run.exception() if run.done() else None
@@ -39,8 +47,9 @@ async def main() -> None:
                     raise error
     finally:
         await engine.dispose()
+        stop_tracing()
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(get_settings().log_format, get_settings().log_level)
     asyncio.run(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
@@ -27,7 +28,9 @@ from api.schemas import (
 from contracts.vocabulary import JobStatus, LocationStatus
 from db.catalog import location_templates
 from db.models import Job
+from observability.logs import bind as bind_log_context
 
+log = logging.getLogger("api.locations")
 router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
 
 JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned by the bulk-create")]
@@ -110,7 +113,9 @@ async def bulk_create_locations(
         session, cpo_id, body, idempotency_key,
         before_create=lambda: check_identities(session, cpo_id, body.locations),
     )
+    bind_log_context(job_id=job.id)
     run_id = await start_job_workflow(client, settings, session, job, created)
+    log.info("job %s %s: %d location(s)", job.id, "accepted" if created else "repeated", job.total)
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
     response.headers["Retry-After"] = str(settings.retry_after_seconds)
