@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     # 10,000 locations with a few explicit chargers each is ~10 MB of JSON; the limit is checked
     # from Content-Length, or while a chunked body streams, before anything is parsed.
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    # Per-CPO fairness: one CPO cannot fill the queues for all (429 with Retry-After beyond).
+    max_running_jobs_per_cpo: int = Field(default=20, ge=1)
+    max_queued_locations_per_cpo: int = Field(
+        default=50_000, ge=1, description="locations of a CPO's running jobs, the new request's included"
+    )
+    max_inflight_requests_per_cpo: int = Field(
+        default=32, ge=1, description="requests of one CPO being served at once, per API process"
+    )
     # `make run` and the tests say so; anywhere else a default or short secret stops the process.
     dev_stack: bool = False
     retry_after_seconds: int = 2

@@ -12,6 +12,7 @@ one way round this: on real ECS `clientToken` still answers with the original ta
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -34,6 +35,12 @@ from settings import Settings
 
 POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
+
+
+def tag_value(text: str) -> str:
+    """An AWS tag value takes letters, digits, spaces and `_ . : / = + - @` only: a charger
+    identity may hold `*` (OCPP allows it), which RunTask would refuse for good."""
+    return re.sub(r"[^\w\s.:/=+\-@]", "_", text)[:256]
 
 
 class EcsTaskActivities(interfaces.EcsTasks):
@@ -101,7 +108,7 @@ class EcsTaskActivities(interfaces.EcsTasks):
                     {"key": "ocpplab:deployment-id", "value": inp.deployment_id},
                     {"key": "ocpplab:location-id", "value": inp.location_id},
                     {"key": "ocpplab:job-id", "value": inp.job_id},
-                    {"key": "ocpplab:charger-identity", "value": inp.identity},
+                    {"key": "ocpplab:charger-identity", "value": tag_value(inp.identity)},
                 ],
             )
         except ClientError as err:

@@ -42,10 +42,13 @@ from db.models import (
 from settings import Settings
 
 
-def slugify(name: str, suffix: str) -> str:
+def slugify(name: str, location_hex: str) -> str:
+    """A readable slug, unique by construction: the name's ASCII letters and digits (a name in
+    another script has none: `location`) and the location id's 32 hex digits. A shorter suffix
+    collided (two non-Latin names), and the unique key then failed the location for good."""
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    base = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:60] or "location"
-    return f"{base}-{suffix[:8]}"
+    base = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:47].strip("-") or "location"
+    return f"{base}-{location_hex}"  # <= 80 characters
 
 
 async def _insert_ignore(session: AsyncSession, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:

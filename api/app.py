@@ -11,10 +11,10 @@ from temporalio.client import Client
 from api import problems
 from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
-from api.ocpi.routes import create_ocpi_app
 from api.metrics import ApiMetrics, MetricsMiddleware, metrics_endpoint
+from api.ocpi.routes import create_ocpi_app
 from api.request_log import RequestLogContext
-from api.routes import cpos, health, locations, templates
+from api.routes import cpos, health, locations, templates, tokens
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
 from observability.tracing import fastapi_telemetry, init_tracing
@@ -47,6 +47,7 @@ def create_app(
         app.state.engine = engine
         app.state.sessions = make_sessionmaker(engine)
         app.state.temporal = TemporalConnector(settings, temporal_client)
+        app.state.inflight = {}  # CPO id -> requests being served (api.deps.limit_inflight)
         for name in ("settings", "engine", "sessions", "temporal"):  # the OCPI sub-app shares them
             setattr(ocpi_app.state, name, getattr(app.state, name))
         try:
@@ -64,6 +65,7 @@ def create_app(
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)
     app.include_router(cpos.router)
+    app.include_router(tokens.router)
     app.include_router(locations.router)
     app.include_router(templates.router)
     app.mount("/ocpi/cpo", ocpi_app)  # OCPI 2.2.1 for eMSPs: its own envelope and errors

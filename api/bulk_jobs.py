@@ -6,18 +6,16 @@ Job input travels through PostgreSQL: the workflow only gets `{job_id, cpo_id, t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -37,6 +35,7 @@ from api.schemas import (
     JobResults,
     JobStatusOut,
 )
+from api.workflow_wait import wait_closed
 from contracts.payloads import BulkCreateInput, Tuning
 from contracts.temporal import CPO_ID, JOB_STATUS
 from contracts.vocabulary import JobStatus
@@ -80,6 +79,24 @@ async def find_idempotent(
         raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
                        "this Idempotency-Key was used with a different body")
     return job
+
+
+async def check_cpo_quota(session: AsyncSession, settings: Settings, cpo_id: int, locations: int) -> None:
+    """429 when the CPO already runs its share: so many jobs, or so many locations queued. A soft
+    limit (two racing POSTs may both pass): it exists so one CPO cannot fill the queues for all."""
+    running, queued = (await session.execute(
+        select(func.count(), func.coalesce(func.sum(col(Job.total)), 0))
+        .where(col(Job.cpo_id) == cpo_id, col(Job.status) == JobStatus.PROVISIONING)
+    )).one()
+    retry = {"Retry-After": "30"}
+    if running >= settings.max_running_jobs_per_cpo:
+        raise ApiError(429, "TOO_MANY_JOBS", f"this CPO already runs {running} jobs (the limit is "
+                       f"{settings.max_running_jobs_per_cpo}); retry when one has ended", headers=retry)
+    if queued + locations > settings.max_queued_locations_per_cpo:
+        raise ApiError(429, "TOO_MANY_QUEUED_LOCATIONS",
+                       f"this CPO's running jobs hold {queued} locations; with {locations} more it would "
+                       f"pass its limit of {settings.max_queued_locations_per_cpo}; retry when some "
+                       "have been provisioned", headers=retry)
 
 
 async def create_job_rows(
@@ -176,8 +193,7 @@ async def cancel_and_wait(client: Client, job_id: str, wait_seconds: float) -> N
         if err.status != RPCStatusCode.NOT_FOUND:
             raise
         return
-    with contextlib.suppress(TimeoutError, WorkflowFailureError):  # a cancelled run "fails"
-        await asyncio.wait_for(handle.result(), timeout=wait_seconds)
+    await wait_closed(handle, wait_seconds)
 
 
 async def job_status(session: AsyncSession, job: Job, page: int = 1, limit: int = 100) -> JobStatusOut:

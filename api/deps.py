@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client
@@ -18,7 +18,7 @@ from temporalio.client import Client
 from api.problems import ApiError
 from contracts.ids import sha256_hex
 from contracts.temporal import connect
-from db.models import ApiToken, PartnerOperation
+from db.models import ApiToken, PartnerOperation, utcnow
 from observability.tracing import temporal_plugins
 from settings import Settings
 
@@ -80,13 +80,17 @@ async def authenticate(scheme: str | None, token: str | None, settings: Settings
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
     if any(hmac.compare_digest(token.encode(), admin.encode()) for admin in settings.admin_tokens()):
         return Principal(is_admin=True)
+    now = utcnow()
     cpo_id = (
         await session.execute(
-            select(col(ApiToken.cpo_id)).where(col(ApiToken.token_hash) == sha256_hex(token))
+            select(col(ApiToken.cpo_id)).where(
+                col(ApiToken.token_hash) == sha256_hex(token), col(ApiToken.revoked_at).is_(None),
+                or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
+            )
         )
     ).scalar_one_or_none()
     if cpo_id is None:
-        raise ApiError(401, "UNAUTHORIZED", "unknown token", headers=UNAUTHORIZED)
+        raise ApiError(401, "UNAUTHORIZED", "unknown, revoked or expired token", headers=UNAUTHORIZED)
     return Principal(is_admin=False, cpo_id=int(cpo_id))
 
 
@@ -148,3 +152,19 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TemporalDep = Annotated[TemporalConnector, Depends(get_temporal)]
 CpoDep = Annotated[Cpo, Depends(get_cpo)]
+
+
+async def limit_inflight(cpo: Annotated[Cpo, Depends(get_cpo)], request: Request) -> AsyncIterator[None]:
+    """429 when one CPO already has `max_inflight_requests_per_cpo` requests being served by this
+    API process (PATCH, DELETE and cancel may wait on Temporal: one CPO must not hold them all)."""
+    counts: dict[int, int] = request.app.state.inflight
+    settings: Settings = request.app.state.settings
+    if counts.get(cpo.id, 0) >= settings.max_inflight_requests_per_cpo:
+        raise ApiError(429, "TOO_MANY_REQUESTS",
+                       f"this CPO has {settings.max_inflight_requests_per_cpo} requests in flight; retry "
+                       "when one has been answered", headers={"Retry-After": "1"})
+    counts[cpo.id] = counts.get(cpo.id, 0) + 1
+    try:
+        yield
+    finally:
+        counts[cpo.id] -= 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -12,6 +11,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from api.normalize import ocpi_columns
 from api.problems import ApiError, FieldError
 from api.schemas import LocationPatchIn
+from api.workflow_wait import wait_closed
 from contracts.payloads import LocationPatch, LocationRef
 from settings import Settings
 from workflows.location_changes import DecommissionLocation, UpdateLocation
@@ -42,11 +42,7 @@ async def apply_patch(
         id=workflow_id,
         task_queue=settings.task_queue, static_summary=f"PATCH {location_id}: {', '.join(columns)}",
     )
-    try:
-        await asyncio.wait_for(handle.result(), timeout=settings.sync_wait_seconds)
-    except TimeoutError:
-        return workflow_id
-    return None
+    return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 
 
 async def decommission(
@@ -61,9 +57,5 @@ async def decommission(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",
     )
-    try:
-        await asyncio.wait_for(handle.result(), timeout=settings.sync_wait_seconds)
-    except TimeoutError:
-        return workflow_id
-    return None
+    return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 

@@ -313,6 +313,30 @@ class CpoCreated(BaseModel):
     created_at: datetime
 
 
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"example": {"label": "CI", "expires_in_days": 90}})
+
+    label: Annotated[str, _text(100)] | None = None
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="none: no expiry")
+
+
+class TokenOut(BaseModel):
+    token_id: str
+    label: str | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenIssued(TokenOut):
+    token: str = Field(description="the bearer token; shown once, stored hashed")
+
+
+class TokenList(BaseModel):
+    data: list[TokenOut]
+
+
 class TokenAOut(BaseModel):
     cpo_id: str
     token_a: str = Field(description="a new OCPI token A, good for one registration; shown once")

@@ -81,6 +81,11 @@ class ApiToken(SQLModel, table=True):
     cpo_id: int = _cpo_fk(index=True)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _ts()
+    # Several tokens of a CPO may be valid at once (rotation: issue the new one, move the
+    # clients, revoke the old one); a revoked or expired token opens nothing.
+    label: str | None = Field(default=None, max_length=100)
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
 
 
 class Job(SQLModel, table=True):

@@ -29,9 +29,10 @@ async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
     settings: Settings, fault_proxy: FaultProxy,
 ) -> None:
     slow = unique("SLOW")
-    # every RunTask of the slow chargers answers after 6 s: those locations are in flight
-    fault_proxy.arm(Fault("RunTask", "delay", body_contains=slow, delay_seconds=6))
-    async with app_with(child_window=2, sync_wait_seconds=30) as client:
+    # every RunTask of the slow chargers answers after 12 s: those locations are in flight (a
+    # margin wide enough for a loaded box, where the quick ones may take a few seconds)
+    fault_proxy.arm(Fault("RunTask", "delay", body_contains=slow, delay_seconds=12))
+    async with app_with(child_window=2, sync_wait_seconds=45) as client:
         cpo_id, token = await create_cpo(client, admin)
         quick = [location(f"Quick {i}", [charger(unique("QUICK"))]) for i in range(2)]
         slow_ones = [location(f"Slow {i}", [charger(f"{slow}-{i}")]) for i in range(4)]

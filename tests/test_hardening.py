@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.location_changes import LocationChangeActivities
+from activities.location_rows import slugify
 from contracts.payloads import LocationPatch
 from db.engine import make_sessionmaker
 from settings import ROOT, InsecureSettings, Settings
@@ -32,9 +34,11 @@ from tests.helpers import (
     charger,
     create_cpo,
     location,
+    running_tasks,
     submit,
     wait_for_job,
 )
+from worker.audit import audit, render
 
 BODY_LIMIT = 1_000_000
 
@@ -232,3 +236,132 @@ async def test_a_patch_may_only_change_the_columns_of_the_allow_list(
         row = (await conn.execute(text("SELECT name, network_id FROM ocpp.ocpi_locations WHERE id = :i"),
                                   {"i": location_id})).one()
     assert tuple(row) == ("Allow list", int(cpo_id))
+
+
+async def test_tokens_can_be_issued_listed_revoked_and_expire(
+    app_client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine,
+) -> None:
+    cpo_id, first = await create_cpo(app_client, admin)
+    url = f"/ocpi/cpos/{cpo_id}/tokens"
+    issued = await app_client.post(url, headers=admin, json={"label": "rotation", "expires_in_days": 30})
+    assert issued.status_code == 201, issued.text
+    second = {"Authorization": f"Bearer {issued.json()['token']}"}
+    listing = (await app_client.get(url, headers=admin)).json()["data"]
+    assert [t["label"] for t in listing] == [None, "rotation"]
+    assert all("token" not in t for t in listing)  # never the secret again
+    assert listing[1]["expires_at"] is not None
+
+    # during a rotation both work; a CPO token cannot manage tokens
+    for token in (first, second):
+        assert (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations", headers=token)).status_code == 200
+    assert (await app_client.post(url, headers=first, json={})).status_code == 403
+
+    revoked = await app_client.delete(f"{url}/{listing[0]['token_id']}", headers=admin)
+    assert revoked.status_code == 204
+    refused = await app_client.get(f"/ocpi/cpos/{cpo_id}/locations", headers=first)
+    assert refused.status_code == 401 and refused.json()["code"] == "UNAUTHORIZED"
+    assert (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations", headers=second)).status_code == 200
+    assert (await app_client.delete(f"{url}/{listing[0]['token_id']}", headers=admin)).status_code == 204
+    assert (await app_client.delete(f"{url}/999999", headers=admin)).status_code == 404
+
+    # an expired token opens nothing
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE ocpp.api_tokens SET expires_at = now() - interval '1 second'"
+                                " WHERE id = :i"), {"i": int(listing[1]["token_id"])})
+    assert (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations", headers=second)).status_code == 401
+
+
+async def test_one_cpo_cannot_fill_the_queues(app_with: Any, admin: dict[str, str],
+                                              temporal: WorkflowEnvironment) -> None:
+    async with app_with(task_queue="quota-nobody-polls", max_running_jobs_per_cpo=2,
+                        max_queued_locations_per_cpo=5) as client:
+        cpo_id, token = await create_cpo(client, admin)
+        other_id, other = await create_cpo(client, admin)
+        first = await submit(client, cpo_id, token, [location("Quota 1", []), location("Quota 2", [])])
+        too_many_locations = await client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, json={
+            "locations": [location(f"Quota {n}", []) for n in range(4)]})
+        second = await submit(client, cpo_id, token, [location("Quota 3", [])])
+        too_many_jobs = await client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token,
+                                          json={"locations": [location("Quota 4", [])]})
+        elsewhere = await submit(client, other_id, other, [location("Other CPO", [])])
+    assert too_many_locations.status_code == 429, too_many_locations.text
+    assert too_many_locations.json()["code"] == "TOO_MANY_QUEUED_LOCATIONS"
+    assert too_many_jobs.status_code == 429 and too_many_jobs.json()["code"] == "TOO_MANY_JOBS"
+    assert too_many_jobs.headers["retry-after"] == "30"
+    for job in (first, second, elsewhere):
+        await temporal.client.get_workflow_handle(job["job_id"]).terminate("quota test over")
+
+
+async def test_one_cpo_cannot_hold_every_request(
+    app_client: httpx.AsyncClient, app_with: Any, admin: dict[str, str], workers: list[Worker],
+    temporal: WorkflowEnvironment,
+) -> None:
+    cpo_id, token = await create_cpo(app_client, admin)
+    other_id, other = await create_cpo(app_client, admin)
+    accepted = await submit(app_client, cpo_id, token, [location("Inflight", [])])
+    job = await wait_for_job(app_client, accepted["status_url"], token)
+    url = f"/ocpi/cpos/{cpo_id}/locations/{job['results']['location_ids'][0]}"
+    async with app_with(task_queue="inflight-nobody-polls", max_inflight_requests_per_cpo=1,
+                        sync_wait_seconds=2) as client:
+        waiting = asyncio.create_task(client.patch(url, json={"name": "Slow"}, headers=token))
+        await asyncio.sleep(0.5)
+        refused = await client.get(url, headers=token)
+        served = await client.get(f"/ocpi/cpos/{other_id}/locations", headers=other)
+        answered = await waiting
+        after = await client.get(url, headers=token)
+    assert refused.status_code == 429 and refused.json()["code"] == "TOO_MANY_REQUESTS"
+    assert served.status_code == 200 and after.status_code == 200
+    assert answered.status_code == 202
+    await temporal.client.get_workflow_handle(answered.json()["workflow_id"]).terminate("test over")
+
+
+async def test_names_without_latin_letters_and_identities_with_stars_provision(
+    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    ecs: Any, settings: Settings,
+) -> None:
+    cpo_id, token = await create_cpo(app_client, admin)
+    accepted = await submit(app_client, cpo_id, token, [
+        location("東京駅 充電ステーション", []), location("Москва Центр", []), location("محطة الشحن", []),
+        location("Star", [charger(f"STAR*{cpo_id}*01")]),
+    ])
+    job = await wait_for_job(app_client, accepted["status_url"], token)
+    assert job["status"] == "READY", job
+    async with engine.connect() as conn:
+        slugs = (await conn.execute(text("SELECT slug FROM ocpp.locations WHERE network_id = :n"),
+                                    {"n": int(cpo_id)})).scalars().all()
+    assert len(set(slugs)) == 4 and all(len(slug) <= 80 for slug in slugs)
+    dep_id = job["results"]["locations"][3]["charger_ids"][0]
+    (task,) = running_tasks(ecs, settings.ecs_cluster, dep_id)
+    tags = {t["key"]: t["value"] for t in task["tags"]}
+    assert tags["ocpplab:charger-identity"] == f"STAR_{cpo_id}_01"
+    assert re.fullmatch(r"[\w\s.:/=+\-@]*", tags["ocpplab:charger-identity"])
+
+
+async def test_the_audit_stays_clean_after_a_delete(
+    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    settings: Settings,
+) -> None:
+    cpo_id, token = await create_cpo(app_client, admin)
+    accepted = await submit(app_client, cpo_id, token, [
+        location("Audit keep", [charger(f"AUD-{cpo_id}-1")]),
+        location("Audit go", [charger(f"AUD-{cpo_id}-2")]),
+    ])
+    job = await wait_for_job(app_client, accepted["status_url"], token)
+    gone = job["results"]["location_ids"][1]
+    deleted = await app_client.delete(f"/ocpi/cpos/{cpo_id}/locations/{gone}", headers=token)
+    assert deleted.status_code == 204
+    report = await audit(settings, engine, cpo_id=int(cpo_id))
+    assert report.ok, render(report)
+    assert report.locations_by_state == {"ACTIVE": 1, "REMOVED": 1}
+    assert report.running_tasks == 1
+
+
+def test_slugs_of_names_without_latin_letters_never_collide() -> None:
+    """Two such names used to slug to `location-<8 hex>`: locations whose ids shared 8 hex
+    digits then collided on the unique key (measured: one location per ~10,000 failed)."""
+    one = slugify("東京駅", "aaaaaaaa" + "1" * 24)
+    two = slugify("Москва", "aaaaaaaa" + "2" * 24)
+    assert one != two
+    assert one.startswith("location-") and len(one) <= 80
+    long = slugify("Brussels Midi Hub " * 10, "f" * 32)
+    assert long == "brussels-midi-hub-brussels-midi-hub-brussels-mi-" + "f" * 32 and len(long) == 80

@@ -9,8 +9,14 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.bulk_jobs import cancel_and_wait, create_or_reuse_job, job_status, start_job_workflow
-from api.deps import CpoDep, SessionDep, SettingsDep, TemporalDep
+from api.bulk_jobs import (
+    cancel_and_wait,
+    check_cpo_quota,
+    create_or_reuse_job,
+    job_status,
+    start_job_workflow,
+)
+from api.deps import CpoDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
 from api.normalize import check_identities
@@ -29,9 +35,11 @@ from contracts.vocabulary import JobStatus, LocationStatus
 from db.catalog import location_templates
 from db.models import Job
 from observability.logs import bind as bind_log_context
+from settings import Settings
 
 log = logging.getLogger("api.locations")
-router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"])
+router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"],
+                   dependencies=[Depends(limit_inflight)])
 
 JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned by the bulk-create")]
 LocationIdPath = Annotated[str, Path(max_length=36, description="the location's id (loc-…)")]
@@ -85,11 +93,19 @@ def _chargers_of(loc: object) -> int:
     return len(explicit) if isinstance(explicit, list) else 0
 
 
+async def _before_create(
+    session: AsyncSession, settings: Settings, cpo_id: int, body: BulkCreateRequest
+) -> None:
+    """The checks a new job must pass (a repeat of a POST with its Idempotency-Key skips them)."""
+    await check_cpo_quota(session, settings, cpo_id, len(body.locations))
+    await check_identities(session, cpo_id, body.locations)
+
+
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulkCreateAccepted,
-    responses=error_responses(400, 401, 403, 404, 413, 422, 500, 503),
+    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 500, 503),
     summary="Bulk-create OCPI locations (durable)",
     dependencies=[Depends(limit_locations)],
 )
@@ -111,7 +127,7 @@ async def bulk_create_locations(
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
     job, created = await create_or_reuse_job(
         session, cpo_id, body, idempotency_key,
-        before_create=lambda: check_identities(session, cpo_id, body.locations),
+        before_create=lambda: _before_create(session, settings, cpo_id, body),
     )
     bind_log_context(job_id=job.id)
     run_id = await start_job_workflow(client, settings, session, job, created)
