@@ -39,10 +39,12 @@ class Ports:
     ui: int = 8233
     moto: int = 5055
     api: int = 8000
+    # worker N serves its Prometheus metrics on this + N - 1; 0: no worker metrics endpoint
+    worker_metrics: int = 9464
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port(), 0)
 
 
 def worker_nice(default: int = 10) -> int:
@@ -156,9 +158,18 @@ class Stack:
             "ECS_CLUSTER": defaults.ecs_cluster, "ECS_TASK_DEFINITION": defaults.ecs_task_definition,
             "ECS_SUBNETS": json.dumps(boot.subnet_ids),
             "ECS_SECURITY_GROUPS": json.dumps(boot.security_group_ids),
+            "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
         }
+        if self.ports.worker_metrics:
+            for number in range(1, self.workers + 1):
+                port = self.worker_metrics_port(number)
+                env[f"WORKER_{number}_METRICS_URL"] = f"http://127.0.0.1:{port}/metrics"
+            env["WORKER_METRICS_URL"] = env["WORKER_1_METRICS_URL"]
         self.env = env
         return env
+
+    def worker_metrics_port(self, number: int) -> int:
+        return self.ports.worker_metrics + number - 1 if self.ports.worker_metrics else 0
 
     def reset_ecs(self) -> None:
         """Forget every ECS task (moto keeps them all, and ListTasks/DescribeTasks scan them all),
@@ -185,7 +196,8 @@ class Stack:
         return path
 
     def start_app(self, env: dict[str, str]) -> None:
-        self.child_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # readable logs on a terminal (production's default is JSON)
+        self.child_env = {"LOG_FORMAT": "text", **os.environ, **env, "PYTHONUNBUFFERED": "1"}
         for number in range(1, self.workers + 1):
             self.start_worker(number)
         self.start_api()
@@ -194,7 +206,10 @@ class Stack:
             response.read()
 
     def start_worker(self, number: int) -> subprocess.Popen[bytes]:
-        return self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], nice=worker_nice())
+        port = self.worker_metrics_port(number)
+        env = {"WORKER_METRICS_PORT": str(port)} if port else {}
+        return self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], nice=worker_nice(),
+                           extra_env=env)
 
     def start_api(self) -> subprocess.Popen[bytes]:
         return self._spawn("api", [str(venv_binary("uvicorn")), "api.app:app", "--host", "127.0.0.1",
@@ -206,9 +221,11 @@ class Stack:
             return self.start_api()
         return self.start_worker(int(name.removeprefix("worker-")))
 
-    def _spawn(self, name: str, args: list[str], nice: int = 0) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], nice: int = 0,
+               extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(args, cwd=ROOT, env=self.child_env, stdout=log,
+            env = {**self.child_env, **(extra_env or {})}
+            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.children[name] = proc
