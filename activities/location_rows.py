@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -20,6 +21,7 @@ from activities.credentials import charger_secret
 from contracts import activities as interfaces
 from contracts import ids
 from contracts.ids import sha256_hex
+from contracts.ocpi import LocationChange
 from contracts.payloads import ActivateInput, ChargerPlan, LocationPlan, ProvisionInput
 from contracts.vocabulary import DeploymentState, ErrorCode, EvseStatus, JobStatus, LocationStatus
 from db.catalog import CONNECTOR_TYPES, max_amperage
@@ -64,7 +66,14 @@ async def _insert_ignore(session: AsyncSession, model: type[SQLModel], rows: lis
 
 
 class LocationRowsActivities(interfaces.LocationRows):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: Settings,
+        on_ready: Callable[[LocationChange], Awaitable[int]] | None = None,
+    ) -> None:
+        """`on_ready`: told of each location once it is READY (the OCPI push to the CPO's
+        eMSPs), from this activity, after its commit: a step of the workflow after activation
+        would give a job cancel a moment to undo a location the client already saw READY."""
+        self.on_ready = on_ready
         self.sessions = sessions
         self.settings = settings
 
@@ -206,7 +215,7 @@ class LocationRowsActivities(interfaces.LocationRows):
             # once (a replayed local activity runs again) and time it from the POST
             before = (
                 await session.execute(
-                    select(col(JobLocation.state), col(Job.created_at))
+                    select(col(JobLocation.state), col(Job.created_at), col(Job.cpo_id))
                     .join(Job, col(Job.id) == col(JobLocation.job_id))
                     .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
                     .with_for_update(of=JobLocation)
@@ -236,6 +245,11 @@ class LocationRowsActivities(interfaces.LocationRows):
         if before is not None and before.state != JobStatus.READY:
             metrics.location_ready(now - before.created_at)
         activity.logger.info("location %s ready with %d charger(s)", inp.location_id, len(inp.charger_ids))
+        if self.on_ready is not None and before is not None:
+            try:
+                await self.on_ready(LocationChange(cpo_id=int(before.cpo_id), location_id=inp.location_id))
+            except Exception:  # READY is committed; an eMSP that misses this push sees it on its pull
+                activity.logger.warning("OCPI notify of %s not sent", inp.location_id, exc_info=True)
 
     @activity.defn
     async def delete_location_rows(self, location_id: str) -> int:

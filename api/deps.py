@@ -25,7 +25,8 @@ from settings import Settings
 bearer = HTTPBearer(auto_error=False, description="admin token, or the CPO's own token")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
+    # async: a plain `def` dependency is run on a thread pool, a thread hop on every request
     settings: Settings = request.app.state.settings
     return settings
 
@@ -58,7 +59,7 @@ class TemporalConnector:
         return self._client
 
 
-def get_temporal(request: Request) -> TemporalConnector:
+async def get_temporal(request: Request) -> TemporalConnector:
     connector: TemporalConnector = request.app.state.temporal
     return connector
 
@@ -108,7 +109,7 @@ async def get_principal(
     return await authenticate(credentials.scheme, credentials.credentials, settings, session)
 
 
-def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
     if not principal.is_admin:
         raise ApiError(403, "FORBIDDEN", "this route needs the admin token")
     return principal

@@ -27,7 +27,7 @@ from activities.location_changes import LocationChangeActivities
 from activities.location_rows import slugify
 from contracts.payloads import LocationPatch
 from db.engine import make_sessionmaker
-from settings import ROOT, InsecureSettings, Settings
+from settings import DEFAULT_ADMIN_TOKEN, DEFAULT_CHARGER_SECRET_KEY, ROOT, InsecureSettings, Settings
 from tests.helpers import (
     ADMIN,
     api_process,
@@ -140,11 +140,13 @@ def test_a_declared_length_over_the_limit_is_refused_at_once(limited_api: str, a
 
 @pytest.mark.parametrize("process", ["api", "worker"])
 def test_default_secrets_stop_the_api_and_the_worker(process: str, settings: Settings) -> None:
+    # the defaults, given explicitly: they win over a .data/stack.env that `make run` left here
     env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": settings.database_url,
-           "TEMPORAL_ADDRESS": "127.0.0.1:1", "HOME": os.environ.get("HOME", "/root")}
+           "TEMPORAL_ADDRESS": "127.0.0.1:1", "HOME": os.environ.get("HOME", "/root"),
+           "ADMIN_TOKEN": DEFAULT_ADMIN_TOKEN, "CHARGER_SECRET_KEY": DEFAULT_CHARGER_SECRET_KEY,
+           "DEV_STACK": "false"}
     args = ([sys.executable, "-m", "uvicorn", "api.app:app", "--port", "0"] if process == "api"
             else [sys.executable, "-m", "worker"])
-    # run outside the repository's .data/ so no stack.env supplies secrets
     done = subprocess.run(args, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
                           capture_output=True, timeout=60)
     output = (done.stdout + done.stderr).decode()

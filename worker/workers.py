@@ -50,11 +50,12 @@ def build_workers(
     sessions: async_sessionmaker[AsyncSession],
     ecs: Any,
 ) -> list[Worker]:
-    rows = LocationRowsActivities(sessions, settings)
+    ocpi_push = OcpiPushActivities(sessions, settings, client)
+    rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
     changes = LocationChangeActivities(sessions)
     ecs_acts = EcsTaskActivities(sessions, ecs, settings)
-    ocpi = OcpiPushActivities(sessions, settings, client)
+    ocpi = ocpi_push
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     main = Worker(

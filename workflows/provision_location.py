@@ -33,7 +33,6 @@ from contracts.payloads import (
     WaitTasksInput,
 )
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
-from workflows.ocpi_push import notify_ocpi_partners
 from workflows.retries import failure_detail, location_error, retry_policy
 
 # On cancellation, wait for an activity to really end before compensating: a RunTask still in
@@ -105,8 +104,9 @@ class ProvisionLocation:
                 start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                 summary="activate",
             )
+            # nothing awaited after activation: a job cancel never undoes a READY location
+            # (activation itself tells the CPO's OCPI eMSPs)
             self._step = "ready"
-            await notify_ocpi_partners(inp.cpo_id, plan.location_id)  # OCPI: PUT to each eMSP
             return ProvisionResult(index=inp.index, location_id=plan.location_id, charger_ids=charger_ids)
         except (ActivityError, ApplicationError) as err:
             error = location_error(err, fallback)

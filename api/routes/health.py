@@ -31,7 +31,7 @@ async def _postgres(request: Request) -> None:
 
 
 async def _temporal(request: Request) -> None:
-    client = await get_temporal(request).get()
+    client = await (await get_temporal(request)).get()
     await client.workflow_service.get_system_info(
         GetSystemInfoRequest(), timeout=timedelta(seconds=CHECK_SECONDS))
 
