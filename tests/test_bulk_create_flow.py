@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from settings import Settings
@@ -93,3 +94,22 @@ async def test_job_of_several_locations_reaches_ready(
     assert [c["identity"] for c in body["chargers"]] == ["BXL-MIDI-1", "BXL-MIDI-2"]
     assert [c["id"] for c in body["chargers"]] == first["charger_ids"]
     assert all(c["status"] == "RUNNING" for c in body["chargers"])
+
+
+async def test_the_web_ui_shows_each_workflows_progress(
+    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+    temporal: WorkflowEnvironment,
+) -> None:
+    """Current details (what the Web UI shows on a workflow's page) and query descriptions."""
+    cpo_id, token = await create_cpo(app_client, admin)
+    accepted = await submit(app_client, cpo_id, token, [location("Details A", []), location("Details B", [])])
+    job = await wait_for_job(app_client, accepted["status_url"], token)
+    assert job["status"] == "READY"
+    metadata = "__temporal_workflow_metadata"  # what the Web UI reads
+    parent = await temporal.client.get_workflow_handle(accepted["job_id"]).query(metadata)
+    child = await temporal.client.get_workflow_handle(f"{accepted['job_id']}/location-1").query(metadata)
+    assert parent.current_details.startswith("**READY**: 2 READY, 0 failed or cancelled, 0 in progress, of 2")
+    assert "run 1 of the continue-as-new chain" in parent.current_details
+    assert child.current_details == "**ready**"
+    queries = {q.name: q.description for q in parent.definition.query_definitions}
+    assert "live counts" in queries["status"]

@@ -39,7 +39,7 @@ class BulkCreateLocations:
         self._running: set[int] = set()  # indexes whose child has started and not ended
         self._status = JobStatus.PROVISIONING
 
-    @workflow.query
+    @workflow.query(description="live counts of the job: READY, failed, in progress, runs of its chain")
     def status(self) -> JobProgress:
         """Live counts of this job (the API answers from the database; this is for operators)."""
         job, done = self._job, self._progress
@@ -67,6 +67,19 @@ class BulkCreateLocations:
             return await self._cancel(inp, window)
         return await self._finish(inp)
 
+    def _show(self) -> None:
+        """Current details for the Web UI: the counts, the first error, the run of the chain."""
+        job, done = self._job, self._progress
+        if job is None:
+            return
+        failed = done.failed + done.cancelled
+        lines = [f"**{self._status.value}**: {done.succeeded} READY, {failed} failed or cancelled, "
+                 f"{job.total - done.succeeded - failed} in progress, of {job.total}",
+                 f"run {done.runs} of the continue-as-new chain"]
+        if done.first_error_code:
+            lines.append(f"first error: `{done.first_error_code}`")
+        workflow.set_current_details("\n\n".join(lines))
+
     async def _fan_out(self, job: BulkCreateInput, window: set[asyncio.Task[None]]) -> None:
         """Keep up to `window` children running; drain and continue-as-new after a run's share."""
         progress = self._progress
@@ -83,6 +96,7 @@ class BulkCreateLocations:
                 rollover = started_this_run >= job.tuning.children_per_run
             if not window:
                 break
+            self._show()
             done, _ = await workflow.wait(window, return_when=asyncio.FIRST_COMPLETED)
             window.difference_update(done)
             for task in done:
@@ -95,6 +109,7 @@ class BulkCreateLocations:
         """Job cancelled: READY locations stay; children in flight are cancelled (each one
         compensates); locations never started are marked CANCELLED. Then the run ends cancelled."""
         self._status = JobStatus.CANCELLED
+        self._show()
         # Ask each running child to cancel (children still starting ask themselves, see
         # _provision), then wait for every one to end: only then are the rows final.
         await asyncio.gather(*(self._cancel_child(job, i) for i in sorted(self._running)))
@@ -178,6 +193,7 @@ class BulkCreateLocations:
             retry_policy=retry_policy(job.tuning, forever=True), summary=f"job {status.value}",
         )
         self._status = status
+        self._show()
         workflow.upsert_search_attributes([JOB_STATUS.value_set(status)])
         return outcome
 

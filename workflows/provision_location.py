@@ -45,9 +45,13 @@ class ProvisionLocation:
     def __init__(self) -> None:
         self._step = "starting"
 
-    @workflow.query
+    @workflow.query(description="the step this location is at (also its current details in the Web UI)")
     def step(self) -> str:
         return self._step
+
+    def _at(self, step: str) -> None:
+        self._step = step
+        workflow.set_current_details(f"**{step}**")  # the Web UI shows it on the workflow's page
 
     @workflow.run
     async def run(self, inp: ProvisionInput) -> ProvisionResult:
@@ -57,14 +61,14 @@ class ProvisionLocation:
         plan: LocationPlan | None = None
         fallback = ErrorCode.DATABASE_UNAVAILABLE
         try:
-            self._step = "writing rows"
+            self._at("writing rows")
             plan = await workflow.execute_local_activity_method(
                 LocationRows.write_location_rows, inp,
                 start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
                 summary=f"rows of location {inp.index}",
             )
             fallback = ErrorCode.ECS_UNAVAILABLE
-            self._step = f"starting {len(plan.chargers)} charger task(s)"
+            self._at(f"starting {len(plan.chargers)} charger task(s)")
             starts = [
                 workflow.execute_activity_method(
                     EcsTasks.start_charger_task,
@@ -86,7 +90,7 @@ class ProvisionLocation:
             # answered RUNNING (moto) needs no DescribeTasks round.
             tasks = [r for r in started if isinstance(r, TaskRef) and r.last_status != "RUNNING"]
             if tasks:
-                self._step = "waiting for tasks to run"
+                self._at("waiting for tasks to run")
                 timeout = timedelta(seconds=inp.tuning.task_running_timeout_seconds)
                 await workflow.execute_activity_method(
                     EcsTasks.wait_tasks_running, WaitTasksInput(location_id=plan.location_id, tasks=tasks),
@@ -95,7 +99,7 @@ class ProvisionLocation:
                     retry_policy=policy, cancellation_type=WAIT, summary="wait until RUNNING",
                 )
             fallback = ErrorCode.DATABASE_UNAVAILABLE
-            self._step = "activating"
+            self._at("activating")
             charger_ids = [c.deployment_id for c in plan.chargers]
             await workflow.execute_local_activity_method(
                 LocationRows.activate_location,
@@ -106,7 +110,7 @@ class ProvisionLocation:
             )
             # nothing awaited after activation: a job cancel never undoes a READY location
             # (activation itself tells the CPO's OCPI eMSPs)
-            self._step = "ready"
+            self._at("ready")
             return ProvisionResult(index=inp.index, location_id=plan.location_id, charger_ids=charger_ids)
         except (ActivityError, ApplicationError) as err:
             error = location_error(err, fallback)
@@ -125,7 +129,7 @@ class ProvisionLocation:
     async def _compensate(self, inp: ProvisionInput, plan: LocationPlan | None, error: ErrorInfo) -> None:
         """Stop what may run, delete what was written, record why. Every step is idempotent and
         retried for as long as it takes: giving up would leave rows or tasks behind."""
-        self._step = f"compensating ({error.code})"
+        self._at(f"compensating ({error.code})")
         policy = retry_policy(inp.tuning, forever=True)
         attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
         if plan is not None:  # no plan: no task was started
@@ -149,4 +153,4 @@ class ProvisionLocation:
             LocationOutcome(job_id=inp.job_id, index=inp.index, state=state, error=error),
             start_to_close_timeout=attempt, retry_policy=policy,
         )
-        self._step = state.value.lower()
+        self._at(state.value.lower())
