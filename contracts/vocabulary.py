@@ -84,10 +84,6 @@ class ErrorCode(StrEnum):
     LOCATIONS_FAILED = "LOCATIONS_FAILED"  # the job's error: some of its locations failed
 
     @property
-    def spec(self) -> ErrorSpec:
-        return ERRORS[self]
-
-    @property
     def resubmit_may_succeed(self) -> bool:
         return ERRORS[self].resubmit_may_succeed
 

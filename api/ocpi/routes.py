@@ -18,6 +18,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from api.deps import Cpo, SessionDep, SettingsDep
@@ -141,6 +142,18 @@ async def _peer(settings: Settings, body: CredentialsIn) -> PeerVersion:
         return await fetch_peer(http, body.url, body.token)
 
 
+async def _answer_with_new_token(
+    session: AsyncSession, settings: Settings, cpo: PartnerOperation, partner: OcpiPartner,
+    body: CredentialsIn, peer: PeerVersion,
+) -> JSONResponse:
+    """Keep the eMSP's credentials and endpoints, issue our new token, answer with ours."""
+    token = new_token()
+    apply_credentials(partner, body, peer, token)
+    answer = our_credentials(settings, cpo, token)
+    await session.commit()
+    return ocpi_json(answer)
+
+
 @router.post(f"/{VERSION}/credentials", summary="An eMSP registers (with token A)")
 async def post_credentials(
     body: CredentialsIn, caller: CallerDep, session: SessionDep, settings: SettingsDep
@@ -173,11 +186,7 @@ async def post_credentials(
     if partner is None:
         partner = OcpiPartner(cpo_id=caller.cpo_id, versions_url=body.url)
         session.add(partner)
-    token = new_token()
-    apply_credentials(partner, body, peer, token)
-    answer = our_credentials(settings, cpo, token)
-    await session.commit()
-    return ocpi_json(answer)
+    return await _answer_with_new_token(session, settings, cpo, partner, body, peer)
 
 
 @router.put(f"/{VERSION}/credentials", summary="A registered eMSP updates its credentials")
@@ -190,11 +199,7 @@ async def put_credentials(
     cpo = await _cpo(session, caller.cpo_id)
     partner = caller.partner
     peer = await _peer(settings, body)
-    token = new_token()
-    apply_credentials(partner, body, peer, token)
-    answer = our_credentials(settings, cpo, token)
-    await session.commit()
-    return ocpi_json(answer)
+    return await _answer_with_new_token(session, settings, cpo, partner, body, peer)
 
 
 @router.delete(f"/{VERSION}/credentials", summary="A registered eMSP unregisters")
