@@ -394,8 +394,10 @@ class Bench:
             queue = iter(range(a.posts))
 
             async def client() -> None:
+                # each client is a CPO of its own (one CPO would soon hit its running-jobs quota)
+                client_cpo, client_token = await self.cpo()
                 for _ in queue:
-                    accepted, seconds = await self.post(cpo_id, token, content)
+                    accepted, seconds = await self.post(client_cpo, client_token, content)
                     latencies.append(seconds)
                     jobs.append(accepted["job_id"])
 
