@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
@@ -29,9 +29,10 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with ecs_client(settings) as ecs:
+        async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
             traced_ecs = traced_aws_client(ecs, "ECS")  # itself when tracing is off
-            workers = build_workers(client, settings, make_sessionmaker(engine), traced_ecs)
+            workers = build_workers(client, settings, make_sessionmaker(engine), traced_ecs,
+                                    traced_aws_client(sm, "SecretsManager"))
             runs = [asyncio.create_task(w.run()) for w in workers]
             beat = asyncio.create_task(heartbeat(settings, runs))
             log.info("worker polling %s and %s (metrics: %s, tracing: %s)", settings.task_queue,

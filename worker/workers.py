@@ -49,12 +49,13 @@ def build_workers(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     ecs: Any,
+    secrets: Any,
 ) -> list[Worker]:
     ocpi_push = OcpiPushActivities(sessions, settings, client)
     rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
     changes = LocationChangeActivities(sessions)
-    ecs_acts = EcsTaskActivities(sessions, ecs, settings)
+    ecs_acts = EcsTaskActivities(sessions, ecs, settings, secrets)
     ocpi = ocpi_push
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
