@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     ecs_activities_per_second: float | None = None
 
     worker_shutdown_grace_seconds: float = 10.0
+    # The job reconciler (a Temporal Schedule the worker creates): how often it runs, and how old
+    # a PROVISIONING job (or how long closed its workflow) must be before it is repaired.
+    reconcile_interval_seconds: float = Field(default=60.0, ge=1)
+    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     activity_timeout_seconds: float = Field(default=60.0, gt=0)
 
     # --- workflow shape ---

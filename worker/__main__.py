@@ -12,6 +12,7 @@ from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
 from observability.tracing import init_tracing, stop_tracing, temporal_plugins, traced_aws_client
 from settings import get_settings
+from worker.schedules import ensure_reconcile_schedule
 from worker.telemetry import heartbeat, metrics_url, worker_runtime
 from worker.workers import build_workers
 
@@ -24,6 +25,7 @@ async def main() -> None:
     tracing = init_tracing(settings.otel_exporter_otlp_endpoint, "ocpplab-worker")
     client = await connect(settings, runtime=worker_runtime(settings), plugins=temporal_plugins())
     engine = make_engine(settings)
+    await ensure_reconcile_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -20,13 +20,16 @@ from activities.job_state import JobStateActivities
 from activities.location_changes import LocationChangeActivities
 from activities.location_rows import LocationRowsActivities
 from activities.ocpi_push import OcpiPushActivities
+from activities.reconcile import JobReconcilerActivities
 from settings import Settings
 from workflows.bulk_create import BulkCreateLocations
 from workflows.location_changes import DecommissionLocation, UpdateLocation
 from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
+from workflows.reconcile import ReconcileJobs
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush]
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush,
+             ReconcileJobs]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -57,6 +60,7 @@ def build_workers(
     changes = LocationChangeActivities(sessions)
     ecs_acts = EcsTaskActivities(sessions, ecs, settings, secrets)
     ocpi = ocpi_push
+    reconciler = JobReconcilerActivities(sessions, settings, client)
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     main = Worker(
@@ -76,6 +80,7 @@ def build_workers(
             ocpi.retire_location,
             ocpi.notify_partners,
             ocpi.push_location,
+            reconciler.reconcile_jobs,
         ],
         max_concurrent_activities=50,
         max_concurrent_workflow_tasks=50,
