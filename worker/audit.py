@@ -62,7 +62,7 @@ def _half_written(row: Any) -> bool:
     return not (whole_site and evse_side and charger_side and tasks)
 
 
-async def _running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+async def running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """RUNNING tasks of the cluster started by a deployment, by deployment id, with their tags."""
     by_deployment: dict[str, list[dict[str, Any]]] = {}
     async with ecs_client(settings) as ecs:
@@ -129,7 +129,7 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
     report.lost_locations = len(lost)
     report.chargers = len(deployments)
 
-    running = await _running_charger_tasks(settings)
+    running = await running_charger_tasks(settings)
     in_scope = {
         dep: tasks for dep, tasks in running.items()
         if any(t["key"] == "ocpplab:job-id" and t["value"] in job_ids

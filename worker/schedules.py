@@ -42,15 +42,23 @@ def reconcile_schedule(settings: Settings) -> Schedule:
     )
 
 
-async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
+async def ensure_reconcile_schedule(client: Client, settings: Settings) -> bool:
+    """Create the schedule, or update it to these settings. A failure (a namespace that refuses
+    schedules to this worker's credentials) is logged, not fatal: the workers still run."""
     schedule = reconcile_schedule(settings)
     try:
-        await client.create_schedule(RECONCILE_SCHEDULE_ID, schedule)
-        log.info("created schedule %s (every %ss)", RECONCILE_SCHEDULE_ID,
-                 settings.reconcile_interval_seconds)
-    except ScheduleAlreadyRunningError:
+        try:
+            await client.create_schedule(RECONCILE_SCHEDULE_ID, schedule)
+            log.info("created schedule %s (every %ss)", RECONCILE_SCHEDULE_ID,
+                     settings.reconcile_interval_seconds)
+        except ScheduleAlreadyRunningError:
 
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
+            def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=schedule)
 
-        await client.get_schedule_handle(RECONCILE_SCHEDULE_ID).update(update)
+            await client.get_schedule_handle(RECONCILE_SCHEDULE_ID).update(update)
+    except Exception:
+        log.exception("could not create or update schedule %s: jobs stuck PROVISIONING will not be "
+                      "repaired until a worker can", RECONCILE_SCHEDULE_ID)
+        return False
+    return True
