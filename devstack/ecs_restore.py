@@ -11,6 +11,7 @@ outlive the processes that started them.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from sqlalchemy import text
 
@@ -32,7 +33,9 @@ RUNNING_CHARGERS = text("""
 """)
 
 
-async def restore_charger_tasks(settings: Settings, concurrency: int = 20) -> int:
+async def restore_charger_tasks(
+    settings: Settings, concurrency: int = 20, say: Callable[[str], None] | None = None
+) -> int:
     """Start the task of every RUNNING charger of an ACTIVE location that ECS does not run;
     returns how many were started."""
     engine = make_engine(settings)
@@ -47,6 +50,8 @@ async def restore_charger_tasks(settings: Settings, concurrency: int = 20) -> in
         missing = [ChargerTaskInput(job_id=job_id or "", index=index, location_id=location_id,
                                     deployment_id=dep_id, identity=identity)
                    for dep_id, location_id, job_id, index, identity in rows if dep_id not in live]
+        if missing and say is not None:
+            say(f"moto restarted empty: starting again the tasks of {len(missing)} RUNNING charger(s)")
         gate = asyncio.Semaphore(concurrency)
         async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
             acts = EcsTaskActivities(make_sessionmaker(engine), ecs, settings, sm)

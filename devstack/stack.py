@@ -203,9 +203,9 @@ class Stack:
         )
         # its own loop in a thread: start_services is also called from async code (tests)
         with ThreadPoolExecutor(1) as pool:
-            started = pool.submit(asyncio.run, restore_charger_tasks(settings)).result()
+            started = pool.submit(asyncio.run, restore_charger_tasks(settings, say=self.say)).result()
         if started:
-            self.say(f"moto restarted empty: started again the tasks of {started} RUNNING charger(s)")
+            self.say(f"started again the tasks of {started} RUNNING charger(s)")
 
     def worker_metrics_port(self, number: int) -> int:
         return self.ports.worker_metrics + number - 1 if self.ports.worker_metrics else 0
