@@ -27,7 +27,7 @@ from pathlib import Path
 from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
-from devstack.stale import PidBook, check_ports_free
+from devstack.stale import SUPERVISOR, PidBook, check_ports_free
 from devstack.temporal import TemporalDevServer
 from settings import DATA_DIR, ROOT, Settings
 
@@ -119,6 +119,7 @@ class Stack:
         env: dict[str, str] = {}
         rel = self._shown(self.data_dir)
         self.book.stop_stale(self.say)
+        self.book.record(SUPERVISOR, os.getpid(), [sys.executable])
         database_url = self._given("DATABASE_URL")
         address = self._given("TEMPORAL_ADDRESS")
         endpoint = self._given("AWS_ENDPOINT_URL")

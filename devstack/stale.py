@@ -10,6 +10,7 @@ is left alone), then checks that its ports are free, and when one is not, says w
 from __future__ import annotations
 
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import psutil
 
 # stopped in this order: the app first (it holds connections), PostgreSQL last
 ORDER = ["api", "worker", "moto", "temporal", "postgres"]
+SUPERVISOR = "supervisor"  # the process that runs the stack (`make run`): alive, it is not stale
 
 
 def _rank(name: str) -> int:
@@ -53,9 +55,15 @@ class PidBook:
         self.path.unlink(missing_ok=True)
 
     def stop_stale(self, say: Callable[[str], None], timeout: float = 30.0) -> list[str]:
-        """Stop every recorded process that still runs as recorded; returns their names."""
+        """Stop every recorded process that still runs as recorded; returns their names. When
+        the stack's supervisor itself still runs, the stack is not stale: refuse."""
+        book = self.read()
+        supervisor = _same_process(book.pop(SUPERVISOR, {}))
+        if supervisor is not None and supervisor.pid != os.getpid():
+            raise RuntimeError(f"a stack already runs from {self.path.parent} (pid {supervisor.pid}): "
+                               "stop it first (Ctrl-C in its terminal)")
         stale: list[tuple[str, psutil.Process]] = []
-        for name, entry in sorted(self.read().items(), key=lambda item: _rank(item[0])):
+        for name, entry in sorted(book.items(), key=lambda item: _rank(item[0])):
             proc = _same_process(entry)
             if proc is not None:
                 stale.append((name, proc))

@@ -23,17 +23,17 @@ from temporalio.client import Client
 
 from devstack.procs import free_port
 from devstack.stack import Ports, Stack
+from devstack.stale import PidBook
 from settings import ROOT
 from tests.helpers import charger, location
 from worker.schedules import RECONCILE_SCHEDULE_ID
-
-pytestmark = pytest.mark.faults
 
 # the supervising process of the first stack: as `make run`, minus the watch loop
 SUPERVISOR = """
 import json, sys, time
 from pathlib import Path
 from devstack.stack import Ports, Stack
+from devstack.stale import PidBook
 stack = Stack(Path(sys.argv[1]), Ports(**json.loads(sys.argv[2])), workers=1, use_environment=False)
 env = stack.start_services()
 stack.write_env(env)
@@ -91,6 +91,7 @@ def folder() -> Iterator[Path]:
         yield Path(path)
 
 
+@pytest.mark.faults  # two whole stacks, ~40-70 s
 def test_a_sigkilled_stack_is_stopped_at_the_next_start_and_moto_gets_its_tasks_back(
     folder: Path,
 ) -> None:
@@ -158,3 +159,18 @@ def test_a_port_held_by_someone_else_is_named(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError) as refused:
             stack.start_services()
     assert f"port {port} (PostgreSQL) is held by pid {os.getpid()}" in str(refused.value)
+
+
+def test_a_stack_whose_supervisor_lives_is_not_stale(tmp_path: Path) -> None:
+    """A second start next to a running `make run` refuses, and leaves the first one alone."""
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        PidBook(tmp_path / "pids.json").record("supervisor", alive.pid, [sys.executable])
+        stack = Stack(tmp_path, Ports.free(), use_environment=False, say=lambda _: None)
+        with pytest.raises(RuntimeError) as refused:
+            stack.start_services()
+        assert f"a stack already runs from {tmp_path} (pid {alive.pid})" in str(refused.value)
+        assert alive.poll() is None
+    finally:
+        alive.kill()
+        alive.wait()
