@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
 from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_sessionmaker
@@ -77,8 +77,8 @@ async def own_temporal(
     keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
     await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
         search_attributes={name: keyword for name in SEARCH_ATTRIBUTES}, namespace=env.client.namespace))
-    async with ecs_client(settings) as ecs:
-        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs)
+    async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
+        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs, sm)
         runs = [asyncio.create_task(w.run()) for w in built]
         async with serve_gateway(settings, env.client) as http:
             yield env, http
