@@ -7,6 +7,9 @@ guessed from the attempt number: the first start moves the deployment PENDING â†
 it sends RunTask, and every later one (a retry, a local activity run again after its worker died,
 a `temporal workflow reset`) finds it LAUNCHING and looks first. The first start skips the
 look-up: ListTasks scans the whole cluster, so checking on every call made a large job quadratic.
+Within one start botocore may re-send RunTask (after a throttle, or an answer lost on the way
+back, when the first send may have started a task): then the start looks too, and stops any
+task of the deployment other than the one answered.
 """
 
 from __future__ import annotations
@@ -116,14 +119,17 @@ class EcsTaskActivities(interfaces.EcsTasks):
                 for extra in live[1:]:
                     await self._stop(extra, "duplicate task of one deployment")
         else:
-            task = await self._run_task(inp)
+            task, resent = await self._run_task(inp)
             task_arn = task["taskArn"]
             activity.logger.info("charger %s: task %s started", inp.identity, task_arn)
+            if resent:
+                await self._stop_others(inp.deployment_id, task_arn)
         await self._record(inp.deployment_id, task)
         return TaskRef(deployment_id=inp.deployment_id, task_arn=task_arn,
                        last_status=str(task.get("lastStatus", "PROVISIONING")))
 
-    async def _run_task(self, inp: ChargerTaskInput) -> dict[str, Any]:
+    async def _run_task(self, inp: ChargerTaskInput) -> tuple[dict[str, Any], bool]:
+        """The task RunTask started, and whether botocore had to send the call more than once."""
         s = self.settings
         env = [
             {"name": "CHARGER_IDENTITY", "value": inp.identity},
@@ -168,7 +174,17 @@ class EcsTaskActivities(interfaces.EcsTasks):
         tasks = response.get("tasks") or []
         if not tasks:
             raise RuntimeError("RunTask returned neither a task nor a failure")
-        return dict(tasks[0])
+        # botocore re-sent the call (a throttle, or an answer lost on the way back): an earlier
+        # send may have started a task too; real ECS dedupes by clientToken, moto does not
+        return dict(tasks[0]), bool(response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+    async def _stop_others(self, deployment_id: str, task_arn: str) -> None:
+        """Keep exactly one task for the deployment: the one RunTask answered with."""
+        for extra in await self._live_tasks(deployment_id):
+            if extra != task_arn:
+                activity.logger.warning("deployment %s: stopping %s, started by a RunTask whose "
+                                        "answer was lost", deployment_id, extra)
+                await self._stop(extra, "duplicate task of one deployment")
 
     async def _record(self, deployment_id: str, task: dict[str, Any]) -> None:
         now = utcnow()

@@ -22,11 +22,12 @@ from activities.location_rows import LocationRowsActivities
 from activities.ocpi_push import OcpiPushActivities
 from settings import Settings
 from workflows.bulk_create import BulkCreateLocations
-from workflows.location_changes import DecommissionLocation, UpdateLocation
+from workflows.location_changes import DecommissionLocation, LocationUpdates, UpdateLocation
 from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush]
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, LocationUpdates, UpdateLocation,
+             OcpiLocationPush]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
