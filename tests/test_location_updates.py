@@ -16,19 +16,49 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.ecs_client import ecs_client
 from activities.location_changes import LocationChangeActivities
 from api.app import create_app
 from contracts.payloads import LocationPatch, LocationUpdatesInput, change_stamp
+from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_sessionmaker
+from devstack.procs import venv_binary
 from settings import Settings
 from tests.helpers import create_cpo, location, submit, wait_for_job
+from worker.workers import build_workers
 from workflows.location_changes import LocationUpdates, updates_workflow_id
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def own_temporal(
+    settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[tuple[WorkflowEnvironment, httpx.AsyncClient]]:
+    """A time-skipping server of its own, with its own workers and app (PATCHes wait 2 s): the
+    shared one does not skip while other tests leave workflows on task queues nobody polls."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(venv_binary("temporal-test-server")))
+    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        search_attributes={name: keyword for name in SEARCH_ATTRIBUTES}, namespace=env.client.namespace))
+    async with ecs_client(settings) as ecs:
+        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs)
+        runs = [asyncio.create_task(w.run()) for w in built]
+        app = create_app(settings.model_copy(update={"sync_wait_seconds": 2}), temporal_client=env.client)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+                yield env, client
+        await asyncio.gather(*(w.shutdown() for w in built))
+        await asyncio.gather(*runs, return_exceptions=True)
+    await env.shutdown()
 
 
 async def ready_location(
@@ -176,18 +206,17 @@ async def test_simultaneous_patches_end_with_the_latest_accepted(
 
 
 async def test_a_patch_accepted_during_a_long_database_outage_is_applied_after_it(
-    app_client: httpx.AsyncClient, app_with: Any, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, temporal: WorkflowEnvironment,
+    own_temporal: tuple[WorkflowEnvironment, httpx.AsyncClient], admin: dict[str, str], engine: AsyncEngine,
 ) -> None:
     """The database refuses the change for 10 minutes (skipped time), far beyond the ~75 s the
     change used to be retried for; it is applied once the database is back."""
-    url, token = await ready_location(app_client, admin, "Outage")
+    temporal, client = own_temporal
+    url, token = await ready_location(client, admin, "Outage")
     location_id = url.rsplit("/", 1)[1]
-    async with failing_updates(engine, location_id, times=None) as sequence:
-        async with app_with(sync_wait_seconds=2) as client:
-            answer = await client.patch(url, json={"name": "After the outage"}, headers=token)
+    async with failing_updates(engine, location_id) as sequence:
+        answer = await client.patch(url, json={"name": "After the outage"}, headers=token)
         assert answer.status_code == 202, answer.text
-        for _ in range(10):
+        for _ in range(10):  # in steps: each skip is one short RPC
             await temporal.sleep(60)
         attempts = await refused(engine, sequence)
         assert (await row(engine, location_id))[0] == "Outage"
@@ -199,7 +228,7 @@ async def test_a_patch_accepted_during_a_long_database_outage_is_applied_after_i
         await temporal.sleep(30)
     name, ocpp_name, last_updated = await row(engine, location_id)
     assert (name, ocpp_name) == ("After the outage", "After the outage")
-    assert (await app_client.get(url, headers=token)).json()["name"] == "After the outage"
+    assert (await client.get(url, headers=token)).json()["name"] == "After the outage"
     assert answer.json()["workflow_id"] == updates_workflow_id(location_id)
     (change,) = await accepted_changes(temporal, location_id)
     assert change_stamp(last_updated) == change.last_updated
