@@ -644,3 +644,72 @@ async def wait_until_async(
     while (await probe()) != expected:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.2)
+
+
+async def test_same_body_posted_twice_at_once_without_a_key(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """Without an Idempotency-Key, the same body POSTed twice is two requests: the first job
+    provisions the chargers and the second is refused 422, their identities being taken, even
+    when both arrive at once. Never a charger twice, never the locations split over two jobs."""
+    cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
+    chargers = [1, 1, 1, 1, 1, 1]
+    body = {"locations": [
+        {"name": f"Twice {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
+         "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
+         "chargers": [{"identity": identity("TWICE", cpo_id, i), "connector_type": "Type2"}]}
+        for i in range(len(chargers))
+    ]}
+    answers = await asyncio.gather(*(api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
+                                      for _ in range(2)))
+    print(f"\n[same body twice] answers {[a.status_code for a in answers]}")
+    assert sorted(a.status_code for a in answers) == [202, 422], [a.text for a in answers]
+    accepted = next(a for a in answers if a.status_code == 202)
+    refused = next(a for a in answers if a.status_code == 422)
+    assert {e["type"] for e in refused.json()["errors"]} == {"identity_taken"}
+    job = Job(api, cpo_id, token, body, accepted.json())
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    await check_small(stack, db, job, result, chargers, "same body POSTed twice at once")
+    async with db.connect() as conn:
+        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
+                                   {"c": int(cpo_id)})).scalar_one()
+        identities = (await conn.execute(text(
+            "SELECT count(*), count(DISTINCT identity) FROM ocpp.charge_points WHERE network_id = :c"),
+            {"c": int(cpo_id)})).one()
+    assert jobs == 1 and tuple(identities) == (len(chargers), len(chargers))
+
+
+async def test_delete_of_locations_while_their_job_runs(
+    stack: FaultStack, db: AsyncEngine
+) -> None:
+    """While its job still runs (two locations at a time): DELETE of a location being
+    provisioned is 409 and changes nothing; DELETE of a location already READY removes it at
+    once (its job's result still counts it READY). The job ends READY and the books agree."""
+    assert stack.proxy is not None
+    proxy = stack.proxy
+    chargers = [1, 1, 1, 1, 1, 1]
+    slow: list[Fault] = []
+
+    def arm(cpo_id: str) -> None:  # location 2 takes a while to start its task
+        slow.append(proxy.arm(Fault("RunTask", "delay", delay_seconds=4,
+                                    body_contains=marker("DJOB", cpo_id, 2))))
+
+    async with api_with(stack, child_window=2) as api:
+        job = await small_job(api, "DJOB", chargers, arm)
+        provisioning = ids.location_id(job.job_id, 2)
+        await wait_until(lambda: slow[0].injected >= 1, "location 2's RunTask")
+        ready = ids.location_id(job.job_id, 0)
+        await wait_until_async(lambda: location_state(db, ready), "ACTIVE", "location 0 READY")
+        assert await location_state(db, provisioning) == "PROVISIONING"
+        refused = await api.delete(f"/ocpi/cpos/{job.cpo_id}/locations/{provisioning}", headers=job.token)
+        removed = await api.delete(f"/ocpi/cpos/{job.cpo_id}/locations/{ready}", headers=job.token)
+        assert (await job.status())["status"] == "PROVISIONING"  # all this while the job runs
+        result = await job.wait_end(stack)
+    assert refused.status_code == 409 and refused.json()["code"] == "LOCATION_PROVISIONING", refused.text
+    assert removed.status_code == 204, removed.text
+    assert result["status"] == "READY", result["error"]
+    assert [loc["status"] for loc in result["results"]["locations"]] == ["READY"] * len(chargers)
+    assert await location_state(db, ready) == "REMOVED"
+    assert running_of(stack, job, 0, 1) == [0] and running_of(stack, job, 2, 1) == [1]
+    await check_small(stack, db, job, result, chargers, "DELETE while the job runs", removed=(0,))
