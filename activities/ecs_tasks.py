@@ -13,6 +13,10 @@ a task's overrides): the same activity first creates or updates the charger's Se
 secret (one call per charger, idempotent) and hands the task only its ARN; the charger reads the
 value with its task role (deploy/ecs/charger.json, deploy/iam/). Stopping a location's tasks
 deletes its secrets too (compensation and decommission both go through `stop_location_tasks`).
+
+Within one start botocore may re-send RunTask (after a throttle, or an answer lost on the way
+back, when the first send may have started a task): then the start looks too, and stops any
+task of the deployment other than the one answered.
 """
 
 from __future__ import annotations
@@ -134,7 +138,9 @@ class EcsTaskActivities(interfaces.EcsTasks):
         """The charger's secret, then its task, then the task's row: what a start does when no
         live task is there to adopt (also the dev stack's restore of moto's forgotten tasks)."""
         secret_arn = await self._put_secret(inp)
-        task = await self._run_task(inp, secret_arn)
+        task, resent = await self._run_task(inp, secret_arn)
+        if resent:
+            await self._stop_others(inp.deployment_id, task["taskArn"])
         await self._record(inp.deployment_id, task)
         return task
 
@@ -168,7 +174,8 @@ class EcsTaskActivities(interfaces.EcsTasks):
             if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                 raise
 
-    async def _run_task(self, inp: ChargerTaskInput, secret_arn: str) -> dict[str, Any]:
+    async def _run_task(self, inp: ChargerTaskInput, secret_arn: str) -> tuple[dict[str, Any], bool]:
+        """The task RunTask started, and whether botocore had to send the call more than once."""
         s = self.settings
         env = [
             {"name": "CHARGER_IDENTITY", "value": inp.identity},
@@ -213,7 +220,17 @@ class EcsTaskActivities(interfaces.EcsTasks):
         tasks = response.get("tasks") or []
         if not tasks:
             raise RuntimeError("RunTask returned neither a task nor a failure")
-        return dict(tasks[0])
+        # botocore re-sent the call (a throttle, or an answer lost on the way back): an earlier
+        # send may have started a task too; real ECS dedupes by clientToken, moto does not
+        return dict(tasks[0]), bool(response.get("ResponseMetadata", {}).get("RetryAttempts"))
+
+    async def _stop_others(self, deployment_id: str, task_arn: str) -> None:
+        """Keep exactly one task for the deployment: the one RunTask answered with."""
+        for extra in await self._live_tasks(deployment_id):
+            if extra != task_arn:
+                activity.logger.warning("deployment %s: stopping %s, started by a RunTask whose "
+                                        "answer was lost", deployment_id, extra)
+                await self._stop(extra, "duplicate task of one deployment")
 
     async def _record(self, deployment_id: str, task: dict[str, Any]) -> None:
         now = utcnow()

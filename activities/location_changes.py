@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
@@ -18,6 +21,8 @@ PATCHABLE = frozenset({
     "name", "address", "city", "postal_code", "state", "country", "latitude", "longitude",
     "time_zone", "publish", "owner_name", "parking_type", "facilities",
 })
+# A location on its way out, or out: a PATCH no longer applies to it
+GONE = (LocationStatus.DECOMMISSIONING, LocationStatus.REMOVED)
 # OCPI columns that the OCPP site mirrors
 MIRRORED = {"name": "name", "time_zone": "timezone", "owner_name": "owner_name"}
 
@@ -54,28 +59,42 @@ class LocationChangeActivities(interfaces.LocationChanges):
 
     @activity.defn
     async def update_location_fields(self, patch: LocationPatch) -> bool:
-        """Only the fields sent; OCPI's last_updated moves with them (and with nothing else).
-        Only the columns a PATCH may change: a workflow input is not trusted to name columns."""
+        """Only the fields sent, and OCPI's last_updated set to the change's (when the API
+        accepted it). False, changing nothing, when the location is gone (or going), or when its
+        last_updated is newer than the change: a newer change was applied already, and this one
+        (arriving late, or a late attempt of a timed-out activity) must not overwrite it. Only
+        the columns a PATCH may change: a workflow input is not trusted to name columns."""
         unknown = sorted(set(patch.fields) - PATCHABLE)
         if unknown:
             raise ApplicationError(f"PATCH names columns it may not change: {unknown}",
                                    type=ErrorCode.INVALID_LOCATION.value, non_retryable=True)
-        now = utcnow()
-        async with self.sessions() as session, session.begin():
-            result = await session.execute(
-                update(OcpiLocation)
-                .where(col(OcpiLocation.id) == patch.location_id,
-                       col(OcpiLocation.network_id) == patch.cpo_id)
-                .values(**patch.fields, last_updated=now)
-                .returning(col(OcpiLocation.id))
-            )
-            if result.scalar_one_or_none() is None:
-                return False
-            mirrored = {MIRRORED[k]: v for k, v in patch.fields.items() if k in MIRRORED}
-            if mirrored:
-                await session.execute(
-                    update(OcppLocation)
-                    .where(col(OcppLocation.ocpi_location_id) == patch.location_id)
-                    .values(**mirrored, updated_at=now)
+        stamp = datetime.fromisoformat(patch.last_updated) if patch.last_updated else utcnow()
+        where = [col(OcpiLocation.id) == patch.location_id, col(OcpiLocation.network_id) == patch.cpo_id,
+                 col(OcpiLocation.status).not_in(GONE)]
+        if patch.last_updated:  # equal: a retry of this very change, which sets the same values
+            where.append(col(OcpiLocation.last_updated) <= stamp)
+        try:
+            async with self.sessions() as session, session.begin():
+                result = await session.execute(
+                    update(OcpiLocation).where(*where)
+                    .values(**patch.fields, last_updated=stamp)
+                    .returning(col(OcpiLocation.id))
                 )
+                if result.scalar_one_or_none() is None:
+                    return False
+                mirrored = {MIRRORED[k]: v for k, v in patch.fields.items() if k in MIRRORED}
+                if mirrored:
+                    await session.execute(
+                        update(OcppLocation)
+                        .where(col(OcppLocation.ocpi_location_id) == patch.location_id)
+                        .values(**mirrored, updated_at=utcnow())
+                    )
+        except DBAPIError as err:
+            # a value the table refuses is refused again on every retry: that change is dropped
+            # (the API validates, so this is a bug to see in the log); anything else is retried
+            sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
+            if sqlstate[:2] in ("22", "23"):  # data exception, integrity constraint violation
+                raise ApplicationError(f"PATCH refused by the database: {err.orig}",
+                                       type=ErrorCode.INVALID_LOCATION.value, non_retryable=True) from err
+            raise
         return True

@@ -82,6 +82,18 @@ async def find_idempotent(
     return job
 
 
+# the first key of the advisory lock taken while a CPO's job is created (the second is the CPO)
+JOB_CREATION_LOCK = 0x6A6F62  # "job"
+
+
+async def lock_job_creation(session: AsyncSession, cpo_id: int) -> None:
+    """One job with explicit chargers created at a time per CPO, from its identity check until
+    its rows are committed (a transaction-scoped lock): two POSTs racing with the same charger
+    identities cannot both pass the check. Other CPOs, and bodies without explicit chargers
+    (template identities are derived from the job), are not held up."""
+    await session.execute(select(func.pg_advisory_xact_lock(JOB_CREATION_LOCK, cpo_id)))
+
+
 async def check_cpo_quota(session: AsyncSession, settings: Settings, cpo_id: int, locations: int) -> None:
     """429 when the CPO already runs its share: so many jobs, or so many locations queued. A soft
     limit (two racing POSTs may both pass): it exists so one CPO cannot fill the queues for all."""
@@ -128,6 +140,13 @@ async def create_or_reuse_job(
         existing = await find_idempotent(session, cpo_id, key, digest)
         if existing is not None:
             return existing, False
+    if any(loc.chargers for loc in body.locations):
+        await lock_job_creation(session, cpo_id)
+        if key is not None:  # a concurrent repeat may have created the job while this one waited
+            existing = await find_idempotent(session, cpo_id, key, digest)
+            if existing is not None:
+                await session.commit()  # releases the lock
+                return existing, False
     if before_create is not None:
         await before_create()
     try:

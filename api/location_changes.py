@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
 from api.normalize import ocpi_columns
 from api.problems import ApiError, FieldError
 from api.schemas import LocationPatchIn
-from api.workflow_wait import wait_closed
-from contracts.payloads import LocationPatch, LocationRef
+from api.workflow_wait import OPEN, wait_closed
+from contracts.payloads import LocationPatch, LocationRef, LocationUpdatesInput, change_stamp
 from settings import Settings
-from workflows.location_changes import DecommissionLocation, UpdateLocation
+from workflows.location_changes import DecommissionLocation, LocationUpdates, updates_workflow_id
 
 REQUIRED = {"name", "address", "city", "country", "coordinates", "public", "timezone"}
 
@@ -35,14 +43,47 @@ def patch_columns(body: LocationPatchIn) -> dict[str, Any]:
 async def apply_patch(
     client: Client, settings: Settings, cpo_id: int, location_id: str, columns: dict[str, Any]
 ) -> str | None:
-    """Run UpdateLocation; the workflow id when it did not finish within sync_wait_seconds."""
-    workflow_id = f"update/{location_id}/{uuid.uuid4().hex[:12]}"
+    """Hand the change to the location's LocationUpdates workflow; None once it is applied (or
+    superseded by a newer change), else the workflow id (it will be applied, however long the
+    database is away). A signal-with-start, not an update-with-start: the signal is in the
+    workflow's history when the call returns, worker or not, while an update is durable only
+    once a worker has accepted it, so a 202 could otherwise promise a change Temporal may lose.
+    The wait that follows is the `applied` update."""
+    stamp = change_stamp(datetime.now(UTC))
+    workflow_id = updates_workflow_id(location_id)
     handle = await client.start_workflow(
-        UpdateLocation.run, LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns),
-        id=workflow_id,
-        task_queue=settings.task_queue, static_summary=f"PATCH {location_id}: {', '.join(columns)}",
+        LocationUpdates.run,
+        LocationUpdatesInput(cpo_id=cpo_id, location_id=location_id,
+                             step_seconds=settings.activity_timeout_seconds),
+        id=workflow_id, task_queue=settings.task_queue,
+        start_signal="change",
+        start_signal_args=[LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns,
+                                         last_updated=stamp)],
+        static_summary=f"PATCHes of {location_id}",
     )
-    return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
+    return None if await wait_applied(handle, stamp, settings.sync_wait_seconds) else workflow_id
+
+
+async def wait_applied(handle: WorkflowHandle[Any, Any], stamp: str, seconds: float) -> bool:
+    """True once the change stamped `stamp` has been dealt with, False after `seconds`. The
+    update can fail when the run it reached continues as new or ends; then it is asked again
+    (of the run now current) unless the workflow has closed, which it does only with nothing
+    pending."""
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(handle.execute_update(LocationUpdates.applied, stamp), timeout=remaining)
+            return True
+        except TimeoutError:
+            return False
+        except (RPCError, WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            description = await handle.describe(rpc_timeout=timedelta(seconds=max(min(remaining, 5.0), 0.5)))
+            if description.status not in OPEN:
+                return True
+            await asyncio.sleep(min(0.1, max(remaining, 0)))
 
 
 async def decommission(
@@ -52,7 +93,8 @@ async def decommission(
     workflow_id = f"decommission/{location_id}"
     handle = await client.start_workflow(
         DecommissionLocation.run,
-        LocationRef(cpo_id=cpo_id, location_id=location_id, ecs_task_queue=settings.ecs_task_queue),
+        LocationRef(cpo_id=cpo_id, location_id=location_id, ecs_task_queue=settings.ecs_task_queue,
+                    step_seconds=settings.activity_timeout_seconds),
         id=workflow_id, task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import String, any_, cast, select
+from sqlalchemy import String, any_, cast, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -14,6 +14,7 @@ from timezonefinder import TimezoneFinder
 
 from api.problems import ApiError, FieldError
 from api.schemas import LocationIn, country_alpha3
+from contracts.vocabulary import JobStatus
 from db.catalog import location_templates
 from db.job_input import NormalizedCharger, NormalizedLocation
 from db.models import ChargePoint
@@ -85,8 +86,19 @@ def normalize(loc: LocationIn, job_id: str, index: int) -> NormalizedLocation:
     )
 
 
+# Identities of the chargers of a CPO's running jobs whose locations have no outcome yet
+CLAIMED_BY_RUNNING_JOBS = text("""
+    SELECT DISTINCT c.value->>'identity'
+    FROM ocpp.job_locations jl
+    JOIN ocpp.jobs j ON j.id = jl.job_id
+    CROSS JOIN LATERAL jsonb_array_elements(jl.input->'chargers') AS c(value)
+    WHERE j.cpo_id = :cpo AND j.status = :running AND jl.state = :pending
+      AND c.value->>'identity' = ANY(:identities)""")
+
+
 async def check_identities(session: AsyncSession, cpo_id: int, locations: list[LocationIn]) -> None:
-    """422 naming each charger whose identity repeats in the request or exists in the CPO."""
+    """422 naming each charger whose identity repeats in the request, exists in the CPO, or
+    belongs to a location of a running job of the CPO that has no outcome yet."""
     seen: dict[str, str] = {}
     errors: list[FieldError] = []
     for i, loc in enumerate(locations):
@@ -109,10 +121,22 @@ async def check_identities(session: AsyncSession, cpo_id: int, locations: list[L
                 )
             )).scalars()
         )
+        # taken as well: those of the CPO's jobs still running whose locations have no outcome
+        # yet (their rows may not be written yet); the caller holds the CPO's job-creation lock
+        claimed = set(
+            (await session.execute(CLAIMED_BY_RUNNING_JOBS, {
+                "cpo": cpo_id, "running": JobStatus.PROVISIONING.value, "pending": JobStatus.PENDING.value,
+                "identities": list(seen),
+            })).scalars()
+        ) - taken
         errors += [
             FieldError(field=seen[identity], type="identity_taken",
                        message=f"identity {identity!r} already exists in this CPO's network")
             for identity in sorted(taken)
+        ] + [
+            FieldError(field=seen[identity], type="identity_taken",
+                       message=f"identity {identity!r} is being provisioned by a running job of this CPO")
+            for identity in sorted(claimed)
         ]
     if errors:
         raise ApiError(422, "VALIDATION_ERROR",

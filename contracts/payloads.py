@@ -4,6 +4,7 @@ arguments and results, the status query's answer. Built with keywords, never pos
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.vocabulary import ErrorInfo, JobStatus
@@ -124,15 +125,38 @@ class LocationRef:
     cpo_id: int
     location_id: str
     ecs_task_queue: str
+    step_seconds: float = 60.0  # start-to-close of each step: how soon a dead worker's step is retried
 
 
 @dataclass
 class LocationPatch:
-    """Already validated and normalized by the API: OCPI column name -> new value."""
+    """Already validated and normalized by the API: OCPI column name -> new value.
+
+    `last_updated`: when the API accepted the change (ISO 8601, UTC, microseconds, as
+    `change_stamp` writes it, so that the strings sort as the times do). It orders the changes
+    of one location and becomes the location's OCPI last_updated. Empty only in changes
+    accepted before changes were ordered (applied at the time they are applied)."""
 
     cpo_id: int
     location_id: str
     fields: dict[str, Any]
+    last_updated: str = ""
+
+
+def change_stamp(moment: datetime) -> str:
+    """The `last_updated` of a LocationPatch: fixed width, so comparing strings compares times."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class LocationUpdatesInput:
+    """The per-location LocationUpdates workflow: what a run carries into the next one."""
+
+    cpo_id: int
+    location_id: str
+    pending: list[LocationPatch] = field(default_factory=list)
+    changes_per_run: int = 100
+    step_seconds: float = 60.0  # start-to-close of applying one change
 
 
 @dataclass

@@ -4,7 +4,9 @@ It forwards every call to the real moto server, except those a test has armed a 
 ECS's `ThrottlingException`, a 500 `ServerException`, a dropped connection, or a permanent
 `InvalidParameterException` for calls whose body names a marker (a charger identity). The
 `provisioning` kind forwards the call and rewrites the answer's `lastStatus` RUNNING to
-PROVISIONING, as real ECS answers RunTask (moto's tasks are born RUNNING).
+PROVISIONING, as real ECS answers RunTask (moto's tasks are born RUNNING); `lose_response`
+forwards the call (moto does it) and then closes the connection without an answer, as a network
+that fails on the way back.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from urllib.parse import urlsplit
 
 FaultKind = Literal[
     "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity", "delay",
-    "provisioning",
+    "provisioning", "lose_response",
 ]
 
 _ERRORS: dict[str, tuple[int, str, str]] = {
@@ -111,6 +113,11 @@ class FaultProxy:
                 if fault is not None and fault.kind == "provisioning":
                     self._forward(body, as_provisioning=True)
                     return
+                if fault is not None and fault.kind == "lose_response":
+                    self._forward(body, answer=False)
+                    self.close_connection = True
+                    self.connection.close()
+                    return
                 if fault is not None and fault.kind == "drop":
                     self.close_connection = True
                     self.connection.close()
@@ -130,12 +137,15 @@ class FaultProxy:
             def do_GET(self) -> None:
                 self._forward(b"")
 
-            def _forward(self, body: bytes, as_provisioning: bool = False) -> None:
+            def _forward(self, body: bytes, as_provisioning: bool = False, answer: bool = True) -> None:
                 conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 upstream = conn.getresponse()
                 data = upstream.read()
+                if not answer:
+                    conn.close()
+                    return
                 if as_provisioning:
                     data = re.sub(rb'"lastStatus":\s*"RUNNING"', b'"lastStatus":"PROVISIONING"', data)
                 skip = {"transfer-encoding", "connection", "content-length"}

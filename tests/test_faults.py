@@ -19,19 +19,25 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 import pytest_asyncio
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.service import RPCError
 
 from api.app import create_app
 from bench.histories import work_by_identity
+from contracts import ids
 from contracts.temporal import connect
 from db.engine import make_engine
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
@@ -40,7 +46,7 @@ from devstack.procs import free_port
 from devstack.temporal import TemporalDevServer
 from settings import ROOT, Settings
 from tests.fault_proxy import Fault, FaultProxy
-from tests.helpers import create_cpo, expected_counts, table_counts
+from tests.helpers import create_cpo, expected_counts, running_tasks, table_counts
 from worker.audit import audit, render
 
 pytestmark = pytest.mark.faults
@@ -231,6 +237,303 @@ async def check_books(
     assert report.locations_by_state == ({"ACTIVE": len(ready)} if ready else {})
     assert report.running_tasks == len(ready)
     assert await table_counts(db, job.cpo_id) == expected_counts([[1]] * len(ready))
+
+
+# ------------------------------------------------------------------ small jobs, one fault each
+# Each of these runs a job of a few locations (so the whole group adds about a minute) on the
+# same stack, and ends with the same oracle as above: the audit clean, and the ten tables and
+# ECS holding exactly what the READY (and REMOVED) locations should.
+
+
+@asynccontextmanager
+async def api_with(stack: FaultStack, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A second in-process API whose settings differ (a job's tuning comes from the API)."""
+    assert stack.settings is not None
+    app = create_app(stack.settings.model_copy(update=overrides))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://faults", timeout=60) as client:
+            yield client
+
+
+def identity(tag: str, cpo_id: str, index: int, charger: int = 0) -> str:
+    return f"{tag}-{cpo_id}-{index}-{charger}"
+
+
+def marker(tag: str, cpo_id: str, index: int, charger: int = 0) -> str:
+    """What the proxy looks for in an ECS call's body: one charger's identity, quotes included."""
+    return f'"{identity(tag, cpo_id, index, charger)}"'
+
+
+async def small_job(
+    api: httpx.AsyncClient, tag: str, chargers: list[int], arm: Callable[[str], None] | None = None,
+) -> Job:
+    """A job of len(chargers) locations, location i with chargers[i] chargers; `arm` gets the
+    new CPO's id before the POST (the identities embed it)."""
+    cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
+    if arm is not None:
+        arm(cpo_id)
+    body = {"locations": [
+        {"name": f"{tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
+         "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
+         "chargers": [{"identity": identity(tag, cpo_id, i, c), "connector_type": "Type2"} for c in range(n)]}
+        for i, n in enumerate(chargers)
+    ]}
+    response = await api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
+    assert response.status_code == 202, response.text
+    return Job(api, cpo_id, token, body, response.json())
+
+
+async def check_small(
+    stack: FaultStack, db: AsyncEngine, job: Job, result: dict[str, Any], chargers: list[int], what: str,
+    removed: tuple[int, ...] = (),
+) -> None:
+    """The oracle for a small job: the audit clean, one RUNNING task per charger of a READY
+    location, none of any other, and exactly their rows (REMOVED ones: only their OCPI rows)."""
+    assert stack.settings is not None
+    started = time.monotonic()
+    report = await audit(stack.settings, db, cpo_id=int(job.cpo_id))
+    audited = time.monotonic() - started
+    ready = [loc["index"] for loc in result["results"]["locations"]
+             if loc["status"] == "READY" and loc["index"] not in removed]
+    print(f"\n[{what}] {len(chargers)} locations → {result['status']} in {job.elapsed:.1f}s; "
+          f"audit: {report.locations_by_state}, running tasks {report.running_tasks}, duplicates "
+          f"{report.duplicate_tasks}, orphans {report.orphan_tasks}, without task "
+          f"{report.deployments_without_task}, half-written {report.half_written_locations}, "
+          f"lost {report.lost_locations} (audit {audited:.1f}s)")
+    assert report.ok, render(report)
+    states = {"ACTIVE": len(ready), "REMOVED": len(removed)}
+    assert report.locations_by_state == {k: v for k, v in states.items() if v}
+    assert report.running_tasks == sum(chargers[i] for i in ready)
+    assert await table_counts(db, job.cpo_id) == expected_counts(
+        [[1] * chargers[i] for i in ready], removed=[[1] * chargers[i] for i in removed])
+
+
+def running_of(stack: FaultStack, job: Job, index: int, chargers: int) -> list[int]:
+    """RUNNING tasks in moto of each charger of one location (the test's own view of ECS)."""
+    assert stack.settings is not None
+    ecs = boto3.client("ecs", region_name="eu-west-1", endpoint_url=stack.moto.url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    return [len(running_tasks(ecs, stack.settings.ecs_cluster, ids.deployment_id(job.job_id, index, c)))
+            for c in range(chargers)]
+
+
+async def test_run_task_answer_lost(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """RunTask reaches moto (a task starts) and its answer is lost on the way back; moto, unlike
+    ECS, ignores clientToken, so every re-send starts one more task. Location 0: one answer lost,
+    botocore re-sends within the attempt. Location 1: every send of the first attempt lost, so
+    Temporal retries the activity, which adopts a live task. One task per charger in the end."""
+    assert stack.proxy is not None
+    proxy = stack.proxy
+    chargers = [1, 1, 1]
+    faults: list[Fault] = []
+
+    def arm(cpo_id: str) -> None:
+        faults.append(proxy.arm(Fault("RunTask", "lose_response", remaining=1,
+                                      body_contains=marker("LOST", cpo_id, 0))))
+        faults.append(proxy.arm(Fault("RunTask", "lose_response", remaining=4,
+                                      body_contains=marker("LOST", cpo_id, 1))))
+
+    job = await small_job(api, "LOST", chargers, arm)
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    assert [f.injected for f in faults] == [1, 4]  # 1 and 4 tasks started whose answer never came
+    assert [running_of(stack, job, i, 1) for i in range(len(chargers))] == [[1]] * len(chargers)
+    await check_small(stack, db, job, result, chargers, "RunTask answers lost")
+
+
+async def test_stop_task_failing_during_compensation(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """Location 0's second charger is refused for good after its first one started; while the
+    location compensates, StopTask fails (5xx) for a while: compensation retries until its task
+    is stopped and its rows are gone."""
+    assert stack.proxy is not None
+    proxy = stack.proxy
+    chargers = [2, 1, 1, 1]
+    stop_errors = proxy.arm(Fault("StopTask", "server_error", remaining=6))
+
+    def arm(cpo_id: str) -> None:
+        proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=marker("STOPF", cpo_id, 0, 1)))
+
+    job = await small_job(api, "STOPF", chargers, arm)
+    result = await job.wait_end(stack)
+    assert result["status"] == "FAILED"
+    doomed = result["results"]["locations"][0]
+    assert (doomed["status"], doomed["error"]["code"]) == ("FAILED", "ECS_INVALID_PARAMETER")
+    assert stop_errors.injected == 6  # more than botocore's 4 sends: Temporal retried the stop
+    assert running_of(stack, job, 0, 2) == [0, 0]
+    await check_small(stack, db, job, result, chargers, "StopTask failing during compensation")
+
+
+async def test_worker_killed_during_a_compensation_and_a_decommission(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """kill -9 of the worker while a failed location (job B's location 0, its second charger
+    refused for good) is stopping its task, and a DELETEd location (job A's location 0) is
+    being decommissioned, both StopTasks held up in the proxy: the next worker finishes both;
+    no task or OCPP row is left, the DELETEd location is gone (REMOVED for OCPI)."""
+    assert stack.proxy is not None
+    proxy = stack.proxy
+    chargers = [2, 1]
+    first = await small_job(api, "KDEL", chargers)
+    first_result = await first.wait_end(stack)
+    assert first_result["status"] == "READY", first_result["error"]
+    deleted = first_result["results"]["locations"][0]["location_id"]
+    url = f"/ocpi/cpos/{first.cpo_id}/locations/{deleted}"
+    slow_stops = proxy.arm(Fault("StopTask", "delay", remaining=2, delay_seconds=4))
+
+    def arm(cpo_id: str) -> None:
+        proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=marker("KCMP", cpo_id, 0, 1)))
+
+    async with api_with(stack, sync_wait_seconds=1) as quick:
+        second = await small_job(api, "KCMP", chargers, arm)
+        await wait_until(lambda: slow_stops.injected >= 1, "the compensation's StopTask")
+        deleting = await quick.delete(url, headers=first.token)
+        await wait_until(lambda: slow_stops.injected >= 2, "the decommission's StopTask")
+    assert deleting.status_code == 202, deleting.text  # not finished within 1 s: its StopTask waits
+    # caught in the middle: both locations' tasks still run, and their rows are there
+    assert running_of(stack, second, 0, 2) == [1, 0] and running_of(stack, first, 0, 2) == [1, 1]
+    stack.kill_worker()
+    await asyncio.sleep(1)
+    stack.start_worker()
+    second_result = await second.wait_end(stack)
+    assert second_result["status"] == "FAILED"
+    assert second_result["results"]["locations"][0]["error"]["code"] == "ECS_INVALID_PARAMETER"
+    await wait_until_async(lambda: location_state(db, deleted), "REMOVED", "the decommission")
+    assert (await api.get(url, headers=first.token)).status_code == 404
+    assert running_of(stack, second, 0, 2) == [0, 0] and running_of(stack, first, 0, 2) == [0, 0]
+    await check_small(stack, db, second, second_result, chargers, "kill -9 during a compensation")
+    await check_small(stack, db, first, first_result, chargers, "kill -9 during a decommission",
+                      removed=(0,))
+
+
+async def test_ecs_unreachable_longer_than_the_retry_budget(
+    stack: FaultStack, db: AsyncEngine
+) -> None:
+    """Every ECS call is dropped for longer than the activity retry budget (2 attempts here):
+    the locations that were starting end FAILED with ECS_UNAVAILABLE (retryable) once their
+    compensation, which retries without limit, gets through; the others go READY after."""
+    assert stack.proxy is not None and stack.settings is not None
+    proxy = stack.proxy
+    chargers = [1, 1, 1, 1]
+    async with api_with(stack, child_window=2, activity_max_attempts=2) as small_budget:
+        outage = [proxy.arm(Fault(action, "drop"))
+                  for action in ("RunTask", "ListTasks", "DescribeTasks", "StopTask")]
+        job = await small_job(small_budget, "DOWN", chargers)
+        temporal = await connect(stack.settings)
+
+        async def compensating() -> bool:
+            handles = [temporal.get_workflow_handle(ids.provision_workflow_id(job.job_id, i)) for i in (0, 1)]
+            try:
+                steps = [await handle.query("step", rpc_timeout=timedelta(seconds=5)) for handle in handles]
+            except RPCError:  # not started yet
+                return False
+            return all(str(step).startswith("compensating") for step in steps)
+
+        await wait_until_async(compensating, True, "the first two locations' retry budget")
+        for fault in outage:  # ECS is back
+            fault.remaining = 0
+        result = await job.wait_end(stack)
+    print(f"\n[ECS outage] calls dropped per action: {[f.injected for f in outage]}")
+    assert result["status"] == "FAILED"
+    states = [(loc["status"], (loc["error"] or {}).get("code")) for loc in result["results"]["locations"]]
+    assert states[:2] == [("FAILED", "ECS_UNAVAILABLE")] * 2
+    assert states[2:] == [("READY", None)] * 2
+    assert result["results"]["locations"][0]["error"]["retryable"] is True
+    await check_small(stack, db, job, result, chargers, "ECS unreachable beyond the retry budget")
+
+
+async def location_state(db: AsyncEngine, location_id: str) -> str | None:
+    async with db.connect() as conn:
+        found = (await conn.execute(text("SELECT status FROM ocpp.ocpi_locations WHERE id = :i"),
+                                    {"i": location_id})).scalar_one_or_none()
+    return None if found is None else str(found)
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def wait_until_async(
+    probe: Callable[[], Awaitable[Any]], expected: Any, what: str, timeout: float = 90
+) -> None:
+    deadline = time.monotonic() + timeout
+    while (await probe()) != expected:
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_same_body_posted_twice_at_once_without_a_key(
+    stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine
+) -> None:
+    """Without an Idempotency-Key, the same body POSTed twice is two requests: the first job
+    provisions the chargers and the second is refused 422, their identities being taken, even
+    when both arrive at once. Never a charger twice, never the locations split over two jobs."""
+    cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
+    chargers = [1, 1, 1, 1]
+    body = {"locations": [
+        {"name": f"Twice {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
+         "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
+         "chargers": [{"identity": identity("TWICE", cpo_id, i), "connector_type": "Type2"}]}
+        for i in range(len(chargers))
+    ]}
+    answers = await asyncio.gather(*(api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
+                                      for _ in range(2)))
+    print(f"\n[same body twice] answers {[a.status_code for a in answers]}")
+    assert sorted(a.status_code for a in answers) == [202, 422], [a.text for a in answers]
+    accepted = next(a for a in answers if a.status_code == 202)
+    refused = next(a for a in answers if a.status_code == 422)
+    assert {e["type"] for e in refused.json()["errors"]} == {"identity_taken"}
+    job = Job(api, cpo_id, token, body, accepted.json())
+    result = await job.wait_end(stack)
+    assert result["status"] == "READY", result["error"]
+    await check_small(stack, db, job, result, chargers, "same body POSTed twice at once")
+    async with db.connect() as conn:
+        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
+                                   {"c": int(cpo_id)})).scalar_one()
+        identities = (await conn.execute(text(
+            "SELECT count(*), count(DISTINCT identity) FROM ocpp.charge_points WHERE network_id = :c"),
+            {"c": int(cpo_id)})).one()
+    assert jobs == 1 and tuple(identities) == (len(chargers), len(chargers))
+
+
+async def test_delete_of_locations_while_their_job_runs(
+    stack: FaultStack, db: AsyncEngine
+) -> None:
+    """While its job still runs (two locations at a time): DELETE of a location being
+    provisioned is 409 and changes nothing; DELETE of a location already READY removes it at
+    once (its job's result still counts it READY). The job ends READY and the books agree."""
+    assert stack.proxy is not None
+    proxy = stack.proxy
+    chargers = [1, 1, 1, 1]
+    slow: list[Fault] = []
+
+    def arm(cpo_id: str) -> None:  # location 2 takes a while to start its task
+        slow.append(proxy.arm(Fault("RunTask", "delay", delay_seconds=4,
+                                    body_contains=marker("DJOB", cpo_id, 2))))
+
+    async with api_with(stack, child_window=2) as api:
+        job = await small_job(api, "DJOB", chargers, arm)
+        provisioning = ids.location_id(job.job_id, 2)
+        await wait_until(lambda: slow[0].injected >= 1, "location 2's RunTask")
+        ready = ids.location_id(job.job_id, 0)
+        await wait_until_async(lambda: location_state(db, ready), "ACTIVE", "location 0 READY")
+        assert await location_state(db, provisioning) == "PROVISIONING"
+        refused = await api.delete(f"/ocpi/cpos/{job.cpo_id}/locations/{provisioning}", headers=job.token)
+        removed = await api.delete(f"/ocpi/cpos/{job.cpo_id}/locations/{ready}", headers=job.token)
+        assert (await job.status())["status"] == "PROVISIONING"  # all this while the job runs
+        result = await job.wait_end(stack)
+    assert refused.status_code == 409 and refused.json()["code"] == "LOCATION_PROVISIONING", refused.text
+    assert removed.status_code == 204, removed.text
+    assert result["status"] == "READY", result["error"]
+    assert [loc["status"] for loc in result["results"]["locations"]] == ["READY"] * len(chargers)
+    assert await location_state(db, ready) == "REMOVED"
+    assert running_of(stack, job, 0, 1) == [0] and running_of(stack, job, 2, 1) == [1]
+    await check_small(stack, db, job, result, chargers, "DELETE while the job runs", removed=(0,))
 
 
 async def test_worker_killed_three_times(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:

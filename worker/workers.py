@@ -23,13 +23,13 @@ from activities.ocpi_push import OcpiPushActivities
 from activities.reconcile import JobReconcilerActivities
 from settings import Settings
 from workflows.bulk_create import BulkCreateLocations
-from workflows.location_changes import DecommissionLocation, UpdateLocation
+from workflows.location_changes import DecommissionLocation, LocationUpdates, UpdateLocation
 from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
 from workflows.reconcile import ReconcileJobs
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush,
-             ReconcileJobs]
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, LocationUpdates, UpdateLocation,
+             OcpiLocationPush, ReconcileJobs]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:

@@ -11,6 +11,7 @@ from temporalio.exceptions import (
     CancelledError,
     ChildWorkflowError,
     TimeoutError,
+    TimeoutType,
 )
 
 from contracts.payloads import Tuning
@@ -44,7 +45,11 @@ def location_error(err: BaseException, fallback: ErrorCode) -> ErrorInfo:
     if isinstance(cause, ApplicationError) and cause.type is not None and cause.type in ErrorCode.__members__:
         return ErrorInfo.of(ErrorCode(cause.type))
     if isinstance(cause, TimeoutError):
-        return ErrorInfo.of(ErrorCode.PROVISIONING_TIMEOUT)
+        # past a step's deadline (the wait for RUNNING): provisioning took too long; an attempt
+        # that timed out (its retries spent): the service it called did not answer in time
+        if cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
+            return ErrorInfo.of(ErrorCode.PROVISIONING_TIMEOUT)
+        return ErrorInfo.of(fallback)
     if isinstance(cause, CancelledError):
         return ErrorInfo.of(ErrorCode.CANCELLED)
     return ErrorInfo.of(fallback)

@@ -224,19 +224,24 @@ async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: Sessi
     "/{location_id}",
     response_model=LocationOut,
     responses={202: {"model": UpdateAccepted, "description": "accepted; not applied yet"},
-               **error_responses(400, 401, 403, 404, 422, 503)},
+               **error_responses(400, 401, 403, 404, 409, 422, 503)},
     summary="Update OCPI location",
 )
 async def patch_location(
     location_id: LocationIdPath, body: LocationPatchIn, cpo: CpoDep, session: SessionDep,
     settings: SettingsDep, temporal: TemporalDep,
 ) -> LocationOut | JSONResponse:
-    """Only the fields sent change, validated as on create; OCPI `last_updated` moves. Applied by
-    the `UpdateLocation` workflow: 200 with the location once applied, 202 if no worker applied
-    it within `sync_wait_seconds` (it will be)."""
+    """Only the fields sent change, validated as on create; OCPI `last_updated` becomes the time
+    the change was accepted. Applied by the location's `LocationUpdates` workflow, in the order
+    accepted: 200 with the location once applied (or superseded by a newer PATCH), 202 if it was
+    not applied within `sync_wait_seconds` (it will be, however long that takes). 409 while the
+    location is still being provisioned, as for DELETE: its activation would outdate the change."""
     cpo_id = cpo.id
-    await location_or_404(session, cpo_id, location_id)
+    current = await location_or_404(session, cpo_id, location_id)
     columns = patch_columns(body)
+    if columns and current.status == LocationStatus.PROVISIONING:
+        raise ApiError(409, "LOCATION_PROVISIONING",
+                       "the location is still being provisioned; retry when READY")
     if columns:
         client = await temporal.get()
         await session.close()  # no pooled connection is held while we wait on the workflow
