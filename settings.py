@@ -82,6 +82,19 @@ class Settings(BaseSettings):
     ecs_activities_per_second: float | None = None
 
     worker_shutdown_grace_seconds: float = 10.0
+    # Recovery after a worker dies (README "Operators"): a workflow task waits this long on the
+    # sticky queue of the worker that has the workflow cached before any worker may take it.
+    sticky_schedule_to_start_seconds: float = Field(default=3.0, gt=0)
+    # Worker Versioning (README "Deploy"): each worker polls as one version of a deployment.
+    # Workflows stay on the version that started them (pinned); a job moves to the current
+    # version at its continue-as-new boundaries. The release sets WORKER_BUILD_ID (its image tag
+    # or commit); unset, it is derived from the workflow code (workflows/, contracts/).
+    worker_versioning: bool = True
+    worker_deployment_name: str = "ocpplab-gateway"
+    worker_build_id: str | None = None
+    # The dev stack (and a compose stack) makes its own build current when its workers start; a
+    # production rollout leaves this off and sets the current version after the replay gate.
+    worker_set_current_version: bool = False
     activity_timeout_seconds: float = Field(default=60.0, gt=0)
 
     # --- workflow shape ---

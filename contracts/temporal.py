@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 # through the operator service, and by `temporal operator search-attribute create` in production).
 CPO_ID = SearchAttributeKey.for_keyword("CpoId")
 JOB_STATUS = SearchAttributeKey.for_keyword("JobStatus")
-SEARCH_ATTRIBUTES: dict[str, str] = {"CpoId": "Keyword", "JobStatus": "Keyword"}
+# The error codes of a job's failed locations (each code once), so that an operator finds the
+# jobs that hit one: `ErrorCode = 'ECS_CAPACITY'` in a visibility query.
+ERROR_CODES = SearchAttributeKey.for_keyword_list("ErrorCode")
+SEARCH_ATTRIBUTES: dict[str, str] = {"CpoId": "Keyword", "JobStatus": "Keyword", "ErrorCode": "KeywordList"}
 
 
 async def connect(

@@ -159,6 +159,8 @@ class Stack:
             "ECS_SUBNETS": json.dumps(boot.subnet_ids),
             "ECS_SECURITY_GROUPS": json.dumps(boot.security_group_ids),
             "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
+            # the dev stack's workers make their own build the deployment's current version
+            "WORKER_SET_CURRENT_VERSION": "true",
         }
         if self.ports.worker_metrics:
             for number in range(1, self.workers + 1):

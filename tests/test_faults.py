@@ -80,6 +80,7 @@ class FaultStack:
             task_queue="faults-main", ecs_task_queue="faults-ecs", child_window=25,
             activity_timeout_seconds=6, activity_max_interval_seconds=2, activity_max_attempts=40,
             worker_shutdown_grace_seconds=5, sync_wait_seconds=30,
+            worker_set_current_version=True,  # versioned workers, as in production
         )
         self.start_worker()
         return self.settings
