@@ -13,6 +13,7 @@ from api.problems import ApiError, FieldError
 from api.schemas import LocationPatchIn
 from api.workflow_wait import wait_closed
 from contracts.payloads import LocationPatch, LocationRef
+from contracts.temporal import interactive_priority
 from settings import Settings
 from workflows.location_changes import DecommissionLocation, UpdateLocation
 
@@ -41,6 +42,7 @@ async def apply_patch(
         UpdateLocation.run, LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns),
         id=workflow_id,
         task_queue=settings.task_queue, static_summary=f"PATCH {location_id}: {', '.join(columns)}",
+        priority=interactive_priority(cpo_id),
     )
     return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 
@@ -56,6 +58,7 @@ async def decommission(
         id=workflow_id, task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",
+        priority=interactive_priority(cpo_id),
     )
     return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 

@@ -21,6 +21,14 @@ from temporalio.client import Client
 from contracts.temporal import SEARCH_ATTRIBUTES
 from devstack.procs import stop_process, venv_binary, wait_for_port
 
+
+def matching_config(fairness: bool) -> dict[str, Any]:
+    """Dynamic config of the embedded stack's matching: the new matcher, which orders a task
+    queue's backlog by priority key (PATCH, DELETE and cancel ahead of bulk provisioning), and
+    with `fairness` its fair dispatch between fairness keys (CPOs)."""
+    return {"matching.useNewMatcher": True, "matching.enableFairness": fairness}
+
+
 # SQLite pragmas of the embedded stack's dev server (only with a database file).
 SQLITE_PRAGMAS: dict[str, str] = {"journal_mode": "wal", "synchronous": "normal"}
 

@@ -31,6 +31,7 @@ from devstack.temporal import TemporalDevServer
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
+from worker.replay import recent_query, replay_recent
 from worker.versioning import current_build_id, set_current_version
 from worker.workers import WORKFLOWS, build_workers
 from workflows.bulk_create import BulkCreateLocations
@@ -111,6 +112,11 @@ async def test_failed_location_error_code_is_a_search_attribute(
     assert set(every) == {failed["job_id"], ready["job_id"]}
     assert every[failed["job_id"]].typed_search_attributes.get(ERROR_CODES) == ["ECS_ACCESS_DENIED"]
     assert every[ready["job_id"]].typed_search_attributes.get(ERROR_CODES) is None
+
+    # `make replay`: the histories on the server replay against this code
+    report = await replay_recent(dev_client, recent_query(hours=1), limit=100)
+    assert report.failures == []
+    assert report.replayed >= 5  # the two jobs and their three children at least
 
 
 # --- Worker Versioning -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from contracts.payloads import (
     JobProgress,
     ProvisionInput,
 )
-from contracts.temporal import CPO_ID, ERROR_CODES, JOB_STATUS
+from contracts.temporal import CPO_ID, ERROR_CODES, JOB_STATUS, interactive_priority
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
 from workflows.provision_location import ProvisionLocation
 from workflows.retries import location_error, retry_policy
@@ -132,7 +132,7 @@ class BulkCreateLocations:
         counts: JobCounts = await workflow.execute_activity_method(
             JobState.cancel_pending_locations, job.job_id,
             start_to_close_timeout=_attempt(job), retry_policy=policy,
-            summary="locations never started: CANCELLED",
+            summary="locations never started: CANCELLED", priority=interactive_priority(job.cpo_id),
         )
         progress = self._progress
         progress.succeeded, progress.failed = counts.ready, counts.failed
@@ -145,7 +145,7 @@ class BulkCreateLocations:
         )
         await workflow.execute_activity_method(
             JobState.finalize_job, outcome, start_to_close_timeout=_attempt(job),
-            retry_policy=policy, summary="job CANCELLED",
+            retry_policy=policy, summary="job CANCELLED", priority=interactive_priority(job.cpo_id),
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
         raise asyncio.CancelledError
