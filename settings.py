@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     # Recovery after a worker dies (README "Operators"): a workflow task waits this long on the
     # sticky queue of the worker that has the workflow cached before any worker may take it.
     sticky_schedule_to_start_seconds: float = Field(default=3.0, gt=0)
+    # ...and a workflow task the dead worker had started is handed to another after this long
+    # (the server's default is 10 s; a healthy task takes milliseconds, local activities included,
+    # which the SDK extends by heartbeating the task).
+    workflow_task_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # Worker Versioning (README "Deploy"): each worker polls as one version of a deployment.
     # Workflows stay on the version that started them (pinned); a job moves to the current
     # version at its continue-as-new boundaries. The release sets WORKER_BUILD_ID (its image tag
@@ -95,7 +99,10 @@ class Settings(BaseSettings):
     # The dev stack (and a compose stack) makes its own build current when its workers start; a
     # production rollout leaves this off and sets the current version after the replay gate.
     worker_set_current_version: bool = False
-    activity_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Start-to-close of one activity attempt: an attempt lost with a dead worker is retried on
+    # another after this long. Each step is one short transaction or one ECS call (seconds at
+    # most; botocore retries a throttled call within it); the long wait for RUNNING has its own.
+    activity_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # --- workflow shape ---
     child_window: int = Field(default=100, ge=1, le=1000)

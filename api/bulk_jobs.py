@@ -60,6 +60,7 @@ def job_tuning(settings: Settings) -> Tuning:
         task_running_timeout_seconds=settings.task_running_timeout_seconds,
         ecs_task_queue=settings.ecs_task_queue,
         activity_timeout_seconds=settings.activity_timeout_seconds,
+        workflow_task_timeout_seconds=settings.workflow_task_timeout_seconds,
     )
 
 
@@ -162,6 +163,7 @@ async def start_job_workflow(
             ]),
             static_summary=f"Bulk-create {job.total} location(s) for CPO {job.cpo_id}",
             priority=bulk_priority(job.cpo_id),
+            task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
             static_details=f"job `{job.id}`; per-location input in `ocpp.job_locations`",
             rpc_timeout=timedelta(seconds=5),
         )

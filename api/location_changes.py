@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
@@ -43,6 +44,7 @@ async def apply_patch(
         id=workflow_id,
         task_queue=settings.task_queue, static_summary=f"PATCH {location_id}: {', '.join(columns)}",
         priority=interactive_priority(cpo_id),
+        task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
     )
     return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 
@@ -59,6 +61,7 @@ async def decommission(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",
         priority=interactive_priority(cpo_id),
+        task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
     )
     return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 

@@ -167,6 +167,7 @@ class BulkCreateLocations:
                 id=provision_workflow_id(job.job_id, index),
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                 static_summary=f"location #{index} of job {job.job_id}",
+                task_timeout=timedelta(seconds=job.tuning.workflow_task_timeout_seconds),
             )
             self._running.add(index)
             if self._status == JobStatus.CANCELLED:  # the job was cancelled while it started
