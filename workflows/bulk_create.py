@@ -137,6 +137,7 @@ class BulkCreateLocations:
         progress = self._progress
         progress.succeeded, progress.failed = counts.ready, counts.failed
         progress.cancelled = counts.cancelled
+        self._show()  # the final counts, not those of the moment the cancel arrived
         outcome = JobOutcome(
             job_id=job.job_id, status=JobStatus.CANCELLED, succeeded=counts.ready,
             failed=counts.ended_badly,
