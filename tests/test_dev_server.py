@@ -24,7 +24,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.ecs_client import ecs_client
 from api.app import create_app
 from contracts.payloads import BulkCreateInput, JobOutcome
-from contracts.temporal import ERROR_CODES, connect
+from contracts.temporal import ERROR_CODES, PRIORITY_BULK, PRIORITY_INTERACTIVE, connect
 from db.engine import make_sessionmaker
 from devstack.procs import free_port
 from devstack.temporal import TemporalDevServer
@@ -86,7 +86,8 @@ async def test_failed_location_error_code_is_a_search_attribute(
     fault_proxy: FaultProxy, admin: dict[str, str],
 ) -> None:
     """A job with a failed location carries the location's error code in `ErrorCode`, so a
-    visibility query (the README runbook's) finds it; a READY job of the same CPO does not."""
+    visibility query (the README runbook's) finds it; a READY job of the same CPO does not. And
+    the priority keys: bulk for the jobs and their children, interactive for a PATCH."""
     own = own_settings(settings, dev_server, worker_versioning=False)
     sessions = make_sessionmaker(engine)
     async with ecs_client(own) as ecs, running(build_workers(dev_client, own, sessions, ecs)), \
@@ -98,7 +99,13 @@ async def test_failed_location_error_code_is_a_search_attribute(
                               [location("SA 0", [charger(denied)]), location("SA 1", [])])
         ready = await submit(http, cpo_id, token, [location("SA 2", [])])
         assert (await wait_for_job(http, failed["status_url"], token, timeout=60))["status"] == "FAILED"
-        assert (await wait_for_job(http, ready["status_url"], token))["status"] == "READY"
+        done = await wait_for_job(http, ready["status_url"], token)
+        assert done["status"] == "READY"
+        # a PATCH runs at the interactive priority, ahead of bulk provisioning; same fairness key
+        location_id = done["results"]["locations"][0]["location_id"]
+        patched = await http.patch(f"/ocpi/cpos/{cpo_id}/locations/{location_id}", json={"name": "SA 2b"},
+                                   headers=token)
+        assert patched.status_code == 200, patched.text
 
     query = f'CpoId = "{cpo_id}" AND ErrorCode = "ECS_ACCESS_DENIED"'
     found: list[str] = []
@@ -112,6 +119,18 @@ async def test_failed_location_error_code_is_a_search_attribute(
     assert set(every) == {failed["job_id"], ready["job_id"]}
     assert every[failed["job_id"]].typed_search_attributes.get(ERROR_CODES) == ["ECS_ACCESS_DENIED"]
     assert every[ready["job_id"]].typed_search_attributes.get(ERROR_CODES) is None
+
+    # priority key and fairness key (the CPO): set on the job and the PATCH, inherited by a child
+    async def priority(workflow_id: str) -> tuple[int, str]:
+        described = (await dev_client.get_workflow_handle(workflow_id).describe()).raw_description
+        given = described.workflow_execution_info.priority
+        return given.priority_key, given.fairness_key
+    update = [w.id async for w in dev_client.list_workflows(
+        f'WorkflowType = "UpdateLocation" AND WorkflowId STARTS_WITH "update/{location_id}/"')]
+    assert len(update) == 1
+    assert await priority(failed["job_id"]) == (PRIORITY_BULK, f"cpo-{cpo_id}")
+    assert await priority(f"{failed['job_id']}/location-0") == (PRIORITY_BULK, f"cpo-{cpo_id}")
+    assert await priority(update[0]) == (PRIORITY_INTERACTIVE, f"cpo-{cpo_id}")
 
     # `make replay`: the histories on the server replay against this code
     report = await replay_recent(dev_client, recent_query(hours=1), limit=100)
