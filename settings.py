@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     sync_wait_seconds: float = Field(
         default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"
     )
+    # Every poll asks the same three things again (who is this token, which CPO, how far is the
+    # job): each API process remembers the answers briefly (api/read_cache.py). 0 turns one off.
+    auth_cache_seconds: float = Field(
+        default=5.0, ge=0, le=60,
+        description="a token (and its CPO) is looked up again after this long: the longest a "
+        "revoke takes to reach the other API processes (the revoking process forgets at once)",
+    )
+    status_cache_seconds: float = Field(
+        default=0.5, ge=0, le=10, description="a job's status may be this much older than its rows"
+    )
 
     # --- OCPI 2.2.1 (the CPOs' roaming partners) ---
     ocpi_page_limit: int = Field(default=100, ge=1, le=1000, description="X-Limit of the Locations list")
@@ -78,7 +88,9 @@ class Settings(BaseSettings):
     task_queue: str = "ocpplab-gateway"
     ecs_task_queue: str = "ocpplab-gateway-ecs"
     # Server-side rate limit of the ECS task queue (RunTask calls per second for the whole
-    # fleet of workers). 20 matches Fargate's RunTask throttle; None switches it off (moto).
+    # fleet of workers). 20 matches Fargate's RunTask throttle. None switches it off (moto, or an
+    # account whose RunTask rate is not the bound): RunTask then runs as a local activity of the
+    # child, one Temporal round trip fewer per charger (see workflows/provision_location.py).
     ecs_activities_per_second: float | None = None
 
     worker_shutdown_grace_seconds: float = 10.0

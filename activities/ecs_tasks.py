@@ -1,12 +1,12 @@
 """One ECS task per charger: start (or adopt), wait until RUNNING, stop.
 
-moto ignores `clientToken`, so before RunTask a *retried* attempt looks for a live task started
-by the same deployment (`ListTasks(startedBy=…)`) and adopts it; on real ECS `clientToken` is a
-second guard. The first attempt skips the look-up: no earlier attempt of this deployment can have
-started a task (deployment ids are derived from the job and the index, and a child schedules each
-charger's start once), and ListTasks scans the whole cluster, so checking on every call made a
-large job quadratic. (A manual `temporal workflow reset` of a child to before its RunTask is the
-one way round this: on real ECS `clientToken` still answers with the original task.)
+moto ignores `clientToken`, so a start that may follow an earlier RunTask of the same deployment
+looks for a live task it started (`ListTasks(startedBy=…)`) and adopts it; on real ECS
+`clientToken` is a second guard. Which starts may follow one is written in PostgreSQL, not
+guessed from the attempt number: the first start moves the deployment PENDING → LAUNCHING before
+it sends RunTask, and every later one (a retry, a local activity run again after its worker died,
+a `temporal workflow reset`) finds it LAUNCHING and looks first. The first start skips the
+look-up: ListTasks scans the whole cluster, so checking on every call made a large job quadratic.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
@@ -35,6 +35,11 @@ from settings import Settings
 
 POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
+
+
+def _undone(deployment_id: str) -> ApplicationError:
+    return ApplicationError(f"deployment {deployment_id} is being undone; not starting it",
+                            type=ErrorCode.CANCELLED.value, non_retryable=True)
 
 
 def tag_value(text: str) -> str:
@@ -60,10 +65,49 @@ class EcsTaskActivities(interfaces.EcsTasks):
             raise permanent_or_raise(err) from err
         return list(page.get("taskArns", []))
 
+    async def _claim(self, deployment_id: str) -> bool:
+        """Mark the deployment LAUNCHING before RunTask is sent; True when this call is the first
+        to get that far. Any later call (a retry, a replay after a crash, a reset) may follow a
+        RunTask whose answer was lost, so it must look for that task first. A deployment being
+        undone (STOPPING, or its rows gone) is never started again."""
+        async with self.sessions() as session, session.begin():
+            state = await self._locked_state(session, deployment_id)
+            if state == DeploymentState.PENDING:
+                await session.execute(
+                    update(ChargerDeployment).where(col(ChargerDeployment.id) == deployment_id)
+                    .values(state=DeploymentState.LAUNCHING, updated_at=utcnow())
+                )
+                return True
+        if state is None or state == DeploymentState.STOPPING:
+            raise _undone(deployment_id)
+        return False
+
+    @staticmethod
+    async def _locked_state(session: AsyncSession, deployment_id: str) -> str | None:
+        """The deployment's state, its row locked until the transaction ends: the fence between a
+        start and the compensation's stop (`stop_location_tasks` marks STOPPING first)."""
+        return (
+            await session.execute(
+                select(col(ChargerDeployment.state))
+                .where(col(ChargerDeployment.id) == deployment_id).with_for_update()
+            )
+        ).scalar_one_or_none()
+
     @activity.defn
     async def start_charger_task(self, inp: ChargerTaskInput) -> TaskRef:
-        retried = activity.info().attempt > 1
-        live = await self._live_tasks(inp.deployment_id) if retried else []
+        """A cancel (the job's, a worker shutting down) lets the start finish first: cut off after
+        RunTask was sent, ECS could start the task after the compensation looked for it. As a
+        local activity it does see cancels (a regular one without heartbeats does not)."""
+        start = asyncio.ensure_future(self._start(inp))
+        try:
+            return await asyncio.shield(start)
+        except asyncio.CancelledError:
+            await asyncio.wait([start])
+            raise
+
+    async def _start(self, inp: ChargerTaskInput) -> TaskRef:
+        first = await self._claim(inp.deployment_id)
+        live = [] if first else await self._live_tasks(inp.deployment_id)
         if live:
             task_arn = live[0]
             task: dict[str, Any] = {"taskArn": task_arn, "lastStatus": "ADOPTED"}
@@ -142,11 +186,17 @@ class EcsTaskActivities(interfaces.EcsTasks):
             set_={"task_arn": stmt.excluded.task_arn, "updated_at": now},
         )
         async with self.sessions() as session, session.begin():
+            state = await self._locked_state(session, deployment_id)
+            if state is None or state == DeploymentState.STOPPING:
+                # the compensation (or a decommission) got here first and may have looked for
+                # tasks before this one existed: stop it ourselves
+                await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
+                raise _undone(deployment_id)
             await session.execute(stmt)
             await session.execute(
                 update(ChargerDeployment)
                 .where(col(ChargerDeployment.id) == deployment_id,
-                       col(ChargerDeployment.state) == DeploymentState.PENDING)
+                       col(ChargerDeployment.state).in_([DeploymentState.PENDING, DeploymentState.LAUNCHING]))
                 .values(state=DeploymentState.STARTING, updated_at=now)
             )
 
@@ -205,15 +255,28 @@ class EcsTaskActivities(interfaces.EcsTasks):
 
     @activity.defn
     async def stop_location_tasks(self, inp: StopTasksInput) -> int:
-        """Stop every task of the location's deployments: recorded ones and any ECS still runs."""
+        """Stop every task of the location's deployments: recorded ones and any ECS still runs.
+
+        The deployments are the given ones and those the location's rows list. They are marked
+        STOPPING first (a fence): a start still in flight then records its task before this
+        reads them, or finds the mark and stops its task itself."""
+        async with self.sessions() as session, session.begin():
+            marked = (await session.execute(
+                update(ChargerDeployment)
+                .where(or_(col(ChargerDeployment.id).in_(inp.deployment_ids),
+                           col(ChargerDeployment.ocpi_location_id) == inp.location_id))
+                .values(state=DeploymentState.STOPPING, updated_at=utcnow())
+                .returning(col(ChargerDeployment.id))
+            )).scalars().all()
+        deployment_ids = sorted(set(inp.deployment_ids) | set(marked))
         async with self.sessions() as session:
             recorded = (
                 await session.execute(
-                    select(col(EcsTask.task_arn)).where(col(EcsTask.deployment_id).in_(inp.deployment_ids))
+                    select(col(EcsTask.task_arn)).where(col(EcsTask.deployment_id).in_(deployment_ids))
                 )
             ).scalars().all()
         arns = set(recorded)
-        for deployment_id in inp.deployment_ids:
+        for deployment_id in deployment_ids:
             arns.update(await self._live_tasks(deployment_id))
         for arn in sorted(arns):
             await self._stop(arn, f"location {inp.location_id} decommissioned")

@@ -13,6 +13,7 @@ from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
 from api.metrics import ApiMetrics, MetricsMiddleware, metrics_endpoint
 from api.ocpi.routes import create_ocpi_app
+from api.read_cache import ReadCaches
 from api.request_log import RequestLogContext
 from api.routes import cpos, health, locations, templates, tokens
 from db.engine import make_engine, make_sessionmaker
@@ -48,7 +49,9 @@ def create_app(
         app.state.sessions = make_sessionmaker(engine)
         app.state.temporal = TemporalConnector(settings, temporal_client)
         app.state.inflight = {}  # CPO id -> requests being served (api.deps.limit_inflight)
-        for name in ("settings", "engine", "sessions", "temporal"):  # the OCPI sub-app shares them
+        app.state.read_cache = ReadCaches(settings.auth_cache_seconds, settings.status_cache_seconds)
+        # the OCPI sub-app shares them
+        for name in ("settings", "engine", "sessions", "temporal", "read_cache"):
             setattr(ocpi_app.state, name, getattr(app.state, name))
         try:
             yield

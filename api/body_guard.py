@@ -56,7 +56,8 @@ class BodyGuard:
     async def _principal(request: Request) -> Any:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         async with request.app.state.sessions() as session:
-            return await authenticate(scheme, token.strip(), request.app.state.settings, session)
+            return await authenticate(scheme, token.strip(), request.app.state.settings, session,
+                                      request.app.state.read_cache)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

@@ -59,6 +59,7 @@ def job_tuning(settings: Settings) -> Tuning:
         activity_max_interval_seconds=settings.activity_max_interval_seconds,
         task_running_timeout_seconds=settings.task_running_timeout_seconds,
         ecs_task_queue=settings.ecs_task_queue,
+        ecs_local_starts=settings.ecs_activities_per_second is None,
         activity_timeout_seconds=settings.activity_timeout_seconds,
         workflow_task_timeout_seconds=settings.workflow_task_timeout_seconds,
     )

@@ -16,6 +16,7 @@ from sqlmodel import col
 from temporalio.client import Client
 
 from api.problems import ApiError
+from api.read_cache import KnownToken, ReadCaches
 from contracts.ids import sha256_hex
 from contracts.temporal import connect
 from db.models import ApiToken, PartnerOperation, utcnow
@@ -74,25 +75,31 @@ UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 async def authenticate(scheme: str | None, token: str | None, settings: Settings,
-                       session: AsyncSession) -> Principal:
+                       session: AsyncSession, cache: ReadCaches) -> Principal:
     """Who the bearer token is, or 401. Used by the routes and, before a body is read, by
-    `api.body_guard` (which hands its answer on in `request.state.principal`)."""
+    `api.body_guard` (which hands its answer on in `request.state.principal`). A known CPO token
+    is remembered for `auth_cache_seconds` (api/read_cache.py): a poll then needs no query."""
     if not scheme or scheme.lower() != "bearer" or not token:
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
     if any(hmac.compare_digest(token.encode(), admin.encode()) for admin in settings.admin_tokens()):
         return Principal(is_admin=True)
+    token_hash = sha256_hex(token)
+    known = cache.tokens.get(token_hash)
+    if known is not None and known.valid():
+        return Principal(is_admin=False, cpo_id=known.cpo_id)
     now = utcnow()
-    cpo_id = (
+    row = (
         await session.execute(
-            select(col(ApiToken.cpo_id)).where(
-                col(ApiToken.token_hash) == sha256_hex(token), col(ApiToken.revoked_at).is_(None),
+            select(col(ApiToken.cpo_id), col(ApiToken.expires_at)).where(
+                col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None),
                 or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
             )
         )
-    ).scalar_one_or_none()
-    if cpo_id is None:
+    ).first()
+    if row is None:
         raise ApiError(401, "UNAUTHORIZED", "unknown, revoked or expired token", headers=UNAUTHORIZED)
-    return Principal(is_admin=False, cpo_id=int(cpo_id))
+    cache.tokens.put(token_hash, KnownToken(cpo_id=int(row[0]), expires_at=row[1]))
+    return Principal(is_admin=False, cpo_id=int(row[0]))
 
 
 async def get_principal(
@@ -106,7 +113,8 @@ async def get_principal(
         return known
     if credentials is None:
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
-    return await authenticate(credentials.scheme, credentials.credentials, settings, session)
+    return await authenticate(credentials.scheme, credentials.credentials, settings, session,
+                              request.app.state.read_cache)
 
 
 async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -134,6 +142,7 @@ class Cpo:
 
 
 async def get_cpo(
+    request: Request,
     cpo_id: CpoIdPath,
     principal: Annotated[Principal, Depends(get_principal)],
     session: Annotated[AsyncSession, Depends(get_session)],
@@ -143,16 +152,29 @@ async def get_cpo(
     cpo_number = int(cpo_id)
     if not principal.is_admin and principal.cpo_id != cpo_number:
         raise ApiError(403, "FORBIDDEN", "this token may only act on its own CPO")
-    row = await session.get(PartnerOperation, cpo_number)
-    if row is None:
-        raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
-    return Cpo(id=cpo_number, name=row.name, country_code=row.country_code, party_id=row.party_id)
+    cache: ReadCaches = request.app.state.read_cache
+    cpo = cache.cpos.get(cpo_number)
+    if cpo is None:
+        row = await session.get(PartnerOperation, cpo_number)
+        if row is None:
+            raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
+        cpo = Cpo(id=cpo_number, name=row.name, country_code=row.country_code, party_id=row.party_id)
+        cache.cpos.put(cpo_number, cpo)
+    return cpo
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 TemporalDep = Annotated[TemporalConnector, Depends(get_temporal)]
 CpoDep = Annotated[Cpo, Depends(get_cpo)]
+
+
+async def get_read_cache(request: Request) -> ReadCaches:
+    cache: ReadCaches = request.app.state.read_cache
+    return cache
+
+
+ReadCacheDep = Annotated[ReadCaches, Depends(get_read_cache)]
 
 
 async def limit_inflight(cpo: Annotated[Cpo, Depends(get_cpo)], request: Request) -> AsyncIterator[None]:

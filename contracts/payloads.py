@@ -21,6 +21,10 @@ class Tuning:
     activity_max_interval_seconds: float
     task_running_timeout_seconds: float
     ecs_task_queue: str
+    # RunTask as a local activity on the worker running the child (no ECS rate limit set): no
+    # activity task round trip through Temporal per charger. With a rate limit, RunTask goes to
+    # `ecs_task_queue`, whose server-side limit holds for the whole fleet.
+    ecs_local_starts: bool
     # start-to-close of one activity attempt: how soon an attempt lost with a crashed worker is
     # retried elsewhere (no step takes more than a few seconds when healthy)
     activity_timeout_seconds: float

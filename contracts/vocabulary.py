@@ -37,6 +37,7 @@ class DeploymentState(StrEnum):
     """A charger's deployment (`charger_deployments.state`)."""
 
     PENDING = "PENDING"  # rows written, no task yet
+    LAUNCHING = "LAUNCHING"  # RunTask may have been sent: a later attempt looks for its task first
     STARTING = "STARTING"  # RunTask answered; not RUNNING yet
     RUNNING = "RUNNING"
     STOPPING = "STOPPING"  # decommission under way

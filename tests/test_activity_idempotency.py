@@ -75,11 +75,21 @@ async def test_each_activity_twice_gives_the_same_rows_and_one_task(
             task_input = ChargerTaskInput(job_id, 0, first.location_id, planned.deployment_id,
                                           planned.identity)
             once = await env.run(tasks_acts.start_charger_task, task_input)
-            # a second run of an activity is always a retry: attempt 2 looks for the live task
-            twice = await retry_env.run(tasks_acts.start_charger_task, task_input)
-            assert (twice.task_arn, twice.last_status) == (once.task_arn, "ADOPTED")
+            # RunTask reached ECS but its answer was lost (the worker died before recording it):
+            # the deployment says LAUNCHING and no task row exists. The next run is attempt 1
+            # again when RunTask is a local activity replayed on another worker, so the attempt
+            # number cannot tell; the LAUNCHING mark makes it look for the live task and adopt it.
+            async with engine.begin() as conn:
+                await conn.execute(text("DELETE FROM ocpp.ecs_tasks WHERE deployment_id = :d"),
+                                   {"d": planned.deployment_id})
+                await conn.execute(text("UPDATE ocpp.charger_deployments SET state = 'LAUNCHING' "
+                                        "WHERE id = :d"), {"d": planned.deployment_id})
+            for run_env in (env, retry_env):
+                again = await run_env.run(tasks_acts.start_charger_task, task_input)
+                assert (again.task_arn, again.last_status) == (once.task_arn, "ADOPTED")
             running = running_tasks(ecs, settings.ecs_cluster, planned.deployment_id)
             assert [t["taskArn"] for t in running] == [once.task_arn]
+            assert len(all_tasks_started_by(ecs, settings.ecs_cluster, planned.deployment_id)) == 1
             refs.append(once)
         for _ in range(2):
             await env.run(tasks_acts.wait_tasks_running, WaitTasksInput(first.location_id, refs))

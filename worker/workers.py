@@ -81,6 +81,7 @@ def build_workers(
             ocpi.retire_location,
             ocpi.notify_partners,
             ocpi.push_location,
+            ecs_acts.start_charger_task,  # as a local activity of ProvisionLocation (no rate limit)
         ],
         max_concurrent_activities=50,
         max_concurrent_workflow_tasks=50,

@@ -7,12 +7,15 @@ The two database steps (write the rows, activate) are *local* activities: each i
 transaction on the worker that already runs the workflow task, recorded as one marker event
 instead of three activity events and a workflow-task round trip. A charger-less location is then
 one workflow task (7 events instead of 17); the dev server's SQLite writes were the bottleneck.
-The ECS calls stay regular activities: they run on their own rate-limited task queue.
+RunTask is a local activity too unless an ECS rate limit is set (then it runs on its own
+rate-limited task queue); waiting for PROVISIONING tasks and stopping them stay regular
+activities (they heartbeat, and they are off the happy path on moto).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -70,14 +73,9 @@ class ProvisionLocation:
             fallback = ErrorCode.ECS_UNAVAILABLE
             self._at(f"starting {len(plan.chargers)} charger task(s)")
             starts = [
-                workflow.execute_activity_method(
-                    EcsTasks.start_charger_task,
-                    ChargerTaskInput(job_id=inp.job_id, index=inp.index, location_id=plan.location_id,
-                                     deployment_id=charger.deployment_id, identity=charger.identity),
-                    task_queue=ecs_queue,
-                    start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
-                    summary=f"RunTask {charger.identity}",
-                )
+                self._start(inp, ChargerTaskInput(
+                    job_id=inp.job_id, index=inp.index, location_id=plan.location_id,
+                    deployment_id=charger.deployment_id, identity=charger.identity))
                 for charger in plan.chargers
             ]
             # Wait for every start to settle before compensating: a task still being started
@@ -126,20 +124,40 @@ class ProvisionLocation:
             await self._compensate(inp, plan, ErrorInfo.of(ErrorCode.CANCELLED))
             raise
 
+    def _start(self, inp: ProvisionInput, charger: ChargerTaskInput) -> Awaitable[TaskRef]:
+        """RunTask for one charger: a local activity when no ECS rate limit applies (no activity
+        task through Temporal: the child's whole happy path is then one workflow task), else an
+        activity on the rate-limited ECS queue. Either way the activity may run again after a
+        crash; it finds the deployment LAUNCHING and adopts the task an earlier run started."""
+        attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
+        policy = retry_policy(inp.tuning)
+        summary = f"RunTask {charger.identity}"
+        if inp.tuning.ecs_local_starts:
+            return workflow.execute_local_activity_method(
+                EcsTasks.start_charger_task, charger, start_to_close_timeout=attempt,
+                retry_policy=policy, cancellation_type=WAIT, summary=summary,
+            )
+        return workflow.execute_activity_method(
+            EcsTasks.start_charger_task, charger, task_queue=inp.tuning.ecs_task_queue,
+            start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT, summary=summary,
+        )
+
     async def _compensate(self, inp: ProvisionInput, plan: LocationPlan | None, error: ErrorInfo) -> None:
         """Stop what may run, delete what was written, record why. Every step is idempotent and
         retried for as long as it takes: giving up would leave rows or tasks behind."""
         self._at(f"compensating ({error.code})")
         policy = retry_policy(inp.tuning, forever=True)
         attempt = timedelta(seconds=inp.tuning.activity_timeout_seconds)
-        if plan is not None:  # no plan: no task was started
-            await workflow.execute_activity_method(
-                EcsTasks.stop_location_tasks,
-                StopTasksInput(location_id=plan.location_id,
-                               deployment_ids=[c.deployment_id for c in plan.chargers]),
-                task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=attempt,
-                retry_policy=policy, summary="compensate: stop tasks",
-            )
+        # Even with no plan a task may run: local activities of a workflow task that the server
+        # then refused (a cancel arrived meanwhile) did their work, but their results are not in
+        # the history. The activity also stops what the location's rows list.
+        await workflow.execute_activity_method(
+            EcsTasks.stop_location_tasks,
+            StopTasksInput(location_id=ids.location_id(inp.job_id, inp.index),
+                           deployment_ids=[c.deployment_id for c in plan.chargers] if plan else []),
+            task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=attempt,
+            retry_policy=policy, summary="compensate: stop tasks",
+        )
         # Even with no plan the rows may exist (cancelled after the write committed); the id is
         # derived, and deleting nothing is harmless.
         await workflow.execute_activity_method(

@@ -16,7 +16,7 @@ from api.bulk_jobs import (
     job_status,
     start_job_workflow,
 )
-from api.deps import CpoDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
+from api.deps import CpoDep, ReadCacheDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
 from api.normalize import check_identities
@@ -146,15 +146,22 @@ async def bulk_create_locations(
     summary="Get bulk location-create job status",
 )
 async def get_job_status(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep,
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, cache: ReadCacheDep,
     page: Annotated[int, Query(ge=1, le=1_000_000, description="page of `results.locations`")] = 1,
     limit: Annotated[int, Query(ge=1, le=1000, description="locations per page of results")] = 100,
 ) -> JobStatusOut:
     """Progress from the rows each location's workflow commits (never waits on Temporal or a
-    worker, so it answers at once however busy the job is); once the job has ended, `results`
-    holds one page of its locations by index (100 by default), so a poll stays small."""
+    worker, so it answers at once however busy the job is), at most `status_cache_seconds` old;
+    once the job has ended, `results` holds one page of its locations by index (100 by default),
+    so a poll stays small."""
+    key = (cpo.id, job_id, page, limit)
+    cached = cache.statuses.get(key)
+    if cached is not None:
+        return cached
     job = await job_of(session, cpo.id, job_id)
-    return await job_status(session, job, page, limit)
+    body = await job_status(session, job, page, limit)
+    cache.statuses.put(key, body)
+    return body
 
 
 @router.delete(
@@ -165,7 +172,8 @@ async def get_job_status(
     summary="Cancel a bulk location-create job",
 )
 async def cancel_job(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
+    cache: ReadCacheDep,
 ) -> JobStatusOut | JSONResponse:
     """READY locations stay; locations in flight are compensated (tasks stopped, rows removed);
     the job ends CANCELLED. 200 with the final status once it is, 202 while it gets there.
@@ -177,6 +185,7 @@ async def cancel_job(
     if job.status != JobStatus.CANCELLED:
         await session.close()  # no pooled connection is held while we wait on Temporal
         await cancel_and_wait(client, job_id, settings.sync_wait_seconds)
+        cache.statuses.forget(job_id)
         job = await job_of(session, cpo.id, job_id)
     body = await job_status(session, job)
     if body.status == JobStatus.CANCELLED:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from sqlalchemy import select, update
 from sqlmodel import col
 
-from api.deps import CpoDep, Principal, SessionDep, require_admin
+from api.deps import CpoDep, Principal, ReadCacheDep, SessionDep, require_admin
 from api.problems import ApiError, error_responses
 from api.schemas import TokenIn, TokenIssued, TokenList, TokenOut
 from contracts.ids import sha256_hex
@@ -54,8 +54,10 @@ async def list_tokens(cpo: CpoDep, session: SessionDep, _: AdminDep) -> TokenLis
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT,
                responses=error_responses(401, 403, 404, 422, 503),
                summary="Revoke a CPO's bearer token (admin)")
-async def revoke_token(token_id: TokenIdPath, cpo: CpoDep, session: SessionDep, _: AdminDep) -> Response:
-    """From now on the token opens nothing. Revoking a revoked token is harmless (204)."""
+async def revoke_token(token_id: TokenIdPath, cpo: CpoDep, session: SessionDep, cache: ReadCacheDep,
+                       _: AdminDep) -> Response:
+    """From now on the token opens nothing (on the other API processes within
+    `auth_cache_seconds`). Revoking a revoked token is harmless (204)."""
     found = (await session.execute(
         update(ApiToken)
         .where(col(ApiToken.id) == token_id, col(ApiToken.cpo_id) == cpo.id)
@@ -65,4 +67,5 @@ async def revoke_token(token_id: TokenIdPath, cpo: CpoDep, session: SessionDep, 
     if found is None:
         raise ApiError(404, "TOKEN_NOT_FOUND", f"no token {token_id} under CPO {cpo.id}")
     await session.commit()
+    cache.tokens.clear()
     return Response(status_code=204)

@@ -1,0 +1,75 @@
+"""Each API process remembers a token's owner, a CPO and a job's status briefly
+(api/read_cache.py): what that buys a poll, and what it must never cost (another tenant's data,
+a revoke ignored, a status older than its setting).
+
+Two apps on one database stand for two API processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.testing import WorkflowEnvironment
+
+from tests.helpers import create_cpo, location, submit
+
+NOBODY = "read-cache-nobody-polls"  # no worker: the job's rows change only when the test says
+
+
+async def test_a_status_is_at_most_status_cache_seconds_old(
+    app_with: Any, admin: dict[str, str], engine: AsyncEngine, temporal: WorkflowEnvironment,
+) -> None:
+    async with app_with(task_queue=NOBODY, status_cache_seconds=0.5) as api:
+        cpo_id, token = await create_cpo(api, admin)
+        accepted = await submit(api, cpo_id, token, [location("Cached A"), location("Cached B")])
+        await temporal.client.get_workflow_handle(accepted["job_id"]).terminate("driven by hand")
+        url = accepted["status_url"]
+        first = (await api.get(url, headers=token)).json()
+        assert first["progress"]["succeeded"] == 0
+        async with engine.begin() as conn:  # a child commits its location READY
+            await conn.execute(text("UPDATE ocpp.job_locations SET state = 'READY' "
+                                    "WHERE job_id = :j AND index = 0"), {"j": accepted["job_id"]})
+        assert (await api.get(url, headers=token)).json()["progress"] == first["progress"]  # fresh enough
+        await asyncio.sleep(0.6)
+        later = (await api.get(url, headers=token)).json()
+        assert later["progress"] == {"total": 2, "succeeded": 1, "failed": 0, "in_progress": 1}
+
+        # another CPO's token never reads the cached entry
+        _, stranger = await create_cpo(api, admin)
+        refused = await api.get(url, headers=stranger)
+        assert refused.status_code == 403, refused.text
+
+    # with the cache off, every poll reads the rows
+    async with app_with(task_queue=NOBODY, status_cache_seconds=0) as fresh:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE ocpp.job_locations SET state = 'FAILED' "
+                                    "WHERE job_id = :j AND index = 1"), {"j": accepted["job_id"]})
+        assert (await fresh.get(url, headers=token)).json()["progress"]["failed"] == 1
+
+
+async def test_a_revoke_reaches_other_processes_within_auth_cache_seconds(
+    app_with: Any, admin: dict[str, str],
+) -> None:
+    async with app_with(auth_cache_seconds=0.5) as one, app_with(auth_cache_seconds=0.5) as other:
+        cpo_id, token = await create_cpo(one, admin)
+        listing = f"/ocpi/cpos/{cpo_id}/locations"
+        assert (await other.get(listing, headers=token)).status_code == 200  # `other` remembers it
+        tokens = (await one.get(f"/ocpi/cpos/{cpo_id}/tokens", headers=admin)).json()["data"]
+        revoked = await one.delete(f"/ocpi/cpos/{cpo_id}/tokens/{tokens[0]['token_id']}", headers=admin)
+        assert revoked.status_code == 204
+        assert (await one.get(listing, headers=token)).status_code == 401  # the revoking process: at once
+        await asyncio.sleep(0.6)
+        assert (await other.get(listing, headers=token)).status_code == 401  # the others: within the TTL
+
+
+async def test_unknown_tokens_are_not_remembered(app_with: Any, admin: dict[str, str]) -> None:
+    async with app_with() as api:
+        cpo_id, _ = await create_cpo(api, admin)
+        for n in range(3):
+            bad = {"Authorization": f"Bearer cpo_not-a-token-{n}"}
+            assert (await api.get(f"/ocpi/cpos/{cpo_id}/locations", headers=bad)).status_code == 401
+        cache = api._transport.app.state.read_cache  # type: ignore[attr-defined]
+        assert cache.tokens.get("anything") is None and len(cache.tokens._entries) == 0
