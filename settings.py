@@ -97,10 +97,11 @@ class Settings(BaseSettings):
     # Recovery after a worker dies (README "Operators"): a workflow task waits this long on the
     # sticky queue of the worker that has the workflow cached before any worker may take it.
     sticky_schedule_to_start_seconds: float = Field(default=3.0, gt=0)
-    # ...and a workflow task the dead worker had started is handed to another after this long
-    # (the server's default is 10 s; a healthy task takes milliseconds, local activities included,
-    # which the SDK extends by heartbeating the task).
-    workflow_task_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # ...and a workflow task the dead worker had started is handed to another after this long.
+    # Left at the server's 10 s: under load (a make-run stack, 5 jobs of 150 x 2 at once) a
+    # child's workflow task, with its local activities, can take seconds; measured, 5 s made 136
+    # workflow tasks time out (and run again) for 750 locations, 3 s 154, 10 s none.
+    workflow_task_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
     # Worker Versioning (README "Deploy"): each worker polls as one version of a deployment.
     # Workflows stay on the version that started them (pinned); a job moves to the current
     # version at its continue-as-new boundaries. The release sets WORKER_BUILD_ID (its image tag
@@ -114,7 +115,7 @@ class Settings(BaseSettings):
     # Start-to-close of one activity attempt: an attempt lost with a dead worker is retried on
     # another after this long. Each step is one short transaction or one ECS call (seconds at
     # most; botocore retries a throttled call within it); the long wait for RUNNING has its own.
-    activity_timeout_seconds: float = Field(default=10.0, gt=0)
+    activity_timeout_seconds: float = Field(default=15.0, gt=0)
 
     # --- workflow shape ---
     child_window: int = Field(default=100, ge=1, le=1000)
