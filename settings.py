@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     ecs_activities_per_second: float | None = None
 
     worker_shutdown_grace_seconds: float = 10.0
+    # The job reconciler (a Temporal Schedule the worker creates): how often it runs, and how old
+    # a PROVISIONING job (or how long closed its workflow) must be before it is repaired.
+    reconcile_interval_seconds: float = Field(default=60.0, ge=1)
+    reconcile_grace_seconds: float = Field(default=120.0, ge=0)
     # Recovery after a worker dies (README "Operators"): a workflow task waits this long on the
     # sticky queue of the worker that has the workflow cached before any worker may take it.
     sticky_schedule_to_start_seconds: float = Field(default=3.0, gt=0)
@@ -139,11 +143,16 @@ class Settings(BaseSettings):
     ecs_subnets: list[str] = Field(default_factory=list)
     ecs_security_groups: list[str] = Field(default_factory=list)
     ecs_assign_public_ip: bool = False
-    charger_image: str = "ghcr.io/ocpplab/charger-simulator:latest"
+    # recorded on each deployment: production sets it to the image@sha256 reference that
+    # deploy/ecs/charger.json pins; the dev stack's moto runs no image at all
+    charger_image: str = "ghcr.io/ocpplab/charger-simulator:dev-stack"
     csms_url: str = "ws://127.0.0.1:9000/ocpp"
     # Charger basic-auth secrets are HMAC(charger_secret_key, deployment id): a retried activity
     # derives the same secret, and only its SHA-256 is stored.
     charger_secret_key: str = Field(default=DEFAULT_CHARGER_SECRET_KEY, min_length=16)
+    # Each charger's secret is a Secrets Manager secret of this prefix + its deployment id; its
+    # task gets only the ARN (CHARGER_SECRET_ARN) and reads the value with its task role.
+    charger_secret_prefix: str = "ocpplab/chargers/"
 
     # --- operations: logs, metrics, traces, health (README "Operators") ---
     log_format: Literal["json", "text"] = Field(

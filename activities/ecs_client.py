@@ -1,4 +1,4 @@
-"""The ECS client and the line between transient and permanent ECS errors.
+"""The ECS and Secrets Manager clients, and the line between transient and permanent ECS errors.
 
 botocore's `standard` retry mode absorbs short throttling bursts inside one attempt; what it
 cannot absorb surfaces as a retryable error and Temporal retries with backoff. Permanent errors
@@ -8,7 +8,7 @@ become non-retryable ApplicationErrors whose type is the location's stable error
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, Literal
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -29,6 +29,17 @@ PERMANENT_ECS_ERRORS: dict[str, ErrorCode] = {
 
 
 def ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
+    return _client("ecs", settings)
+
+
+def secrets_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
+    """Secrets Manager (the chargers' secrets), on the same endpoint and with the same retries."""
+    return _client("secretsmanager", settings)
+
+
+def _client(
+    service: Literal["ecs", "secretsmanager"], settings: Settings
+) -> AbstractAsyncContextManager[Any]:
     session = aioboto3.Session(
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
@@ -40,7 +51,7 @@ def ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
         connect_timeout=5,
         read_timeout=20,
     )
-    return session.client("ecs", endpoint_url=settings.aws_endpoint_url, config=config)
+    return session.client(service, endpoint_url=settings.aws_endpoint_url, config=config)
 
 
 def permanent_or_raise(err: ClientError) -> ApplicationError:

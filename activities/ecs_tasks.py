@@ -7,6 +7,12 @@ guessed from the attempt number: the first start moves the deployment PENDING â†
 it sends RunTask, and every later one (a retry, a local activity run again after its worker died,
 a `temporal workflow reset`) finds it LAUNCHING and looks first. The first start skips the
 look-up: ListTasks scans the whole cluster, so checking on every call made a large job quadratic.
+
+The charger's secret never travels in the RunTask request (anyone with `ecs:DescribeTasks` reads
+a task's overrides): the same activity first creates or updates the charger's Secrets Manager
+secret (one call per charger, idempotent) and hands the task only its ARN; the charger reads the
+value with its task role (deploy/ecs/charger.json, deploy/iam/). Stopping a location's tasks
+deletes its secrets too (compensation and decommission both go through `stop_location_tasks`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import metrics
-from activities.credentials import charger_secret
+from activities.credentials import charger_secret, charger_secret_name
 from activities.ecs_client import permanent_or_raise, run_task_failure
 from contracts import activities as interfaces
 from contracts.payloads import ChargerTaskInput, StopTasksInput, TaskRef, WaitTasksInput
@@ -50,11 +56,12 @@ def tag_value(text: str) -> str:
 
 class EcsTaskActivities(interfaces.EcsTasks):
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], ecs: Any, settings: Settings
+        self, sessions: async_sessionmaker[AsyncSession], ecs: Any, settings: Settings, secrets: Any
     ) -> None:
         self.sessions = sessions
         self.ecs = ecs
         self.settings = settings
+        self.secrets = secrets  # a Secrets Manager client
 
     async def _live_tasks(self, deployment_id: str) -> list[str]:
         try:
@@ -115,21 +122,59 @@ class EcsTaskActivities(interfaces.EcsTasks):
                 activity.logger.warning("deployment %s had %d tasks", inp.deployment_id, len(live))
                 for extra in live[1:]:
                     await self._stop(extra, "duplicate task of one deployment")
+            await self._record(inp.deployment_id, task)
         else:
-            task = await self._run_task(inp)
+            task = await self.run_and_record(inp)
             task_arn = task["taskArn"]
             activity.logger.info("charger %s: task %s started", inp.identity, task_arn)
-        await self._record(inp.deployment_id, task)
         return TaskRef(deployment_id=inp.deployment_id, task_arn=task_arn,
                        last_status=str(task.get("lastStatus", "PROVISIONING")))
 
-    async def _run_task(self, inp: ChargerTaskInput) -> dict[str, Any]:
+    async def run_and_record(self, inp: ChargerTaskInput) -> dict[str, Any]:
+        """The charger's secret, then its task, then the task's row: what a start does when no
+        live task is there to adopt (also the dev stack's restore of moto's forgotten tasks)."""
+        secret_arn = await self._put_secret(inp)
+        task = await self._run_task(inp, secret_arn)
+        await self._record(inp.deployment_id, task)
+        return task
+
+    async def _put_secret(self, inp: ChargerTaskInput) -> str:
+        """Create the charger's secret, or update it when an earlier attempt created it; its ARN."""
+        name = charger_secret_name(self.settings, inp.deployment_id)
+        value = charger_secret(self.settings.charger_secret_key, inp.deployment_id)
+        try:
+            created = await self.secrets.create_secret(
+                Name=name, SecretString=value, Description=f"OCPP basic-auth secret of {inp.identity}",
+                Tags=[{"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
+                      {"Key": "ocpplab:location-id", "Value": inp.location_id},
+                      {"Key": "ocpplab:job-id", "Value": inp.job_id}],
+            )
+            return str(created["ARN"])
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "ResourceExistsException":
+                raise permanent_or_raise(err) from err
+        try:
+            updated = await self.secrets.put_secret_value(SecretId=name, SecretString=value)
+        except ClientError as err:
+            raise permanent_or_raise(err) from err
+        return str(updated["ARN"])
+
+    async def _delete_secret(self, deployment_id: str) -> None:
+        """Gone at once (no recovery window: the value is derived, nothing is lost); idempotent."""
+        try:
+            await self.secrets.delete_secret(SecretId=charger_secret_name(self.settings, deployment_id),
+                                             ForceDeleteWithoutRecovery=True)
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+
+    async def _run_task(self, inp: ChargerTaskInput, secret_arn: str) -> dict[str, Any]:
         s = self.settings
         env = [
             {"name": "CHARGER_IDENTITY", "value": inp.identity},
             {"name": "CSMS_URL", "value": s.csms_url},
             {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
-            {"name": "CHARGER_SECRET", "value": charger_secret(s.charger_secret_key, inp.deployment_id)},
+            {"name": "CHARGER_SECRET_ARN", "value": secret_arn},
         ]
         started = time.monotonic()
         try:
@@ -189,8 +234,9 @@ class EcsTaskActivities(interfaces.EcsTasks):
             state = await self._locked_state(session, deployment_id)
             if state is None or state == DeploymentState.STOPPING:
                 # the compensation (or a decommission) got here first and may have looked for
-                # tasks before this one existed: stop it ourselves
+                # tasks (and deleted secrets) before these existed: undo them ourselves
                 await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
+                await self._delete_secret(deployment_id)
                 raise _undone(deployment_id)
             await session.execute(stmt)
             await session.execute(
@@ -255,7 +301,8 @@ class EcsTaskActivities(interfaces.EcsTasks):
 
     @activity.defn
     async def stop_location_tasks(self, inp: StopTasksInput) -> int:
-        """Stop every task of the location's deployments: recorded ones and any ECS still runs.
+        """Stop every task of the location's deployments (recorded ones and any ECS still runs),
+        then delete their secrets.
 
         The deployments are the given ones and those the location's rows list. They are marked
         STOPPING first (a fence): a start still in flight then records its task before this
@@ -287,6 +334,8 @@ class EcsTaskActivities(interfaces.EcsTasks):
                 .where(col(EcsTask.task_arn).in_(arns))
                 .values(desired_status="STOPPED", stopped_at=now, updated_at=now)
             )
+        for deployment_id in deployment_ids:  # after the stops: a live task still needs its own
+            await self._delete_secret(deployment_id)
         return len(arns)
 
     async def _stop(self, task_arn: str, reason: str) -> None:

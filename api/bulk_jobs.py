@@ -171,10 +171,14 @@ async def start_job_workflow(
     except WorkflowAlreadyStartedError:  # it ran and closed already: nothing to start
         return job.workflow_run_id
     except RPCError as err:
+        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            # The start may have reached Temporal: the job is kept and accepted (202), and the
+            # reconciler (activities/reconcile.py) finds its workflow or starts it, same id.
+            return job.workflow_run_id
         if created:  # nothing will run it: do not leave a job that looks alive
             await session.execute(delete(Job).where(col(Job.id) == job.id))
             await session.commit()
-        if err.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
+        if err.status == RPCStatusCode.UNAVAILABLE:
             raise ApiError(503, "TEMPORAL_UNAVAILABLE", "Temporal cannot be reached; nothing was started",
                            headers={"Retry-After": "5"}) from err
         raise

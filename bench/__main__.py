@@ -61,7 +61,7 @@ import httpx
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.location_rows import LocationRowsActivities
 from api.bulk_jobs import create_or_reuse_job, job_tuning
@@ -109,8 +109,8 @@ async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int, concu
     rows = LocationRowsActivities(sessions, settings)
     env = ActivityEnvironment()
     gate = asyncio.Semaphore(concurrency)
-    async with ecs_client(settings) as ecs:
-        tasks = EcsTaskActivities(sessions, ecs, settings)
+    async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
+        tasks = EcsTaskActivities(sessions, ecs, settings, sm)
 
         async def one(index: int) -> None:
             async with gate:
@@ -398,8 +398,10 @@ class Bench:
             queue = iter(range(a.posts))
 
             async def client() -> None:
+                # each client is a CPO of its own (one CPO would soon hit its running-jobs quota)
+                client_cpo, client_token = await self.cpo()
                 for _ in queue:
-                    accepted, seconds = await self.post(cpo_id, token, content)
+                    accepted, seconds = await self.post(client_cpo, client_token, content)
                     latencies.append(seconds)
                     jobs.append(accepted["job_id"])
 

@@ -24,6 +24,8 @@ from contracts.payloads import (
     LocationPlan,
     LocationRef,
     ProvisionInput,
+    ReconcileInput,
+    ReconcileReport,
     StopTasksInput,
     TaskRef,
     WaitTasksInput,
@@ -88,3 +90,11 @@ class LocationChanges(ABC):
     @activity.defn
     @abstractmethod
     async def update_location_fields(self, patch: LocationPatch) -> bool: ...
+
+
+class JobReconciler(ABC):
+    """Repairs jobs left PROVISIONING with no workflow to end them (run by a Temporal Schedule)."""
+
+    @activity.defn
+    @abstractmethod
+    async def reconcile_jobs(self, inp: ReconcileInput) -> ReconcileReport: ...

@@ -187,3 +187,23 @@ class JobOutcome:
     succeeded: int
     failed: int
     error: ErrorInfo | None = None
+
+
+@dataclass
+class ReconcileInput:
+    """What one run of the job reconciler looks at: PROVISIONING jobs older than the grace period
+    (their workflow had time to start, or to write its end), at most `limit` of them a run."""
+
+    grace_seconds: float
+    limit: int = 200
+
+
+@dataclass
+class ReconcileReport:
+    """What one run of the job reconciler did (its result in the Web UI)."""
+
+    examined: int = 0
+    started: int = 0  # no workflow: started (same id, same input)
+    failed: int = 0  # terminated, failed or timed out: the job marked FAILED
+    finalized: int = 0  # completed or cancelled: the final state the workflow would have written
+    running: int = 0  # nothing to repair

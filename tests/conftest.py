@@ -27,7 +27,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
 from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_engine, make_sessionmaker
@@ -141,8 +141,8 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 async def workers(
     temporal: WorkflowEnvironment, settings: Settings, engine: AsyncEngine
 ) -> AsyncIterator[list[Worker]]:
-    async with ecs_client(settings) as ecs_async:
-        built = build_workers(temporal.client, settings, make_sessionmaker(engine), ecs_async)
+    async with ecs_client(settings) as ecs_async, secrets_client(settings) as sm:
+        built = build_workers(temporal.client, settings, make_sessionmaker(engine), ecs_async, sm)
         runs = [asyncio.create_task(w.run()) for w in built]
         yield built
         await asyncio.gather(*(w.shutdown() for w in built))

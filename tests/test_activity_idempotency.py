@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.job_state import JobStateActivities
 from activities.location_rows import LocationRowsActivities
@@ -68,8 +68,8 @@ async def test_each_activity_twice_gives_the_same_rows_and_one_task(
         **expected_counts([[2, 1]]), "ecs_tasks": 0,
     }
 
-    async with ecs_client(settings) as ecs_async:
-        tasks_acts = EcsTaskActivities(sessions, ecs_async, settings)
+    async with ecs_client(settings) as ecs_async, secrets_client(settings) as sm:
+        tasks_acts = EcsTaskActivities(sessions, ecs_async, settings, sm)
         refs = []
         for planned in first.chargers:
             task_input = ChargerTaskInput(job_id, 0, first.location_id, planned.deployment_id,

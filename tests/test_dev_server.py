@@ -21,7 +21,7 @@ from temporalio.api.enums.v1 import VersioningBehavior as VersioningBehaviorProt
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
 from contracts.payloads import BulkCreateInput, JobOutcome
 from contracts.temporal import ERROR_CODES, PRIORITY_BULK, PRIORITY_INTERACTIVE, connect
@@ -90,8 +90,8 @@ async def test_failed_location_error_code_is_a_search_attribute(
     the priority keys: bulk for the jobs and their children, interactive for a PATCH."""
     own = own_settings(settings, dev_server, worker_versioning=False)
     sessions = make_sessionmaker(engine)
-    async with ecs_client(own) as ecs, running(build_workers(dev_client, own, sessions, ecs)), \
-            app_on(own, dev_client) as http:
+    async with ecs_client(own) as ecs, secrets_client(own) as sm, \
+            running(build_workers(dev_client, own, sessions, ecs, sm)), app_on(own, dev_client) as http:
         cpo_id, token = await create_cpo(http, admin)
         denied = unique(f"SA-{cpo_id}-DENIED")
         fault_proxy.arm(Fault("RunTask", "access_denied", body_contains=denied))
@@ -198,9 +198,9 @@ async def test_deploy_a_new_version_under_a_running_job(
     version_b = own.model_copy(update={"worker_build_id": "B"})
     sessions = make_sessionmaker(engine)
     gate = asyncio.Event()
-    async with ecs_client(own) as ecs, app_on(own, dev_client) as http:
+    async with ecs_client(own) as ecs, secrets_client(own) as sm, app_on(own, dev_client) as http:
         gated = GatedEcs(ecs, gate)
-        async with running(build_workers(dev_client, version_a, sessions, gated)):
+        async with running(build_workers(dev_client, version_a, sessions, gated, sm)):
             await set_current_version(dev_client, deployment, "A")
             cpo_id, token = await create_cpo(http, admin)
             accepted = await submit(http, cpo_id, token, [
@@ -216,7 +216,7 @@ async def test_deploy_a_new_version_under_a_running_job(
             version_b_workflows = [BulkCreateLocationsB,
                                    *(w for w in WORKFLOWS if w is not BulkCreateLocations)]
             # unsandboxed: the sandbox would re-import this test module for version B's job
-            workers_b = build_workers(dev_client, version_b, sessions, ecs, workflows=version_b_workflows,
+            workers_b = build_workers(dev_client, version_b, sessions, ecs, sm, workflows=version_b_workflows,
                                       runner=UnsandboxedWorkflowRunner())
             async with running(workers_b):
                 await set_current_version(dev_client, deployment, "B")

@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
 from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_sessionmaker
@@ -74,11 +74,13 @@ async def own_temporal(
     tests leave waiting on a task queue nobody polls would keep the shared one from skipping."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(venv_binary("temporal-test-server")))
-    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+             "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
     await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        search_attributes={name: keyword for name in SEARCH_ATTRIBUTES}, namespace=env.client.namespace))
-    async with ecs_client(settings) as ecs:
-        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs)
+        search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+        namespace=env.client.namespace))
+    async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
+        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs, sm)
         runs = [asyncio.create_task(w.run()) for w in built]
         async with serve_gateway(settings, env.client) as http:
             yield env, http

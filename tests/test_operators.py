@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
 from contracts.temporal import connect
 from db.engine import make_sessionmaker
@@ -52,9 +52,9 @@ async def own_stack(
 ) -> AsyncIterator[httpx.AsyncClient]:
     """Workers on their own task queues with `client`, and an app that starts jobs there."""
     own = settings.model_copy(update={"task_queue": f"{queue}-main", "ecs_task_queue": f"{queue}-ecs"})
-    async with ecs_client(own) as raw_ecs:
+    async with ecs_client(own) as raw_ecs, secrets_client(own) as sm:
         ecs = ecs_wrap(raw_ecs) if ecs_wrap else raw_ecs
-        workers = build_workers(client, own, make_sessionmaker(engine), ecs)
+        workers = build_workers(client, own, make_sessionmaker(engine), ecs, sm)
         runs = [asyncio.create_task(w.run()) for w in workers]
         app = create_app(own, temporal_client=client)
         try:

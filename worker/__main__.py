@@ -6,12 +6,13 @@ import asyncio
 import logging
 import signal
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
 from observability.tracing import init_tracing, stop_tracing, temporal_plugins, traced_aws_client
 from settings import get_settings
+from worker.schedules import ensure_reconcile_schedule
 from worker.telemetry import heartbeat, metrics_url, worker_runtime
 from worker.versioning import build_id, set_current_version
 from worker.workers import build_workers
@@ -25,14 +26,16 @@ async def main() -> None:
     tracing = init_tracing(settings.otel_exporter_otlp_endpoint, "ocpplab-worker")
     client = await connect(settings, runtime=worker_runtime(settings), plugins=temporal_plugins())
     engine = make_engine(settings)
+    await ensure_reconcile_schedule(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with ecs_client(settings) as ecs:
+        async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
             traced_ecs = traced_aws_client(ecs, "ECS")  # itself when tracing is off
-            workers = build_workers(client, settings, make_sessionmaker(engine), traced_ecs)
+            workers = build_workers(client, settings, make_sessionmaker(engine), traced_ecs,
+                                    traced_aws_client(sm, "SecretsManager"))
             runs = [asyncio.create_task(w.run()) for w in workers]
             beat = asyncio.create_task(heartbeat(settings, runs))
             log.info("worker polling %s and %s (metrics: %s, tracing: %s, version: %s)", settings.task_queue,

@@ -2,9 +2,10 @@
 
 It reports, as numbers: locations per state (REMOVED ones keep only their OCPI rows, for the
 eMSPs); deployments of active locations without a running task; running charger tasks whose
-deployment is unknown (orphans); deployments with more than one running task (duplicates);
-locations missing some of their ten tables' rows (half-written); and READY job locations whose
-location is gone (lost). Exit code 1 when any of the last five is not 0.
+deployment is unknown (orphans); charger secrets whose deployment is unknown (orphan secrets: a
+compensation or decommission that did not delete them); deployments with more than one running
+task (duplicates); locations missing some of their ten tables' rows (half-written); and READY job
+locations whose location is gone (lost). Exit code 1 when any of the last six is not 0.
 The fault tests use it as their oracle.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from activities.ecs_client import ecs_client
+from activities.ecs_client import ecs_client, secrets_client
 from contracts.vocabulary import JobStatus, LocationStatus
 from db.engine import make_engine
 from db.location_shape import location_shapes_sql
@@ -36,6 +37,7 @@ class AuditReport:
     running_tasks: int = 0
     deployments_without_task: int = 0
     orphan_tasks: int = 0
+    orphan_secrets: int = 0
     duplicate_tasks: int = 0
     half_written_locations: int = 0
     lost_locations: int = 0
@@ -43,8 +45,8 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.deployments_without_task or self.orphan_tasks or self.duplicate_tasks
-                    or self.half_written_locations or self.lost_locations)
+        return not (self.deployments_without_task or self.orphan_tasks or self.orphan_secrets
+                    or self.duplicate_tasks or self.half_written_locations or self.lost_locations)
 
 
 def _half_written(row: Any) -> bool:
@@ -60,7 +62,7 @@ def _half_written(row: Any) -> bool:
     return not (whole_site and evse_side and charger_side and tasks)
 
 
-async def _running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+async def running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """RUNNING tasks of the cluster started by a deployment, by deployment id, with their tags."""
     by_deployment: dict[str, list[dict[str, Any]]] = {}
     async with ecs_client(settings) as ecs:
@@ -76,6 +78,23 @@ async def _running_charger_tasks(settings: Settings) -> dict[str, list[dict[str,
                 if started_by.startswith("dep-"):
                     by_deployment.setdefault(started_by, []).append(task)
     return by_deployment
+
+
+async def _charger_secret_jobs(settings: Settings) -> dict[str, str]:
+    """Every charger secret (by its name's prefix): deployment id -> its job id tag. One
+    ListSecrets page per 100 chargers."""
+    found: dict[str, str] = {}
+    async with secrets_client(settings) as sm:
+        paginator = sm.get_paginator("list_secrets")
+        pages = paginator.paginate(Filters=[{"Key": "name", "Values": [settings.charger_secret_prefix]}],
+                                   PaginationConfig={"PageSize": 100})
+        async for page in pages:
+            for secret in page.get("SecretList", []):
+                name = str(secret.get("Name", ""))
+                if name.startswith(settings.charger_secret_prefix):
+                    tags = {t["Key"]: t["Value"] for t in secret.get("Tags", [])}
+                    found[name.removeprefix(settings.charger_secret_prefix)] = tags.get("ocpplab:job-id", "")
+    return found
 
 
 async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None = None,
@@ -110,7 +129,7 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
     report.lost_locations = len(lost)
     report.chargers = len(deployments)
 
-    running = await _running_charger_tasks(settings)
+    running = await running_charger_tasks(settings)
     in_scope = {
         dep: tasks for dep, tasks in running.items()
         if any(t["key"] == "ocpplab:job-id" and t["value"] in job_ids
@@ -123,9 +142,12 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
     report.deployments_without_task = len(missing)
     report.orphan_tasks = sum(len(in_scope[dep]) for dep in orphans)
     report.duplicate_tasks = len(duplicates)
+    secrets = await _charger_secret_jobs(settings)
+    orphan_secrets = [dep for dep, job in secrets.items() if job in job_ids and dep not in known]
+    report.orphan_secrets = len(orphan_secrets)
     report.examples = [f"half-written {i}" for i in half[:3]] + [f"lost {i}" for i in lost[:3]] + [
         f"no task {d}" for d in missing[:3]] + [f"orphan {d}" for d in orphans[:3]] + [
-        f"duplicate {d}" for d in duplicates[:3]]
+        f"duplicate {d}" for d in duplicates[:3]] + [f"orphan secret {d}" for d in orphan_secrets[:3]]
     return report
 
 
@@ -134,7 +156,7 @@ def render(report: AuditReport) -> str:
     states = ", ".join(f"{k} {v}" for k, v in sorted(report.locations_by_state.items())) or "none"
     lines.append(f"  locations by state         {states}")
     for name in ("chargers", "running_tasks", "deployments_without_task", "orphan_tasks",
-                 "duplicate_tasks", "half_written_locations", "lost_locations"):
+                 "orphan_secrets", "duplicate_tasks", "half_written_locations", "lost_locations"):
         lines.append(f"  {name.replace('_', ' '):<26} {getattr(report, name)}")
     lines += [f"  e.g. {example}" for example in report.examples]
     lines.append("  OK" if report.ok else "  MISMATCH")

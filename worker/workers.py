@@ -21,14 +21,17 @@ from activities.job_state import JobStateActivities
 from activities.location_changes import LocationChangeActivities
 from activities.location_rows import LocationRowsActivities
 from activities.ocpi_push import OcpiPushActivities
+from activities.reconcile import JobReconcilerActivities
 from settings import Settings
 from worker.versioning import deployment_config
 from workflows.bulk_create import BulkCreateLocations
 from workflows.location_changes import DecommissionLocation, UpdateLocation
 from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
+from workflows.reconcile import ReconcileJobs
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush]
+WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, UpdateLocation, OcpiLocationPush,
+             ReconcileJobs]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -51,6 +54,7 @@ def build_workers(
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
     ecs: Any,
+    secrets: Any,
     workflows: Sequence[type] = WORKFLOWS,
     runner: WorkflowRunner | None = None,
 ) -> list[Worker]:
@@ -59,8 +63,9 @@ def build_workers(
     rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
     changes = LocationChangeActivities(sessions)
-    ecs_acts = EcsTaskActivities(sessions, ecs, settings)
+    ecs_acts = EcsTaskActivities(sessions, ecs, settings, secrets)
     ocpi = ocpi_push
+    reconciler = JobReconcilerActivities(sessions, settings, client)
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
     version = deployment_config(settings)  # both queues belong to the same deployment version
@@ -81,6 +86,7 @@ def build_workers(
             ocpi.retire_location,
             ocpi.notify_partners,
             ocpi.push_location,
+            reconciler.reconcile_jobs,
             ecs_acts.start_charger_task,  # as a local activity of ProvisionLocation (no rate limit)
         ],
         max_concurrent_activities=50,
