@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
 
-.PHONY: run test test-faults lint bench audit clean clean-data deps
+.PHONY: run test test-faults lint bench audit replay clean clean-data deps
 
 deps: $(SYNCED)
 
@@ -40,6 +40,9 @@ bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
 
 audit: $(SYNCED)  ## compare the database with ECS (needs `make run` in another terminal)
 	$(PY) -m worker.audit $(AUDIT_ARGS)
+
+replay: $(SYNCED)  ## replay recent histories of a running server against this code (the gate before a deploy)
+	$(PY) -m worker.replay $(REPLAY_ARGS)
 
 clean-data:  ## forget the local stack's data (.data/)
 	rm -rf .data

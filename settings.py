@@ -98,7 +98,28 @@ class Settings(BaseSettings):
     # a PROVISIONING job (or how long closed its workflow) must be before it is repaired.
     reconcile_interval_seconds: float = Field(default=60.0, ge=1)
     reconcile_grace_seconds: float = Field(default=120.0, ge=0)
-    activity_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Recovery after a worker dies (README "Operators"): a workflow task waits this long on the
+    # sticky queue of the worker that has the workflow cached before any worker may take it.
+    sticky_schedule_to_start_seconds: float = Field(default=3.0, gt=0)
+    # ...and a workflow task the dead worker had started is handed to another after this long.
+    # Left at the server's 10 s: under load (a make-run stack, 5 jobs of 150 x 2 at once) a
+    # child's workflow task, with its local activities, can take seconds; measured, 5 s made 136
+    # workflow tasks time out (and run again) for 750 locations, 3 s 154, 10 s none.
+    workflow_task_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # Worker Versioning (README "Deploy"): each worker polls as one version of a deployment.
+    # Workflows stay on the version that started them (pinned); a job moves to the current
+    # version at its continue-as-new boundaries. The release sets WORKER_BUILD_ID (its image tag
+    # or commit); unset, it is derived from the workflow code (workflows/, contracts/).
+    worker_versioning: bool = True
+    worker_deployment_name: str = "ocpplab-gateway"
+    worker_build_id: str | None = None
+    # The dev stack (and a compose stack) makes its own build current when its workers start; a
+    # production rollout leaves this off and sets the current version after the replay gate.
+    worker_set_current_version: bool = False
+    # Start-to-close of one activity attempt: an attempt lost with a dead worker is retried on
+    # another after this long. Each step is one short transaction or one ECS call (seconds at
+    # most; botocore retries a throttled call within it); the long wait for RUNNING has its own.
+    activity_timeout_seconds: float = Field(default=15.0, gt=0)
 
     # --- workflow shape ---
     child_window: int = Field(default=100, ge=1, le=1000)

@@ -37,7 +37,7 @@ from api.schemas import (
 )
 from api.workflow_wait import wait_closed
 from contracts.payloads import BulkCreateInput, Tuning
-from contracts.temporal import CPO_ID, JOB_STATUS
+from contracts.temporal import CPO_ID, JOB_STATUS, bulk_priority
 from contracts.vocabulary import JobStatus
 from db.job_input import copy_job_locations, count_by_state
 from db.models import Job, JobLocation
@@ -61,6 +61,7 @@ def job_tuning(settings: Settings) -> Tuning:
         ecs_task_queue=settings.ecs_task_queue,
         ecs_local_starts=settings.ecs_activities_per_second is None,
         activity_timeout_seconds=settings.activity_timeout_seconds,
+        workflow_task_timeout_seconds=settings.workflow_task_timeout_seconds,
     )
 
 
@@ -181,6 +182,8 @@ async def start_job_workflow(
                 SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
             ]),
             static_summary=f"Bulk-create {job.total} location(s) for CPO {job.cpo_id}",
+            priority=bulk_priority(job.cpo_id),
+            task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
             static_details=f"job `{job.id}`; per-location input in `ocpp.job_locations`",
             rpc_timeout=timedelta(seconds=5),
         )

@@ -21,6 +21,7 @@ from api.problems import ApiError, FieldError
 from api.schemas import LocationPatchIn
 from api.workflow_wait import OPEN, wait_closed
 from contracts.payloads import LocationPatch, LocationRef, LocationUpdatesInput, change_stamp
+from contracts.temporal import interactive_priority
 from settings import Settings
 from workflows.location_changes import DecommissionLocation, LocationUpdates, updates_workflow_id
 
@@ -60,6 +61,8 @@ async def apply_patch(
         start_signal_args=[LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns,
                                          last_updated=stamp)],
         static_summary=f"PATCHes of {location_id}",
+        priority=interactive_priority(cpo_id),
+        task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
     )
     return None if await wait_applied(handle, stamp, settings.sync_wait_seconds) else workflow_id
 
@@ -98,6 +101,8 @@ async def decommission(
         id=workflow_id, task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",
+        priority=interactive_priority(cpo_id),
+        task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
     )
     return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
 

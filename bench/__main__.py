@@ -22,6 +22,10 @@ Scenarios (`--scenarios`, comma-separated; default all):
 - big       a `--locations` x 1 job (the reference), then a `--big` x 1 job: time to READY, time
             per location against the reference, peak RSS of every worker process (VmHWM and
             VmRSS sampled from /proc), the largest history over all workflows of the job.
+- fairness  one CPO runs `--fair-jobs` jobs of `--fair-locations` x 2 chargers; once they are
+            under way another CPO posts a 1-location job (2 chargers): its time to READY, on
+            stacks of their own (fresh each time) with the dev server's fairness off and on, and
+            both again with the ECS rate limit of real Fargate (ECS_ACTIVITIES_PER_SECOND=20).
 
 moto keeps every task it ever started and its ListTasks/DescribeTasks scan all of them (all
 clusters), so before every scenario moto is reset and bootstrapped again (same subnet and
@@ -70,7 +74,7 @@ from db.engine import make_engine, make_sessionmaker
 from devstack.stack import Ports, Stack, workers_from_env
 from settings import Settings
 
-SCENARIOS = ("baseline", "product", "latency", "big")
+SCENARIOS = ("baseline", "product", "latency", "big", "fairness")
 T = TypeVar("T")
 
 
@@ -459,6 +463,81 @@ class Bench:
                         target="<= 10,240", met=h.max_events <= 10_240)
         self.history_rows(f"big {big_n:,} x 1", h)
 
+    async def fairness(self) -> None:
+        a = self.args
+        for rate in (None, 20):
+            for fair in (False, True):
+                label = (f"fairness {'on' if fair else 'off'}, ECS "
+                         f"{f'{rate}/s' if rate else 'unlimited'}")
+                seconds, note = await small_job_beside_a_big_cpo(a, fair, rate, label)
+                self.report.add(
+                    f"{label}: another CPO's 1 x 2 job beside {a.fair_jobs} jobs of "
+                    f"{a.fair_locations} x 2", f"READY in {seconds:.1f} s ({note})",
+                    target="<= 5 s" if fair else "", met=(seconds <= 5) if fair else None)
+
+
+async def small_job_beside_a_big_cpo(
+    args: argparse.Namespace, fairness: bool, ecs_rate: int | None, label: str,
+) -> tuple[float, str]:
+    """The fairness scenario on a stack of its own (the dev server's fairness is set at its
+    start, the ECS rate limit at the workers'): seconds from the POST of the small job to its
+    READY, and how far the big CPO's jobs had got by then."""
+    with tempfile.TemporaryDirectory(prefix="ocpplab-bench-fair-") as folder:
+        stack = Stack(Path(folder), Ports.free(), workers=args.workers, use_environment=False,
+                      say=lambda m: say(f"{label}: {m}"), fairness=fairness)
+        try:
+            env = await asyncio.to_thread(stack.start_services)
+            if ecs_rate:
+                env["ECS_ACTIVITIES_PER_SECOND"] = str(ecs_rate)
+            stack.write_env(env)
+            await asyncio.to_thread(stack.start_app, env)
+            admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
+            async with httpx.AsyncClient(base_url=env["API_URL"], timeout=120) as http:
+
+                async def cpo(party: str) -> tuple[str, dict[str, str]]:
+                    response = await http.post("/ocpi/cpos", headers=admin, json={
+                        "name": f"bench {party}", "country_code": "BE", "party_id": party})
+                    response.raise_for_status()
+                    return str(response.json()["cpo_id"]), {
+                        "Authorization": f"Bearer {response.json()['token']}"}
+
+                async def post(cpo_id: str, token: dict[str, str], n: int, tag: str) -> dict[str, Any]:
+                    response = await http.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token,
+                                               json=body(n, 2, tag))
+                    if response.status_code != 202:
+                        raise RuntimeError(f"POST answered {response.status_code}: {response.text[:300]}")
+                    return dict(response.json())
+
+                big_cpo, big_token = await cpo("BIG")
+                small_cpo, small_token = await cpo("SML")
+                big_jobs = await asyncio.gather(*(
+                    post(big_cpo, big_token, args.fair_locations, f"FAIR{j}") for j in range(args.fair_jobs)))
+                # let the big CPO's jobs fill the queues before the small job arrives
+                await asyncio.sleep(args.fair_warmup)
+                started = time.perf_counter()
+                accepted = await post(small_cpo, small_token, 1, "SMALL")
+                final = await poll(http, accepted["status_url"], small_token)
+                seconds = time.perf_counter() - started
+                done = 0
+                for job in big_jobs:
+                    progress = (await http.get(job["status_url"], headers=big_token)).json()["progress"]
+                    done += progress["succeeded"] + progress["failed"]
+                total = args.fair_jobs * args.fair_locations
+                note = f"{final.get('status')}; the big CPO had {done} of {total} locations done by then"
+                say(f"{label}: {seconds:.1f} s, {note}")
+                return seconds, note
+        finally:
+            await asyncio.to_thread(stack.stop)
+
+
+async def poll(http: httpx.AsyncClient, status_url: str, token: dict[str, str],
+               interval: float = 0.1) -> dict[str, Any]:
+    while True:
+        status = (await http.get(status_url, headers=token)).json()
+        if status.get("status") not in ("PENDING", "PROVISIONING"):
+            return dict(status)
+        await asyncio.sleep(interval)
+
 
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ocpplab-bench-") as folder:
@@ -497,6 +576,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--post-size", type=int, default=10, help="locations per posted body")
     parser.add_argument("--baseline-concurrency", type=int, default=100, help="baseline locations in flight")
     parser.add_argument("--history-sample", type=int, default=50, help="child histories fetched per job")
+    parser.add_argument("--fair-jobs", type=int, default=5, help="fairness: the big CPO's jobs")
+    parser.add_argument("--fair-locations", type=int, default=300,
+                        help="fairness: locations (2 chargers each) of each of the big CPO's jobs")
+    parser.add_argument("--fair-warmup", type=float, default=5.0,
+                        help="fairness: seconds between the big CPO's POSTs and the small job's")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: $WORKERS, else 2)")
     args = parser.parse_args(argv)

@@ -29,6 +29,9 @@ class Tuning:
     # start-to-close of one activity attempt: how soon an attempt lost with a crashed worker is
     # retried elsewhere (no step takes more than a few seconds when healthy)
     activity_timeout_seconds: float
+    # start-to-close of a child's workflow task: how soon a task lost with a crashed worker moves
+    # on (the server's default is 10 s); a default so that jobs started before it still decode
+    workflow_task_timeout_seconds: float = 10.0
 
 
 @dataclass

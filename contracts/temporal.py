@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from temporalio.client import Client, Plugin
-from temporalio.common import SearchAttributeKey
+from temporalio.common import Priority, SearchAttributeKey
 from temporalio.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -16,7 +16,29 @@ if TYPE_CHECKING:
 # through the operator service, and by `temporal operator search-attribute create` in production).
 CPO_ID = SearchAttributeKey.for_keyword("CpoId")
 JOB_STATUS = SearchAttributeKey.for_keyword("JobStatus")
-SEARCH_ATTRIBUTES: dict[str, str] = {"CpoId": "Keyword", "JobStatus": "Keyword"}
+# The error codes of a job's failed locations (each code once), so that an operator finds the
+# jobs that hit one: `ErrorCode = 'ECS_CAPACITY'` in a visibility query.
+ERROR_CODES = SearchAttributeKey.for_keyword_list("ErrorCode")
+SEARCH_ATTRIBUTES: dict[str, str] = {"CpoId": "Keyword", "JobStatus": "Keyword", "ErrorCode": "KeywordList"}
+
+# Task priority on the shared task queues (lower goes first): a PATCH, a DELETE or a job's cancel,
+# which someone waits on, goes ahead of bulk provisioning. Within a priority, the fairness key (the
+# CPO) shares dispatch between CPOs: one CPO's 10,000 locations do not hold another's one.
+# Children and activities inherit their workflow's priority.
+PRIORITY_INTERACTIVE = 1
+PRIORITY_BULK = 3  # the server's default level of 1..5
+
+
+def fairness_key(cpo_id: int | str) -> str:
+    return f"cpo-{cpo_id}"
+
+
+def bulk_priority(cpo_id: int | str) -> Priority:
+    return Priority(priority_key=PRIORITY_BULK, fairness_key=fairness_key(cpo_id))
+
+
+def interactive_priority(cpo_id: int | str) -> Priority:
+    return Priority(priority_key=PRIORITY_INTERACTIVE, fairness_key=fairness_key(cpo_id))
 
 
 async def connect(

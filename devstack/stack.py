@@ -28,7 +28,7 @@ from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
 from devstack.stale import SUPERVISOR, PidBook, check_ports_free
-from devstack.temporal import TemporalDevServer
+from devstack.temporal import TemporalDevServer, matching_config
 from settings import DATA_DIR, ROOT, Settings
 
 # moto is seeded before the bootstrap, so a reset (bench) recreates the same subnet and group ids
@@ -72,6 +72,13 @@ def workers_from_env(default: int = 2) -> int:
     return count
 
 
+def fairness_from_env(default: bool = True) -> bool:
+    """`TEMPORAL_FAIRNESS=false make run`: the dev server without fair dispatch between CPOs
+    (priority keys still apply). For A/B measurements (`make bench`)."""
+    value = os.environ.get("TEMPORAL_FAIRNESS", "").strip().lower()
+    return default if not value else value not in ("0", "false", "no", "off")
+
+
 def _say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
@@ -85,13 +92,14 @@ class Stack:
 
     def __init__(
         self, data_dir: Path = DATA_DIR, ports: Ports | None = None, workers: int = 1, *,
-        use_environment: bool = True, say: Callable[[str], None] = _say,
+        use_environment: bool = True, say: Callable[[str], None] = _say, fairness: bool | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.ports = ports or Ports()
         self.workers = workers
         self.use_environment = use_environment
         self.say = say
+        self.fairness = fairness_from_env() if fairness is None else fairness
         self.logs = self.data_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.postgres: EmbeddedPostgres | None = None
@@ -144,9 +152,10 @@ class Stack:
         ui = self._given("TEMPORAL_UI_URL") or f"http://127.0.0.1:{self.ports.ui}"
         if address is None:
             self.say(f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, Web UI on "
-                     f":{self.ports.ui}, {rel}/temporal.db")
+                     f":{self.ports.ui}, {rel}/temporal.db, fairness {'on' if self.fairness else 'off'}")
             self.temporal = TemporalDevServer(self.ports.temporal, self.ports.ui,
                                               self.data_dir / "temporal.db",
+                                              dynamic_config=matching_config(self.fairness),
                                               log_file=self.logs / "temporal.log")
             self.temporal.start()
             self._record("temporal", self.temporal.proc)
@@ -175,6 +184,8 @@ class Stack:
             "ECS_SUBNETS": json.dumps(boot.subnet_ids),
             "ECS_SECURITY_GROUPS": json.dumps(boot.security_group_ids),
             "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
+            # the dev stack's workers make their own build the deployment's current version
+            "WORKER_SET_CURRENT_VERSION": "true",
         }
         if self.ports.worker_metrics:
             for number in range(1, self.workers + 1):

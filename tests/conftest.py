@@ -102,6 +102,7 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
         activity_max_interval_seconds=1.0,
         task_queue="test-main",
         ecs_task_queue="test-ecs",
+        worker_versioning=False,  # the time-skipping test server has no worker deployments
     )
 
 
@@ -117,7 +118,8 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(venv_binary("temporal-test-server"))
     )
-    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}
+    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+             "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},

@@ -74,9 +74,11 @@ async def own_temporal(
     tests leave waiting on a task queue nobody polls would keep the shared one from skipping."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(venv_binary("temporal-test-server")))
-    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+             "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
     await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        search_attributes={name: keyword for name in SEARCH_ATTRIBUTES}, namespace=env.client.namespace))
+        search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+        namespace=env.client.namespace))
     async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
         built = build_workers(env.client, settings, make_sessionmaker(engine), ecs, sm)
         runs = [asyncio.create_task(w.run()) for w in built]

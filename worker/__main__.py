@@ -14,6 +14,7 @@ from observability.tracing import init_tracing, stop_tracing, temporal_plugins, 
 from settings import get_settings
 from worker.schedules import ensure_reconcile_schedule
 from worker.telemetry import heartbeat, metrics_url, worker_runtime
+from worker.versioning import build_id, set_current_version
 from worker.workers import build_workers
 
 log = logging.getLogger("worker")
@@ -37,8 +38,12 @@ async def main() -> None:
                                     traced_aws_client(sm, "SecretsManager"))
             runs = [asyncio.create_task(w.run()) for w in workers]
             beat = asyncio.create_task(heartbeat(settings, runs))
-            log.info("worker polling %s and %s (metrics: %s, tracing: %s)", settings.task_queue,
-                     settings.ecs_task_queue, metrics_url(settings) or "off", "on" if tracing else "off")
+            log.info("worker polling %s and %s (metrics: %s, tracing: %s, version: %s)", settings.task_queue,
+                     settings.ecs_task_queue, metrics_url(settings) or "off", "on" if tracing else "off",
+                     f"{settings.worker_deployment_name}/{build_id(settings)}"
+                     if settings.worker_versioning else "unversioned")
+            if settings.worker_versioning and settings.worker_set_current_version:
+                await set_current_version(client, settings.worker_deployment_name, build_id(settings))
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait([stopped, *runs], return_when=asyncio.FIRST_COMPLETED)
             log.info("shutting down: in-flight activities get %ss", settings.worker_shutdown_grace_seconds)

@@ -7,12 +7,13 @@ of workers under ECS's RunTask throttle, however many replicas run.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ecs_tasks import EcsTaskActivities
@@ -22,6 +23,7 @@ from activities.location_rows import LocationRowsActivities
 from activities.ocpi_push import OcpiPushActivities
 from activities.reconcile import JobReconcilerActivities
 from settings import Settings
+from worker.versioning import deployment_config
 from workflows.bulk_create import BulkCreateLocations
 from workflows.location_changes import DecommissionLocation, LocationUpdates, UpdateLocation
 from workflows.ocpi_push import OcpiLocationPush
@@ -53,7 +55,10 @@ def build_workers(
     sessions: async_sessionmaker[AsyncSession],
     ecs: Any,
     secrets: Any,
+    workflows: Sequence[type] = WORKFLOWS,
+    runner: WorkflowRunner | None = None,
 ) -> list[Worker]:
+    """The main and the ECS worker; `workflows`/`runner`: a test deploys a changed version."""
     ocpi_push = OcpiPushActivities(sessions, settings, client)
     rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
@@ -63,11 +68,12 @@ def build_workers(
     reconciler = JobReconcilerActivities(sessions, settings, client)
     # On SIGTERM, in-flight activities get this long to finish before the worker lets go of them.
     grace = timedelta(seconds=settings.worker_shutdown_grace_seconds)
+    version = deployment_config(settings)  # both queues belong to the same deployment version
     main = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=WORKFLOWS,
-        workflow_runner=workflow_runner(),
+        workflows=workflows,
+        workflow_runner=runner or workflow_runner(),
         activities=[
             rows.write_location_rows,
             rows.activate_location,
@@ -86,6 +92,9 @@ def build_workers(
         max_concurrent_activities=50,
         max_concurrent_workflow_tasks=50,
         graceful_shutdown_timeout=grace,
+        deployment_config=version,
+        # a workflow cached on a worker that died moves to another after this long (default 10 s)
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=settings.sticky_schedule_to_start_seconds),
     )
     ecs_worker = Worker(
         client,
@@ -94,6 +103,7 @@ def build_workers(
         max_concurrent_activities=50,
         max_task_queue_activities_per_second=settings.ecs_activities_per_second,
         graceful_shutdown_timeout=grace,
+        deployment_config=version,
     )
     return [main, ecs_worker]
 

@@ -25,12 +25,15 @@ from contracts.payloads import (
     JobProgress,
     ProvisionInput,
 )
-from contracts.temporal import CPO_ID, JOB_STATUS
+from contracts.temporal import CPO_ID, ERROR_CODES, JOB_STATUS, interactive_priority
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
 from workflows.provision_location import ProvisionLocation
 from workflows.retries import location_error, retry_policy
 
 
+# A versioned worker pins every workflow (worker/versioning.py): a run stays on the build that
+# started it, its children too; at each continue-as-new the next run starts on the deployment's
+# current version (README "Deploy"). Not in the decorator: an unversioned worker would refuse it.
 @workflow.defn(name="BulkCreateLocations")
 class BulkCreateLocations:
     def __init__(self) -> None:
@@ -85,9 +88,12 @@ class BulkCreateLocations:
         progress = self._progress
         started_this_run = 0
         while progress.next_index < job.total or window:
+            info = workflow.info()
             rollover = (
                 started_this_run >= job.tuning.children_per_run
-                or workflow.info().is_continue_as_new_suggested()
+                or info.is_continue_as_new_suggested()
+                # a new version of the workers is current: drain and move to it
+                or info.is_target_worker_deployment_version_changed()
             )
             while progress.next_index < job.total and len(window) < job.tuning.window and not rollover:
                 window.add(asyncio.create_task(self._provision(job, progress.next_index)))
@@ -103,7 +109,13 @@ class BulkCreateLocations:
                 task.result()  # a child that could not even start must not vanish from the counts
             if rollover and not window and progress.next_index < job.total:
                 progress.runs += 1
-                workflow.continue_as_new(dataclasses.replace(job, carried=progress))
+                versioned = workflow.info().get_current_deployment_version() is not None
+                workflow.continue_as_new(
+                    dataclasses.replace(job, carried=progress),
+                    # the next run starts on the current version, not on this run's pinned one
+                    initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE
+                    if versioned else None,
+                )
 
     async def _cancel(self, job: BulkCreateInput, window: set[asyncio.Task[None]]) -> JobOutcome:
         """Job cancelled: READY locations stay; children in flight are cancelled (each one
@@ -120,10 +132,12 @@ class BulkCreateLocations:
         counts: JobCounts = await workflow.execute_activity_method(
             JobState.cancel_pending_locations, job.job_id,
             start_to_close_timeout=_attempt(job), retry_policy=policy,
+            summary="locations never started: CANCELLED", priority=interactive_priority(job.cpo_id),
         )
         progress = self._progress
         progress.succeeded, progress.failed = counts.ready, counts.failed
         progress.cancelled = counts.cancelled
+        self._show()  # the final counts, not those of the moment the cancel arrived
         outcome = JobOutcome(
             job_id=job.job_id, status=JobStatus.CANCELLED, succeeded=counts.ready,
             failed=counts.ended_badly,
@@ -132,7 +146,7 @@ class BulkCreateLocations:
         )
         await workflow.execute_activity_method(
             JobState.finalize_job, outcome, start_to_close_timeout=_attempt(job),
-            retry_policy=policy, summary="job CANCELLED",
+            retry_policy=policy, summary="job CANCELLED", priority=interactive_priority(job.cpo_id),
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
         raise asyncio.CancelledError
@@ -154,6 +168,7 @@ class BulkCreateLocations:
                 id=provision_workflow_id(job.job_id, index),
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                 static_summary=f"location #{index} of job {job.job_id}",
+                task_timeout=timedelta(seconds=job.tuning.workflow_task_timeout_seconds),
             )
             self._running.add(index)
             if self._status == JobStatus.CANCELLED:  # the job was cancelled while it started
@@ -169,8 +184,20 @@ class BulkCreateLocations:
                 progress.resubmittable_failures += 1
             if progress.first_error_code is None:
                 progress.first_error_code = error.code
+            self._note_error_code(error.code)
         finally:
             self._running.discard(index)
+
+    @staticmethod
+    def _note_error_code(code: str) -> None:
+        """Add a failed location's code to the job's `ErrorCode` search attribute (each code once;
+        the attribute follows the chain across continue-as-new). Patched in: histories recorded
+        before it have no such upsert."""
+        if not workflow.patched("error-code-search-attribute"):
+            return
+        codes = list(workflow.info().typed_search_attributes.get(ERROR_CODES) or [])
+        if code not in codes:
+            workflow.upsert_search_attributes([ERROR_CODES.value_set([*codes, code])])
 
     async def _finish(self, job: BulkCreateInput) -> JobOutcome:
         progress = self._progress

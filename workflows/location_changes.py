@@ -51,6 +51,7 @@ class DecommissionLocation:
         deployment_ids = await workflow.execute_activity_method(
             LocationChanges.mark_location_decommissioning, ref,
             start_to_close_timeout=step, retry_policy=PERSISTENT,
+            summary=f"mark {ref.location_id} DECOMMISSIONING",
         )
         if deployment_ids is None:
             return False
@@ -152,6 +153,7 @@ class UpdateLocation:
         updated = await workflow.execute_activity_method(
             LocationChanges.update_location_fields, patch, start_to_close_timeout=STEP,
             retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
+            summary=f"update {', '.join(sorted(patch.fields))} of {patch.location_id}",
         )
         if updated:
             await notify_ocpi_partners(patch.cpo_id, patch.location_id, sorted(patch.fields))

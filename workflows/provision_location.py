@@ -170,5 +170,6 @@ class ProvisionLocation:
             JobState.record_location_outcome,
             LocationOutcome(job_id=inp.job_id, index=inp.index, state=state, error=error),
             start_to_close_timeout=attempt, retry_policy=policy,
+            summary=f"record {state.value} ({error.code})",
         )
         self._at(state.value.lower())

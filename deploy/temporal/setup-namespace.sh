@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-shot (admin-tools image): the namespace and the custom search attributes the gateway writes
-# (CpoId, JobStatus: Keyword). Existing ones are kept; anything else that goes wrong fails the
+# (CpoId, JobStatus: Keyword; ErrorCode: KeywordList; as contracts/temporal.py SEARCH_ATTRIBUTES). Existing ones are kept; anything else that goes wrong fails the
 # job, and with it `compose up` (the API and the worker wait for this job to succeed).
 set -eu
 ns="${NAMESPACE:?}"
@@ -14,13 +14,15 @@ done
 temporal operator namespace describe --address "$addr" -n "$ns" >/dev/null 2>&1 \
   || temporal operator namespace create --address "$addr" -n "$ns" --retention 7d
 existing="$(temporal operator search-attribute list --address "$addr" -n "$ns")"
-for attr in CpoId JobStatus; do
-  if printf '%s\n' "$existing" | grep -Eq "^[[:space:]]*$attr[[:space:]]+Keyword[[:space:]]*$"; then
-    echo "search attribute $attr (Keyword) exists"
+for pair in CpoId=Keyword JobStatus=Keyword ErrorCode=KeywordList; do
+  attr="${pair%%=*}"
+  type="${pair#*=}"
+  if printf '%s\n' "$existing" | grep -Eq "^[[:space:]]*$attr[[:space:]]+$type[[:space:]]*$"; then
+    echo "search attribute $attr ($type) exists"
   elif printf '%s\n' "$existing" | grep -Eq "^[[:space:]]*$attr[[:space:]]"; then
     echo "search attribute $attr exists with another type: fix it by hand" >&2; exit 1
   else
-    temporal operator search-attribute create --address "$addr" -n "$ns" --name "$attr" --type Keyword
+    temporal operator search-attribute create --address "$addr" -n "$ns" --name "$attr" --type "$type"
   fi
 done
 echo "namespace $ns and its search attributes are ready"
