@@ -146,22 +146,23 @@ async def bulk_create_locations(
     summary="Get bulk location-create job status",
 )
 async def get_job_status(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, cache: ReadCacheDep,
+    job_id: JobIdPath, cpo: CpoDep, cache: ReadCacheDep, request: Request,
     page: Annotated[int, Query(ge=1, le=1_000_000, description="page of `results.locations`")] = 1,
     limit: Annotated[int, Query(ge=1, le=1000, description="locations per page of results")] = 100,
 ) -> JobStatusOut:
     """Progress from the rows each location's workflow commits (never waits on Temporal or a
-    worker, so it answers at once however busy the job is), at most `status_cache_seconds` old;
+    worker, so it answers at once however busy the job is), from memory while fresh enough (see
+    api/read_cache.py: at most `status_cache_seconds` old for a job polled often);
     once the job has ended, `results` holds one page of its locations by index (100 by default),
     so a poll stays small."""
-    key = (cpo.id, job_id, page, limit)
-    cached = cache.statuses.get(key)
-    if cached is not None:
-        return cached
-    job = await job_of(session, cpo.id, job_id)
-    body = await job_status(session, job, page, limit)
-    cache.statuses.put(key, body)
-    return body
+    sessions = request.app.state.sessions
+
+    async def read() -> JobStatusOut:
+        # its own session: a background refresh outlives the request's
+        async with sessions() as own:
+            return await job_status(own, await job_of(own, cpo.id, job_id), page, limit)
+
+    return await cache.statuses.get((cpo.id, job_id, page, limit), read)
 
 
 @router.delete(
