@@ -64,7 +64,9 @@ class Settings(BaseSettings):
         "revoke takes to reach the other API processes (the revoking process forgets at once)",
     )
     status_cache_seconds: float = Field(
-        default=0.5, ge=0, le=10, description="a job's status may be this much older than its rows"
+        default=0.5, ge=0, le=10,
+        description="a job's status page is fresh this long; up to 4x this old it is answered while "
+        "it refreshes in the background (0: every poll reads the rows)",
     )
 
     # --- OCPI 2.2.1 (the CPOs' roaming partners) ---

@@ -57,13 +57,6 @@ class Recent(Generic[K, V]):
         if self._entries is not None:
             self._entries[key] = value
 
-    def forget(self, match: object) -> None:
-        """Drop every entry whose key is `match` or a tuple that contains it."""
-        if self._entries is None:
-            return
-        for key in [k for k in self._entries if k == match or (isinstance(k, tuple) and match in k)]:
-            self._entries.pop(key, None)
-
     def clear(self) -> None:
         if self._entries is not None:
             self._entries.clear()
