@@ -27,19 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.job_state import JobStateActivities
 from contracts import activities as interfaces
-from contracts.payloads import BulkCreateInput, JobOutcome, ReconcileInput, ReconcileReport, Tuning
-from contracts.temporal import CPO_ID, JOB_STATUS
+from contracts.job_start import start_job
+from contracts.payloads import JobOutcome, ReconcileInput, ReconcileReport
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
 from db.job_input import count_by_state
 from db.models import Job, JobLocation, utcnow
@@ -49,21 +43,6 @@ INTERRUPTED = ErrorInfo.of(ErrorCode.JOB_INTERRUPTED)
 BROKEN = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.FAILED,
           WorkflowExecutionStatus.TIMED_OUT)
 ALIVE = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
-
-
-def job_tuning(settings: Settings) -> Tuning:
-    """The workflow shape of a job, from the settings (the same as `api.bulk_jobs.job_tuning`,
-    which a test holds it to; the worker does not import the API)."""
-    return Tuning(
-        window=settings.child_window,
-        children_per_run=settings.children_per_run,
-        activity_max_attempts=settings.activity_max_attempts,
-        activity_max_interval_seconds=settings.activity_max_interval_seconds,
-        task_running_timeout_seconds=settings.task_running_timeout_seconds,
-        ecs_task_queue=settings.ecs_task_queue,
-        ecs_local_starts=settings.ecs_activities_per_second is None,
-        activity_timeout_seconds=settings.activity_timeout_seconds,
-    )
 
 
 class JobReconcilerActivities(interfaces.JobReconciler):
@@ -133,22 +112,8 @@ class JobReconcilerActivities(interfaces.JobReconciler):
     async def _start(self, job: Job) -> None:
         """As the API starts it: same id, same input; a start that meets a running one is that one."""
         try:
-            handle = await self.client.start_workflow(
-                "BulkCreateLocations",
-                BulkCreateInput(job_id=job.id, cpo_id=job.cpo_id, total=job.total,
-                                tuning=job_tuning(self.settings)),
-                id=job.id,
-                task_queue=self.settings.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                search_attributes=TypedSearchAttributes([
-                    SearchAttributePair(CPO_ID, str(job.cpo_id)),
-                    SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
-                ]),
-                static_summary=f"Bulk-create {job.total} location(s) for CPO {job.cpo_id}",
-                static_details=f"job `{job.id}`, started by the reconciler; per-location input in "
-                               "`ocpp.job_locations`",
-            )
+            handle = await start_job(self.client, self.settings, job.id, job.cpo_id, job.total,
+                                     "the reconciler")
         except WorkflowAlreadyStartedError:  # it ran and closed meanwhile: the next run looks again
             return
         activity.logger.warning("job %s had no workflow: started it", job.id)

@@ -9,19 +9,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -36,33 +29,16 @@ from api.schemas import (
     JobStatusOut,
 )
 from api.workflow_wait import wait_closed
-from contracts.payloads import BulkCreateInput, Tuning
-from contracts.temporal import CPO_ID, JOB_STATUS, bulk_priority
+from contracts.job_start import start_job
 from contracts.vocabulary import JobStatus
 from db.job_input import copy_job_locations, count_by_state
 from db.models import Job, JobLocation
 from settings import Settings
-from workflows.bulk_create import BulkCreateLocations
 
 
 def new_job_id() -> str:
     """Random: two identical POSTs without an Idempotency-Key are two jobs."""
     return f"job-{uuid.uuid4().hex}"
-
-
-def job_tuning(settings: Settings) -> Tuning:
-    """The workflow shape a job keeps for its whole life, fixed from the settings as it starts."""
-    return Tuning(
-        window=settings.child_window,
-        children_per_run=settings.children_per_run,
-        activity_max_attempts=settings.activity_max_attempts,
-        activity_max_interval_seconds=settings.activity_max_interval_seconds,
-        task_running_timeout_seconds=settings.task_running_timeout_seconds,
-        ecs_task_queue=settings.ecs_task_queue,
-        ecs_local_starts=settings.ecs_activities_per_second is None,
-        activity_timeout_seconds=settings.activity_timeout_seconds,
-        workflow_task_timeout_seconds=settings.workflow_task_timeout_seconds,
-    )
 
 
 def request_hash(body: BulkCreateRequest) -> str:
@@ -170,23 +146,7 @@ async def start_job_workflow(
     if JobStatus(job.status).terminal:
         return job.workflow_run_id
     try:
-        handle = await client.start_workflow(
-            BulkCreateLocations.run,
-            BulkCreateInput(job_id=job.id, cpo_id=job.cpo_id, total=job.total, tuning=job_tuning(settings)),
-            id=job.id,
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(CPO_ID, str(job.cpo_id)),
-                SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
-            ]),
-            static_summary=f"Bulk-create {job.total} location(s) for CPO {job.cpo_id}",
-            priority=bulk_priority(job.cpo_id),
-            task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
-            static_details=f"job `{job.id}`; per-location input in `ocpp.job_locations`",
-            rpc_timeout=timedelta(seconds=5),
-        )
+        handle = await start_job(client, settings, job.id, job.cpo_id, job.total, "the API")
     except WorkflowAlreadyStartedError:  # it ran and closed already: nothing to start
         return job.workflow_run_id
     except RPCError as err:

@@ -64,10 +64,11 @@ from temporalio.testing import ActivityEnvironment
 from activities.ecs_client import ecs_client, secrets_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.location_rows import LocationRowsActivities
-from api.bulk_jobs import create_or_reuse_job, job_tuning
+from api.bulk_jobs import create_or_reuse_job
 from api.schemas import BulkCreateRequest
 from bench.histories import JobHistories, job_histories
 from bench.procstats import CpuSnapshot, CpuUsage, RssSampler
+from contracts.job_start import job_tuning
 from contracts.payloads import ActivateInput, ChargerTaskInput, ProvisionInput
 from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker

@@ -17,7 +17,7 @@ from activities.ecs_client import ecs_client, secrets_client
 from activities.ecs_tasks import EcsTaskActivities
 from activities.job_state import JobStateActivities
 from activities.location_rows import LocationRowsActivities
-from api.bulk_jobs import job_tuning
+from contracts.job_start import job_tuning
 from contracts.payloads import (
     ActivateInput,
     ChargerTaskInput,

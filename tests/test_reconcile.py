@@ -16,12 +16,11 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.reconcile import job_tuning
-from api import bulk_jobs
 from api.app import create_app
 from api.bulk_jobs import create_or_reuse_job
 from api.schemas import BulkCreateRequest
-from contracts.payloads import ReconcileInput, ReconcileReport
+from contracts.job_start import job_tuning
+from contracts.payloads import BulkCreateInput, ReconcileInput, ReconcileReport
 from contracts.vocabulary import ERRORS, ErrorCode
 from db.engine import make_sessionmaker
 from settings import Settings
@@ -43,10 +42,6 @@ async def fresh_status(app_with: Any, url: str, token: dict[str, str]) -> dict[s
         response = await api.get(url, headers=token)
     assert response.status_code == 200, response.text
     return dict(response.json())
-
-
-def test_the_reconciler_starts_jobs_as_the_api_does(settings: Settings) -> None:
-    assert job_tuning(settings) == bulk_jobs.job_tuning(settings)
 
 
 async def test_a_job_committed_without_its_workflow_is_started_to_ready(
@@ -71,6 +66,11 @@ async def test_a_job_committed_without_its_workflow_is_started_to_ready(
     assert done["progress"]["succeeded"] == 2
     assert done["workflow_run_id"]
     assert (await reconcile(temporal, settings)).started == 0  # nothing left to start
+    # started as the API starts a job: the same input, settings included
+    history = await temporal.client.get_workflow_handle(job.id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    [sent] = await temporal.client.data_converter.decode(started.input.payloads, [BulkCreateInput])
+    assert sent == BulkCreateInput(job_id=job.id, cpo_id=int(cpo_id), total=2, tuning=job_tuning(settings))
 
 
 async def test_a_start_that_timed_out_is_accepted_and_the_reconciler_starts_it(
