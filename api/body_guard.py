@@ -55,9 +55,8 @@ class BodyGuard:
     @staticmethod
     async def _principal(request: Request) -> Any:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        async with request.app.state.sessions() as session:
-            return await authenticate(scheme, token.strip(), request.app.state.settings, session,
-                                      request.app.state.read_cache)
+        return await authenticate(scheme, token.strip(), request.app.state.settings,
+                                  request.app.state.sessions, request.app.state.read_cache)
 
 
 def _counting(receive: Receive, limit: int) -> Receive:

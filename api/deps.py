@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio.client import Client
 
@@ -75,7 +75,7 @@ UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 async def authenticate(scheme: str | None, token: str | None, settings: Settings,
-                       session: AsyncSession, cache: ReadCaches) -> Principal:
+                       sessions: async_sessionmaker[AsyncSession], cache: ReadCaches) -> Principal:
     """Who the bearer token is, or 401. Used by the routes and, before a body is read, by
     `api.body_guard` (which hands its answer on in `request.state.principal`). A known CPO token
     is remembered for `auth_cache_seconds` (api/read_cache.py): a poll then needs no query."""
@@ -84,37 +84,36 @@ async def authenticate(scheme: str | None, token: str | None, settings: Settings
     if any(hmac.compare_digest(token.encode(), admin.encode()) for admin in settings.admin_tokens()):
         return Principal(is_admin=True)
     token_hash = sha256_hex(token)
-    known = cache.tokens.get(token_hash)
-    if known is not None and known.valid():
-        return Principal(is_admin=False, cpo_id=known.cpo_id)
-    now = utcnow()
-    row = (
-        await session.execute(
-            select(col(ApiToken.cpo_id), col(ApiToken.expires_at)).where(
-                col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None),
-                or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
-            )
-        )
-    ).first()
-    if row is None:
+
+    async def lookup() -> KnownToken | None:
+        now = utcnow()
+        async with sessions() as session:  # its own session: a background refresh outlives the request
+            row = (await session.execute(
+                select(col(ApiToken.cpo_id), col(ApiToken.expires_at)).where(
+                    col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None),
+                    or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
+                )
+            )).first()
+        return None if row is None else KnownToken(cpo_id=int(row[0]), expires_at=row[1])
+
+    known = await cache.tokens.get(token_hash, lookup)
+    if known is None or not known.valid():
         raise ApiError(401, "UNAUTHORIZED", "unknown, revoked or expired token", headers=UNAUTHORIZED)
-    cache.tokens.put(token_hash, KnownToken(cpo_id=int(row[0]), expires_at=row[1]))
-    return Principal(is_admin=False, cpo_id=int(row[0]))
+    return Principal(is_admin=False, cpo_id=known.cpo_id)
 
 
 async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     settings: Annotated[Settings, Depends(get_settings)],
-    session: Annotated[AsyncSession, Depends(get_session)],
 ) -> Principal:
     known: Principal | None = getattr(request.state, "principal", None)
     if known is not None:
         return known
     if credentials is None:
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
-    return await authenticate(credentials.scheme, credentials.credentials, settings, session,
-                              request.app.state.read_cache)
+    return await authenticate(credentials.scheme, credentials.credentials, settings,
+                              request.app.state.sessions, request.app.state.read_cache)
 
 
 async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -145,7 +144,6 @@ async def get_cpo(
     request: Request,
     cpo_id: CpoIdPath,
     principal: Annotated[Principal, Depends(get_principal)],
-    session: Annotated[AsyncSession, Depends(get_session)],
 ) -> Cpo:
     """The CPO of the path. A CPO token on another CPO gets 403 (whether or not it exists, so
     that ids do not leak); the admin gets 404 for an unknown CPO."""
@@ -153,13 +151,18 @@ async def get_cpo(
     if not principal.is_admin and principal.cpo_id != cpo_number:
         raise ApiError(403, "FORBIDDEN", "this token may only act on its own CPO")
     cache: ReadCaches = request.app.state.read_cache
-    cpo = cache.cpos.get(cpo_number)
-    if cpo is None:
-        row = await session.get(PartnerOperation, cpo_number)
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+
+    async def lookup() -> Cpo | None:
+        async with sessions() as own:
+            row = await own.get(PartnerOperation, cpo_number)
         if row is None:
-            raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
-        cpo = Cpo(id=cpo_number, name=row.name, country_code=row.country_code, party_id=row.party_id)
-        cache.cpos.put(cpo_number, cpo)
+            return None
+        return Cpo(id=cpo_number, name=row.name, country_code=row.country_code, party_id=row.party_id)
+
+    cpo = await cache.cpos.get(cpo_number, lookup)
+    if cpo is None:
+        raise ApiError(404, "CPO_NOT_FOUND", f"no CPO {cpo_id}")
     return cpo
 
 

@@ -2,17 +2,20 @@
 
 With 20 clients polling one job, each GET used to be four round trips to PostgreSQL (the token,
 the CPO, the job row, its counts by state) and ~6 ms of CPU in the API; the answers change far
-more slowly than they are asked for. A poll now costs no database work while its answers are
-fresh:
+more slowly than they are asked for. A poll now costs no database work:
 
-- a CPO token's owner for `auth_cache_seconds` (never past the token's expiry; a revoke in this
-  process forgets at once, the other processes within that time; unknown tokens are not kept, so
-  a caller spraying tokens cannot fill the cache);
-- the CPO of a path for the same time (its name and party never change after creation);
-- a job's status page: fresh for `status_cache_seconds`; older (up to `STALE_FACTOR` times
-  that), it is still answered at once while one background read refreshes it, so the pollers of
-  a job never queue on PostgreSQL (they did at each expiry, and that was the p99 of a poll under
-  load); older still, the poll reads it itself. Cancelling through this process forgets it.
+- a CPO token's owner: at most `auth_cache_seconds` old (never past the token's expiry; a revoke
+  in this process forgets at once, the other processes within that time; unknown tokens are not
+  kept, so a caller spraying tokens cannot fill the cache);
+- the CPO of a path, for the same time (its name and party never change after creation);
+- a job's status page: fresh for `status_cache_seconds`, answered up to `STALE_FACTOR` times
+  that old.
+
+Each answer is read again in the background once its fresh time has passed (a token and a CPO
+at 4/5 of their bound), one read a key at a time, so a key in steady use never expires inside a
+request. Before this, all the pollers missed together at each expiry and queued on PostgreSQL,
+and that queue was the p99 of a poll under load. A key unused for longer than its bound is read
+within the request, once for all the requests that want it meanwhile.
 
 Keys always carry the CPO, so one tenant never reads another's entry. Bounded (LRU) so memory
 stays flat whatever the callers send.
@@ -28,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache
 
 from db.models import utcnow
 
@@ -41,25 +44,8 @@ V = TypeVar("V")
 
 MAX_ENTRIES = 10_000
 STALE_FACTOR = 4  # a status page up to 4 x status_cache_seconds old is answered while it refreshes
+AUTH_REFRESH_AT = 0.8  # a token or a CPO is read again once 4/5 of auth_cache_seconds old
 log = logging.getLogger(__name__)
-
-
-class Recent(Generic[K, V]):
-    """A bounded TTL map; a TTL of 0 keeps nothing."""
-
-    def __init__(self, seconds: float) -> None:
-        self._entries: TTLCache[K, V] | None = TTLCache(MAX_ENTRIES, seconds) if seconds > 0 else None
-
-    def get(self, key: K) -> V | None:
-        return None if self._entries is None else self._entries.get(key)
-
-    def put(self, key: K, value: V) -> None:
-        if self._entries is not None:
-            self._entries[key] = value
-
-    def clear(self) -> None:
-        if self._entries is not None:
-            self._entries.clear()
 
 
 @dataclass(frozen=True)
@@ -72,51 +58,76 @@ class KnownToken:
 
 
 class Refreshed(Generic[K, V]):
-    """Values served from memory and refreshed in the background once older than `seconds` (one
-    refresh a key at a time); a value older than `STALE_FACTOR * seconds` is read again in the
-    request. A TTL of 0 keeps nothing."""
+    """Values at most `max_age` seconds old, read again in the background once older than `fresh`
+    (one read a key at a time, shared by the requests that wait for it). A load that returns
+    None (an unknown token) stores nothing. `fresh` 0 keeps nothing."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self, fresh: float, max_age: float) -> None:
+        self.fresh = fresh
+        self.max_age = max(max_age, fresh)
         self._entries: LRUCache[K, tuple[float, V]] = LRUCache(MAX_ENTRIES)
-        self._refreshing: dict[K, asyncio.Task[None]] = {}
+        self._loading: dict[K, asyncio.Task[V | None]] = {}
+        self._generation = 0  # a clear or forget voids the reads already under way
 
-    async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        if self.seconds <= 0:
+    async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        if self.fresh <= 0:
             return await load()
         entry = self._entries.get(key)
-        age = time.monotonic() - entry[0] if entry is not None else None
-        if entry is None or age is None or age > STALE_FACTOR * self.seconds:
-            return await self._load(key, load)
-        if age > self.seconds and key not in self._refreshing:
-            self._refreshing[key] = asyncio.create_task(self._refresh(key, load))
-        return entry[1]
+        if entry is not None:
+            age = time.monotonic() - entry[0]
+            if age <= self.max_age:
+                if age > self.fresh and key not in self._loading:
+                    self._start(key, load)
+                return entry[1]
+        task = self._loading.get(key) or self._start(key, load)
+        return await asyncio.shield(task)  # a caller that goes away leaves the read to the others
 
-    async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+    def _start(self, key: K, load: Callable[[], Awaitable[V | None]]) -> asyncio.Task[V | None]:
+        task = asyncio.create_task(self._load(key, load, self._generation))
+        self._loading[key] = task
+        task.add_done_callback(lambda done: self._done(key, done))
+        return task
+
+    async def _load(self, key: K, load: Callable[[], Awaitable[V | None]], generation: int) -> V | None:
         started = time.monotonic()
         value = await load()
-        self._entries[key] = (started, value)  # as old as the moment the read began
+        if generation == self._generation:
+            if value is None:
+                self._entries.pop(key, None)
+            else:
+                self._entries[key] = (started, value)  # as old as the moment the read began
         return value
 
-    async def _refresh(self, key: K, load: Callable[[], Awaitable[V]]) -> None:
-        try:
-            await self._load(key, load)
-        except Exception:  # the next request past the stale bound reads it itself, and says why
-            log.warning("background refresh of %s failed", key, exc_info=True)
-        finally:
-            self._refreshing.pop(key, None)
+    def _done(self, key: K, task: asyncio.Task[V | None]) -> None:
+        if self._loading.get(key) is task:
+            del self._loading[key]
+        if not task.cancelled() and task.exception() is not None:
+            # a background read's failure is only logged: the entry ages out and a request
+            # past `max_age` reads it itself (and gets the error)
+            log.debug("read of %s failed: %r", key, task.exception())
 
     def forget(self, match: object) -> None:
         """Drop every entry whose key is `match` or a tuple that contains it."""
+        self._generation += 1
         for key in [k for k in self._entries if k == match or (isinstance(k, tuple) and match in k)]:
             self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 class ReadCaches:
     """The API process's caches (`app.state.read_cache`)."""
 
     def __init__(self, auth_seconds: float, status_seconds: float) -> None:
-        self.tokens: Recent[str, KnownToken] = Recent(auth_seconds)  # SHA-256 of the token
-        self.cpos: Recent[int, Cpo] = Recent(auth_seconds)
+        # read again at 4/5 of the bound, so that a token in use never waits on PostgreSQL
+        ahead = AUTH_REFRESH_AT * auth_seconds
+        self.tokens: Refreshed[str, KnownToken] = Refreshed(ahead, auth_seconds)  # SHA-256 of the token
+        self.cpos: Refreshed[int, Cpo] = Refreshed(ahead, auth_seconds)
         # (CPO id, job id, page, limit) -> the status body
-        self.statuses: Refreshed[tuple[int, str, int, int], JobStatusOut] = Refreshed(status_seconds)
+        self.statuses: Refreshed[tuple[int, str, int, int], JobStatusOut] = Refreshed(
+            status_seconds, STALE_FACTOR * status_seconds)

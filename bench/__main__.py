@@ -66,6 +66,7 @@ from activities.ecs_tasks import EcsTaskActivities
 from activities.location_rows import LocationRowsActivities
 from api.bulk_jobs import create_or_reuse_job
 from api.schemas import BulkCreateRequest
+from bench import server_side
 from bench.histories import JobHistories, job_histories
 from bench.procstats import CpuSnapshot, CpuUsage, RssSampler
 from contracts.job_start import job_tuning
@@ -132,6 +133,10 @@ async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int, concu
 
 # ---------------------------------------------------------------------------------------------
 # measuring
+
+
+STATUS_ROUTE = "/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}"
+BULK_ROUTE = "/ocpi/cpos/{cpo_id}/locations"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -324,6 +329,20 @@ class Bench:
                                      f"{final.get('error')}")
         return elapsed, answered, latencies, final, accepted["job_id"]
 
+    async def server_side_rows(self, before: server_side.Buckets, what: str, route: str, method: str,
+                               starts: bool = False) -> None:
+        """The same requests as the API timed them (for a POST, also its Temporal start): what
+        the client saw beyond that is the client's own wait for a core and the connection."""
+        after = await server_side.scrape(self.http)
+        rows = [(what, server_side.REQUESTS, route, method)]
+        if starts:
+            rows.append((f"{what}: its workflow start in Temporal", server_side.WORKFLOW_START, "", ""))
+        for label, metric, r, m in rows:
+            p50, count = server_side.quantile(before, after, 50, metric, r, m)
+            p99, _ = server_side.quantile(before, after, 99, metric, r, m)
+            self.report.add(f"{label}, as the API timed it ({count})",
+                            f"p50 {server_side.bound(p50)}, p99 {server_side.bound(p99)}")
+
     def history_rows(self, label: str, h: JobHistories) -> None:
         per = h.per_location()
         self.report.add(
@@ -362,6 +381,7 @@ class Bench:
         n, chargers = a.locations, a.chargers
         await self.prepare("product")
         say(f"product: {n} x {chargers} through the API, {a.pollers} pollers every {a.poll_interval}s")
+        scraped = await server_side.scrape(self.http)
         elapsed, answered, latencies, _, job_id = await self.measured(
             f"product {n}x{chargers}",
             lambda: self.run_job(n, chargers, a.pollers, a.poll_interval, "PROD"),
@@ -380,6 +400,7 @@ class Bench:
             f"p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}",
             target="p99 <= 20 ms", met=pct(latencies, 99) <= 0.020,
         )
+        await self.server_side_rows(scraped, "status GET", STATUS_ROUTE, "GET")
         histories = await job_histories(self.temporal, job_id, a.history_sample)
         self.history_rows(f"product {n} x {chargers}", histories)
 
@@ -389,6 +410,7 @@ class Bench:
         jobs: list[str] = []
 
         async def work() -> None:
+            scraped = await server_side.scrape(self.http)
             cpo_id, token = await self.cpo()
             background = json.dumps(body(a.locations, 1, f"LATBG{cpo_id}")).encode()
             accepted, _ = await self.post(cpo_id, token, background)
@@ -413,6 +435,7 @@ class Bench:
                 f"p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}",
                 target="p99 <= 50 ms", met=pct(latencies, 99) <= 0.050,
             )
+            await self.server_side_rows(scraped, "202", BULK_ROUTE, "POST", starts=True)
             for size, target in ((1_000, 0.100), (10_000, 1.0)):
                 big_cpo, big_token = await self.cpo()
                 content = json.dumps(body(size, 1, f"LATB{big_cpo}")).encode()

@@ -84,4 +84,68 @@ async def test_unknown_tokens_are_not_remembered(app_with: Any, admin: dict[str,
             bad = {"Authorization": f"Bearer cpo_not-a-token-{n}"}
             assert (await api.get(f"/ocpi/cpos/{cpo_id}/locations", headers=bad)).status_code == 401
         cache = api._transport.app.state.read_cache  # type: ignore[attr-defined]
-        assert cache.tokens.get("anything") is None and len(cache.tokens._entries) == 0
+        assert len(cache.tokens) == 0
+
+
+async def settle() -> None:
+    """Let every ready task run (the reads are tasks of their own)."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_refreshed_reads_once_for_all_waiters_and_ahead_of_expiry(monkeypatch: Any) -> None:
+    """The pollers of one key share one read; a key in steady use is read again in the
+    background before it expires, so no request waits on it; a read voided by a clear (a revoke)
+    stores nothing; an unknown key (None) is never stored."""
+    from api import read_cache
+
+    clock = FakeClock()
+    monkeypatch.setattr(read_cache.time, "monotonic", clock)
+    cache: read_cache.Refreshed[str, str] = read_cache.Refreshed(fresh=4.0, max_age=5.0)
+    gate = asyncio.Event()
+    reads: list[str] = []
+
+    async def load() -> str:
+        reads.append("read")
+        await gate.wait()
+        return f"value {len(reads)}"
+
+    waiting = [asyncio.create_task(cache.get("k", load)) for _ in range(5)]
+    await settle()
+    assert reads == ["read"] and not any(t.done() for t in waiting)  # one read, five waiters
+    gate.set()
+    assert await asyncio.gather(*waiting) == ["value 1"] * 5
+
+    gate.clear()
+    clock.now += 4.5  # past `fresh`, within `max_age`: answered at once, read again behind
+    assert await cache.get("k", load) == "value 1"
+    await settle()
+    assert await cache.get("k", load) == "value 1"
+    await settle()
+    assert len(reads) == 2  # one refresh at a time
+    gate.set()
+    await settle()
+    clock.now += 3.0  # 7.5 s after the first read, 3 s after the refresh began: still fresh
+    assert await cache.get("k", load) == "value 2" and len(reads) == 2
+
+    gate.clear()
+    clock.now += 2.5  # past `max_age`: the request reads it itself, and a clear voids that read
+    pending = asyncio.create_task(cache.get("k", load))
+    await settle()
+    cache.clear()
+    gate.set()
+    assert await pending == "value 3"
+    assert len(cache) == 0
+
+    async def unknown() -> str | None:
+        return None
+
+    assert await cache.get("nobody", unknown) is None and len(cache) == 0

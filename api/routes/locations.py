@@ -115,6 +115,7 @@ async def bulk_create_locations(
     session: SessionDep,
     settings: SettingsDep,
     temporal: TemporalDep,
+    request: Request,
     response: Response,
     idempotency_key: Annotated[
         str | None,
@@ -130,7 +131,8 @@ async def bulk_create_locations(
         before_create=lambda: _before_create(session, settings, cpo_id, body),
     )
     bind_log_context(job_id=job.id)
-    run_id = await start_job_workflow(client, settings, session, job, created)
+    with request.app.state.metrics.workflow_start.time():
+        run_id = await start_job_workflow(client, settings, session, job, created)
     log.info("job %s %s: %d location(s)", job.id, "accepted" if created else "repeated", job.total)
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
@@ -162,7 +164,9 @@ async def get_job_status(
         async with sessions() as own:
             return await job_status(own, await job_of(own, cpo.id, job_id), page, limit)
 
-    return await cache.statuses.get((cpo.id, job_id, page, limit), read)
+    found = await cache.statuses.get((cpo.id, job_id, page, limit), read)
+    assert found is not None  # `read` answers a status or raises
+    return found
 
 
 @router.delete(
