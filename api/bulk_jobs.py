@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.normalize import normalize
+from api.normalize import normalized_json
 from api.problems import ApiError
 from api.schemas import (
     BulkCreateRequest,
@@ -98,7 +98,7 @@ async def create_job_rows(
               idempotency_key=key, request_hash=digest)
     session.add(job)
     await session.flush()
-    inputs = (normalize(loc, job_id, i).model_dump_json() for i, loc in enumerate(body.locations))
+    inputs = (normalized_json(loc, job_id, i) for i, loc in enumerate(body.locations))
     await copy_job_locations(session, job_id, inputs, JobStatus.PENDING, job.created_at)
     await session.commit()
     return job

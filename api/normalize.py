@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from pydantic_core import to_json
 from sqlalchemy import String, any_, cast, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,7 +17,7 @@ from api.problems import ApiError, FieldError
 from api.schemas import LocationIn, country_alpha3
 from contracts.vocabulary import JobStatus
 from db.catalog import location_templates
-from db.job_input import NormalizedCharger, NormalizedLocation
+from db.job_input import NormalizedCharger
 from db.models import ChargePoint
 
 
@@ -67,23 +68,29 @@ def template_chargers(slug: str, job_id: str, index: int) -> list[NormalizedChar
     return chargers
 
 
-def normalize(loc: LocationIn, job_id: str, index: int) -> NormalizedLocation:
+def normalized_json(loc: LocationIn, job_id: str, index: int) -> str:
+    """`job_locations.input` of one location: the JSON of a `NormalizedLocation`.
+
+    Built as plain data and serialized once, not through a `NormalizedLocation` instance: every
+    value is already validated, and the model's construction was half the CPU of a 1,000-location
+    POST's normalizing (15 -> 8 ms). The reader (`write_location_rows`) validates it with the
+    model, and a test holds the two to the same shape."""
     if loc.template:
-        chargers = template_chargers(loc.template, job_id, index)
+        chargers = [c.model_dump() for c in template_chargers(loc.template, job_id, index)]
     else:
-        chargers = [NormalizedCharger(**c.model_dump()) for c in loc.chargers or []]
+        chargers = [c.model_dump() for c in loc.chargers or []]
     coordinates = {"latitude": loc.coordinates.latitude, "longitude": loc.coordinates.longitude}
     columns = ocpi_columns({"coordinates": coordinates, "country": loc.country,
                             "timezone": loc.timezone, "public": loc.public})
-    return NormalizedLocation(
-        name=loc.name, address=loc.address, city=loc.city, postal_code=loc.postal_code,
-        state=loc.state, country=columns["country"], latitude=columns["latitude"],
-        longitude=columns["longitude"], time_zone=columns["time_zone"], publish=columns["publish"],
-        owner_name=loc.owner_name,
-        parking_type=loc.parking_type.value if loc.parking_type else None,
-        facilities=[f.value for f in loc.facilities] if loc.facilities else None,
-        template=loc.template, chargers=chargers,
-    )
+    return to_json({
+        "name": loc.name, "address": loc.address, "city": loc.city, "postal_code": loc.postal_code,
+        "state": loc.state, "country": columns["country"], "latitude": columns["latitude"],
+        "longitude": columns["longitude"], "time_zone": columns["time_zone"],
+        "publish": columns["publish"], "owner_name": loc.owner_name,
+        "parking_type": loc.parking_type.value if loc.parking_type else None,
+        "facilities": [f.value for f in loc.facilities] if loc.facilities else None,
+        "template": loc.template, "chargers": chargers,
+    }).decode()
 
 
 # Identities of the chargers of a CPO's running jobs whose locations have no outcome yet
