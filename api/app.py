@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,7 +34,8 @@ def create_app(
     settings: Settings | None = None, temporal_client: Client | None = None, configure_logs: bool = False
 ) -> FastAPI:
     """The app; `temporal_client` is for callers that already hold a connected client (tests);
-    `configure_logs`: the process's log handler (`uvicorn api.app:app`), left alone in tests."""
+    `configure_logs`: the process's log handler and garbage collector (`uvicorn api.app:app`),
+    left alone in tests."""
     settings = settings or get_settings()
     ocpi_app = create_ocpi_app()
     init_tracing(settings.otel_exporter_otlp_endpoint, "ocpplab-api")
@@ -53,6 +55,11 @@ def create_app(
         # the OCPI sub-app shares them
         for name in ("settings", "engine", "sessions", "temporal", "read_cache"):
             setattr(ocpi_app.state, name, getattr(app.state, name))
+        if configure_logs:  # the process's own app (not a test's)
+            # The ~170,000 objects of start-up (modules, the app, the schemas) live as long as
+            # the process: out of the collector's sight, a full collection takes ~0.1 ms instead
+            # of ~60 ms (measured), and such pauses were in the tail of a poll served from memory.
+            gc.freeze()
         try:
             yield
         finally:

@@ -49,4 +49,5 @@ def test_a_template_expands_to_chargers_named_after_the_job_and_index() -> None:
     assert [c.identity for c in stored.chargers] == [
         f"{slug}-{JOB[4:16]}-3-{n}" for n in range(1, expected + 1)]
     first = template.charger_groups[0]
-    assert (stored.chargers[0].vendor, stored.chargers[0].ocpp_version) == (first.brand[:20], first.ocpp_version)
+    assert stored.chargers[0].vendor == first.brand[:20]
+    assert stored.chargers[0].ocpp_version == first.ocpp_version
