@@ -104,10 +104,11 @@ class Settings(BaseSettings):
     # sticky queue of the worker that has the workflow cached before any worker may take it.
     sticky_schedule_to_start_seconds: float = Field(default=3.0, gt=0)
     # ...and a workflow task the dead worker had started is handed to another after this long.
-    # Left at the server's 10 s: under load (a make-run stack, 5 jobs of 150 x 2 at once) a
-    # child's workflow task, with its local activities, can take seconds; measured, 5 s made 136
-    # workflow tasks time out (and run again) for 750 locations, 3 s 154, 10 s none.
-    workflow_task_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # A child's whole happy path is one workflow task (its rows and RunTasks are local activities;
+    # the SDK heartbeats the task past 80% of this). It holds safely only while a worker process
+    # takes few workflow tasks at once (worker_max_concurrent_workflow_tasks): with 50 a child's
+    # task took up to 4 s under load and 3-5 s timeouts re-ran 20-159 of 750 (README "Recovery").
+    workflow_task_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
     # Worker Versioning (README "Deploy"): each worker polls as one version of a deployment.
     # Workflows stay on the version that started them (pinned); a job moves to the current
     # version at its continue-as-new boundaries. The release sets WORKER_BUILD_ID (its image tag
@@ -122,6 +123,14 @@ class Settings(BaseSettings):
     # another after this long. Each step is one short transaction or one ECS call (seconds at
     # most; botocore retries a throttled call within it); the long wait for RUNNING has its own.
     activity_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Slots of one worker process (main task queue): workflow tasks, activities and local
+    # activities it holds at once (None: the SDK's default, 100 local activities). Few workflow
+    # tasks: each one's steps all go through the process's one event loop, so 50 at once made a
+    # child's task wait seconds inside the worker (and time out); the backlog waits on the server
+    # instead, where no timeout runs. Measured: 10 no slower than 50 (README "Recovery").
+    worker_max_concurrent_workflow_tasks: int = Field(default=10, ge=2)
+    worker_max_concurrent_activities: int = Field(default=50, ge=1)
+    worker_max_concurrent_local_activities: int | None = Field(default=None, ge=1)
 
     # --- workflow shape ---
     child_window: int = Field(default=100, ge=1, le=1000)

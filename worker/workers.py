@@ -89,8 +89,9 @@ def build_workers(
             reconciler.reconcile_jobs,
             ecs_acts.start_charger_task,  # as a local activity of ProvisionLocation (no rate limit)
         ],
-        max_concurrent_activities=50,
-        max_concurrent_workflow_tasks=50,
+        max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
+        max_concurrent_local_activities=settings.worker_max_concurrent_local_activities,
         graceful_shutdown_timeout=grace,
         deployment_config=version,
         # a workflow cached on a worker that died moves to another after this long (default 10 s)
