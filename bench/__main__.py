@@ -355,12 +355,14 @@ class Bench:
         self.report.add(
             f"{label}: one ProvisionLocation (mean of {h.sampled})",
             f"{h.child.events} events, {h.child.workflow_tasks} workflow tasks, "
-            f"{h.child.activity_tasks} activity tasks",
+            f"{h.child.activity_tasks} activity tasks ({h.child.timed_out} workflow tasks timed out "
+            "in the sample)",
         )
         self.report.add(
             f"{label}: parent runs / their events",
             f"{h.parent_runs} runs, {h.parent.events} events "
-            f"({h.parent.workflow_tasks} workflow tasks, {h.parent.activity_tasks} activity tasks)",
+            f"({h.parent.workflow_tasks} workflow tasks, {h.parent.activity_tasks} activity tasks, "
+            f"{h.parent.timed_out} workflow tasks timed out)",
         )
 
     # -- scenarios --------------------------------------------------------------------------

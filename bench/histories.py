@@ -20,6 +20,7 @@ WORKFLOW_TASK = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
 ACTIVITY_TASK = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
 ACTIVITY_STARTED = EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
 WORKFLOW_TASK_STARTED = EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+WORKFLOW_TASK_TIMED_OUT = EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
 
 
 @dataclass
@@ -27,6 +28,7 @@ class HistoryCounts:
     events: int = 0
     workflow_tasks: int = 0
     activity_tasks: int = 0
+    timed_out: int = 0  # workflow tasks that timed out (and ran again): a sign of an overloaded worker
 
 
 @dataclass
@@ -57,7 +59,8 @@ class JobHistories:
 async def count_history(client: Client, workflow_id: str, run_id: str | None = None) -> HistoryCounts:
     history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
     kinds = Counter(event.event_type for event in history.events)
-    return HistoryCounts(len(history.events), kinds[WORKFLOW_TASK], kinds[ACTIVITY_TASK])
+    return HistoryCounts(len(history.events), kinds[WORKFLOW_TASK], kinds[ACTIVITY_TASK],
+                         kinds[WORKFLOW_TASK_TIMED_OUT])
 
 
 async def job_histories(client: Client, job_id: str, sample: int = 50, seed: int = 7) -> JobHistories:
@@ -77,6 +80,7 @@ async def job_histories(client: Client, job_id: str, sample: int = 50, seed: int
         result.parent.events += counts.events
         result.parent.workflow_tasks += counts.workflow_tasks
         result.parent.activity_tasks += counts.activity_tasks
+        result.parent.timed_out += counts.timed_out
         result.parent_max_events = max(result.parent_max_events, counts.events)
     picked = random.Random(seed).sample(children, min(sample, len(children)))
     gate = asyncio.Semaphore(8)
@@ -92,6 +96,7 @@ async def job_histories(client: Client, job_id: str, sample: int = 50, seed: int
             round(sum(c.events for c in counted) / len(counted)),
             round(sum(c.workflow_tasks for c in counted) / len(counted)),
             round(sum(c.activity_tasks for c in counted) / len(counted)),
+            sum(c.timed_out for c in counted),  # the sample's total, not a mean
         )
         result.child_max_events = max(result.child_max_events, *(c.events for c in counted))
     return result
