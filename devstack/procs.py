@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
 from pathlib import Path
-
-import psutil
 
 
 def venv_binary(name: str) -> Path:
@@ -21,27 +17,6 @@ def venv_binary(name: str) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{name} is not installed in this virtual environment ({sys.prefix})")
-
-
-def lower_priority(pid: int, nice: int) -> None:
-    """Set the niceness of every thread of a running process and of its children (a Go server's
-    threads and PostgreSQL's backends each have their own); threads and backends started later
-    inherit it from the one that starts them."""
-    if nice <= 0:
-        return
-    try:
-        procs = [psutil.Process(pid)]
-        procs += procs[0].children(recursive=True)
-    except psutil.Error:
-        return
-    for proc in procs:
-        try:
-            threads = proc.threads()
-        except psutil.Error:
-            continue
-        for thread in threads:
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port, lower_priority, stop_process, venv_binary, wait_for_port
+from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
 from devstack.stale import SUPERVISOR, PidBook, check_ports_free
 from devstack.temporal import TemporalDevServer, matching_config
 from settings import DATA_DIR, ROOT, Settings
@@ -55,13 +55,6 @@ def worker_nice(default: int = 10) -> int:
     Temporal and the workers share two cores; background provisioning yields to the API so a
     poll or a POST is answered at once (in production they run on machines of their own)."""
     value = os.environ.get("WORKER_NICE", "").strip()
-    return int(value) if value else default
-
-
-def services_nice(default: int = 0) -> int:
-    """`SERVICES_NICE=5 make run`: the niceness of the embedded PostgreSQL, Temporal dev server
-    and moto, which stand in for managed services on machines of their own."""
-    value = os.environ.get("SERVICES_NICE", "").strip()
     return int(value) if value else default
 
 
@@ -149,7 +142,6 @@ class Stack:
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.ports.postgres, durable=True)
             self.postgres.start()
             self._record("postgres", self.postgres.proc)
-            self._lower_priority(self.postgres.proc)
             self.postgres.create_database("ocpplab")
             database_url = self.postgres.url("ocpplab")
         env["DATABASE_URL"] = database_url
@@ -167,7 +159,6 @@ class Stack:
                                               log_file=self.logs / "temporal.log")
             self.temporal.start()
             self._record("temporal", self.temporal.proc)
-            self._lower_priority(self.temporal.proc)
             address = self.temporal.address
         env |= {"TEMPORAL_ADDRESS": address, "TEMPORAL_UI_URL": ui,
                 "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default"}
@@ -177,7 +168,6 @@ class Stack:
             self.moto = MotoServer(self.ports.moto, self.logs / "moto.log")
             self.moto.start()
             self._record("moto", self.moto.proc)
-            self._lower_priority(self.moto.proc)
             endpoint = self.moto.url
         defaults = Settings(_env_file=None)  # type: ignore[call-arg]
         region = self._given("AWS_REGION") or defaults.aws_region
@@ -206,11 +196,6 @@ class Stack:
         if self.moto is not None:
             self._restore_ecs(env, boot.subnet_ids, boot.security_group_ids)
         return env
-
-    @staticmethod
-    def _lower_priority(proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is not None:
-            lower_priority(proc.pid, services_nice())
 
     def _record(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
         if proc is not None:
