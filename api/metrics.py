@@ -26,7 +26,7 @@ UNROUTED = "<unrouted>"
 
 
 # fine at the low end: the status poll is served from memory in a few milliseconds
-LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class ApiMetrics:
