@@ -425,20 +425,27 @@ class Bench:
         self.history_rows(f"product {n} x {chargers}", histories)
 
     async def big_bodies(self, jobs: list[str], when: str, idle: bool = False) -> None:
-        """The 202 of one 1,000- and one 10,000-location body (1 charger each); `idle`: each job
-        is cancelled as soon as it is accepted and the stack drained before the next body."""
+        """The 202 of one 1,000- and one 10,000-location body (1 charger each). `idle`: three of
+        each, every job cancelled as soon as it is accepted and the stack drained before the
+        next; the median is the figure (the first POST of a fresh stack is a cold one)."""
         for size, target in ((1_000, 0.100), (10_000, 1.0)):
-            big_cpo, big_token = await self.cpo()
-            content = json.dumps(body(size, 1, f"LATB{big_cpo}")).encode()
-            accepted, seconds = await self.post(big_cpo, big_token, content)
+            times: list[float] = []
+            for _ in range(3 if idle else 1):
+                big_cpo, big_token = await self.cpo()
+                content = json.dumps(body(size, 1, f"LATB{big_cpo}")).encode()
+                accepted, seconds = await self.post(big_cpo, big_token, content)
+                times.append(seconds)
+                if idle:
+                    await self.cancel(accepted["job_id"])
+                    await self.drain(f"latency: a {size:,}-location job on an idle stack")
+                else:
+                    jobs.append(accepted["job_id"])
+            figure = sorted(times)[len(times) // 2]
+            value = ms(figure) if len(times) == 1 else (
+                f"{ms(figure)} (median of {', '.join(ms(t) for t in times)})")
             self.report.add(f"202 of one {size:,}-location body (1 charger each, "
-                            f"{len(content) / 1e6:.1f} MB), {when}", ms(seconds),
-                            target=f"<= {ms(target)}", met=seconds <= target)
-            if idle:
-                await self.cancel(accepted["job_id"])
-                await self.drain(f"latency: the {size:,}-location job on an idle stack")
-            else:
-                jobs.append(accepted["job_id"])
+                            f"{len(content) / 1e6:.1f} MB), {when}", value,
+                            target=f"<= {ms(target)}", met=figure <= target)
 
     async def latency(self) -> None:
         a = self.args
