@@ -44,7 +44,7 @@ from db.engine import make_engine
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port
-from devstack.temporal import TemporalDevServer
+from devstack.temporal import TemporalDevServer, matching_config
 from settings import ROOT, Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import create_cpo, expected_counts, running_tasks, table_counts
@@ -60,7 +60,9 @@ class FaultStack:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.pg = EmbeddedPostgres(root / "pg", free_port(), durable=False)
+        # matched as `make run` matches (one partition per task queue, the new matcher, fairness)
         self.temporal = TemporalDevServer(free_port(), None, root / "temporal.db",
+                                          dynamic_config=matching_config(True),
                                           log_file=root / "temporal.log")
         self.moto = MotoServer(free_port(), root / "moto.log")
         self.proxy: FaultProxy | None = None
