@@ -107,14 +107,18 @@ class Refreshed(Generic[K, V]):
             log.debug("read of %s failed: %r", key, task.exception())
 
     def forget(self, match: object) -> None:
-        """Drop every entry whose key is `match` or a tuple that contains it."""
+        """Drop every entry whose key is `match` or a tuple that contains it; a request from now
+        on starts a read of its own rather than wait for one begun before."""
         self._generation += 1
         for key in [k for k in self._entries if k == match or (isinstance(k, tuple) and match in k)]:
             self._entries.pop(key, None)
+        for key in [k for k in self._loading if k == match or (isinstance(k, tuple) and match in k)]:
+            del self._loading[key]
 
     def clear(self) -> None:
         self._generation += 1
         self._entries.clear()
+        self._loading.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -115,8 +115,9 @@ async def test_refreshed_reads_once_for_all_waiters_and_ahead_of_expiry(monkeypa
 
     async def load() -> str:
         reads.append("read")
+        number = len(reads)
         await gate.wait()
-        return f"value {len(reads)}"
+        return f"value {number}"
 
     waiting = [asyncio.create_task(cache.get("k", load)) for _ in range(5)]
     await settle()
@@ -140,12 +141,16 @@ async def test_refreshed_reads_once_for_all_waiters_and_ahead_of_expiry(monkeypa
     clock.now += 2.5  # past `max_age`: the request reads it itself, and a clear voids that read
     pending = asyncio.create_task(cache.get("k", load))
     await settle()
-    cache.clear()
+    cache.clear()  # a revoke: a request from now on does not wait for the read begun before
+    after = asyncio.create_task(cache.get("k", load))
+    await settle()
+    assert len(reads) == 4
     gate.set()
     assert await pending == "value 3"
-    assert len(cache) == 0
+    assert await after == "value 4"
+    assert len(cache) == 1  # only the read begun after the clear is kept
 
     async def unknown() -> str | None:
         return None
 
-    assert await cache.get("nobody", unknown) is None and len(cache) == 0
+    assert await cache.get("nobody", unknown) is None and len(cache) == 1  # "k" only
