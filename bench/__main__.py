@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import itertools
 import json
-import math
 import os
 import string
 import tempfile
@@ -72,6 +71,7 @@ from api.schemas import BulkCreateRequest
 from bench import server_side
 from bench.histories import JobHistories, job_histories
 from bench.procstats import CpuSnapshot, CpuUsage, RssSampler
+from bench.workload import body, pct
 from contracts.job_start import job_tuning
 from contracts.payloads import ActivateInput, ChargerTaskInput, ProvisionInput
 from contracts.temporal import connect
@@ -89,17 +89,6 @@ def say(message: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # bodies and the baseline
-
-
-def body(n: int, chargers: int, tag: str) -> dict[str, Any]:
-    return {"locations": [
-        {"name": f"Bench {tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-         "coordinates": {"latitude": 50.8 + i / 1e5, "longitude": 4.3 + i / 1e5}, "public": True,
-         "timezone": "Europe/Brussels",
-         "chargers": [{"identity": f"{tag}-{i}-{c}", "connector_type": "Type2", "max_power_kw": 22}
-                      for c in range(chargers)]}
-        for i in range(n)
-    ]}
 
 
 async def baseline(settings: Settings, cpo_id: int, n: int, chargers: int, concurrency: int) -> float:
@@ -149,15 +138,6 @@ async def loop_lag(done: asyncio.Event, lags: list[float], every: float = 0.010)
 
 STATUS_ROUTE = "/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}"
 BULK_ROUTE = "/ocpi/cpos/{cpo_id}/locations"
-
-
-def pct(values: list[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of the values, in the values' unit."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]
 
 
 @dataclass

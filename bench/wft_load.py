@@ -35,6 +35,7 @@ from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client
 
 from bench.procstats import CpuSnapshot, CpuUsage
+from bench.workload import body, pct
 from contracts.temporal import connect
 from devstack.stack import Ports, Stack, workers_from_env
 from settings import Settings
@@ -48,24 +49,6 @@ SETTINGS_SHOWN = (
 
 def say(message: str) -> None:
     print(f"[wft-load] {message}", flush=True)
-
-
-def body(n: int, chargers: int, tag: str) -> dict[str, Any]:
-    return {"locations": [
-        {"name": f"Load {tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-         "coordinates": {"latitude": 50.8 + i / 1e5, "longitude": 4.3 + i / 1e5}, "public": True,
-         "timezone": "Europe/Brussels",
-         "chargers": [{"identity": f"{tag}-{i}-{c}", "connector_type": "Type2", "max_power_kw": 22}
-                      for c in range(chargers)]}
-        for i in range(n)
-    ]}
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, round(q / 100 * len(ordered)) - 1))]
 
 
 def spread(values: list[float]) -> str:
