@@ -1,5 +1,5 @@
 """The rows of one location (tables 1-9 of the design), written, activated or deleted as one
-transaction each. Keys come from `workflows.ids`, so a repeated run upserts the same rows."""
+transaction each. Keys come from `contracts.ids`, so a repeated run upserts the same rows."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from db.models import (
     PartnerOperation,
     utcnow,
 )
+from db.ocpi_clock import stamp_visible_change
 from settings import Settings
 
 
@@ -145,7 +146,8 @@ class LocationRowsActivities(interfaces.LocationRows):
                 city=loc.city, postal_code=loc.postal_code, state=loc.state, country=loc.country,
                 latitude=loc.latitude, longitude=loc.longitude, time_zone=loc.time_zone,
                 parking_type=loc.parking_type, facilities=loc.facilities, owner_name=loc.owner_name,
-                status=LocationStatus.PROVISIONING, job_id=inp.job_id, job_index=inp.index,
+                twentyfourseven=loc.twentyfourseven, status=LocationStatus.PROVISIONING,
+                job_id=inp.job_id, job_index=inp.index,
                 last_updated=now, created_at=now,
             )],
             OcppLocation: [dict(
@@ -184,6 +186,7 @@ class LocationRowsActivities(interfaces.LocationRows):
                 uid = ids.evse_uid(inp.job_id, inp.index, n, e)
                 rows[OcpiEvse].append(dict(
                     uid=uid, location_id=location_id, status=EvseStatus.PLANNED, last_updated=now,
+                    capabilities=list(charger.capabilities) or None,
                     evse_id=f"{cpo.country_code}*{cpo.party_id}*E{uid[4:16].upper()}",
                 ))
                 rows[OcpiConnector].append(dict(
@@ -227,21 +230,31 @@ class LocationRowsActivities(interfaces.LocationRows):
                 .values(state=DeploymentState.RUNNING, updated_at=now)
             )
             await session.execute(
-                update(OcpiEvse)
-                .where(col(OcpiEvse.location_id) == inp.location_id)
-                .values(status=EvseStatus.AVAILABLE, last_updated=now)
-            )
-            await session.execute(
-                update(OcpiLocation)
-                .where(col(OcpiLocation.id) == inp.location_id)
-                .values(status=LocationStatus.ACTIVE, last_updated=now)
-            )
-            await session.execute(
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == inp.job_id, col(JobLocation.index) == inp.index)
                 .values(state=JobStatus.READY, location_id=inp.location_id,
                         charger_ids=inp.charger_ids, error=None, updated_at=now)
             )
+            # Visible to the eMSPs from here on (the Sender serves ACTIVE, not PROVISIONING), so
+            # stamped last, with the commit's clock. A replayed activation changes nothing.
+            network = (await session.execute(
+                select(col(OcpiLocation.network_id)).where(
+                    col(OcpiLocation.id) == inp.location_id,
+                    col(OcpiLocation.status) == LocationStatus.PROVISIONING)
+            )).scalar_one_or_none()
+            if network is not None:
+                stamp = await stamp_visible_change(session, network)
+                await session.execute(
+                    update(OcpiEvse)
+                    .where(col(OcpiEvse.location_id) == inp.location_id)
+                    .values(status=EvseStatus.AVAILABLE, last_updated=stamp)
+                )
+                await session.execute(
+                    update(OcpiLocation)
+                    .where(col(OcpiLocation.id) == inp.location_id)
+                    .values(status=LocationStatus.ACTIVE, last_updated=stamp,
+                            version=col(OcpiLocation.version) + 1)
+                )
         if before is not None and before.state != JobStatus.READY:
             metrics.location_ready(now - before.created_at)
         activity.logger.info("location %s ready with %d charger(s)", inp.location_id, len(inp.charger_ids))

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
@@ -16,6 +17,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from contracts.ocpi import (
+    PATCH_REJECTED,
     REJECTED,
     LocationChange,
     OcpiActivities,
@@ -24,8 +26,17 @@ from contracts.ocpi import (
     PushTarget,
 )
 from contracts.vocabulary import EvseStatus, LocationStatus
-from db.models import OcpiEvse, OcpiLocation, OcpiPartner, OcppLocation, PartnerOperation, utcnow
-from db.ocpi_wire import evses_of, location_object, patch_object, token_header, version_of
+from db.models import (
+    OcpiDelivery,
+    OcpiEvse,
+    OcpiLocation,
+    OcpiPartner,
+    OcppLocation,
+    PartnerOperation,
+    utcnow,
+)
+from db.ocpi_clock import stamp_visible_change
+from db.ocpi_wire import evses_of, get_location_row, location_object, patch_body, token_header
 from settings import Settings
 from workflows.ocpi_push import OcpiLocationPush
 
@@ -54,38 +65,38 @@ class OcpiPushActivities(OcpiActivities):
         """OCPI never deletes: the location and its EVSEs become REMOVED (last_updated moves) and
         stay for the eMSPs; the OCPP side of its stopped chargers goes (so their identities can
         be used again and no credential of a stopped charger lingers)."""
-        now = utcnow()
         async with self.sessions() as session, session.begin():
-            found = await session.execute(
-                update(OcpiLocation)
+            network = (await session.execute(
+                select(col(OcpiLocation.network_id))
                 .where(col(OcpiLocation.id) == location_id,
                        col(OcpiLocation.status) != LocationStatus.REMOVED)
-                .values(status=LocationStatus.REMOVED, last_updated=now).returning(col(OcpiLocation.id))
-            )
-            if found.scalar_one_or_none() is None:
+                .with_for_update()
+            )).scalar_one_or_none()
+            if network is None:
                 return False
-            await session.execute(
-                update(OcpiEvse).where(col(OcpiEvse.location_id) == location_id)
-                .values(status=EvseStatus.REMOVED, last_updated=now)
-            )
             # charge points, their connectors and credentials, topology, deployments, task rows
             await session.execute(
                 delete(OcppLocation).where(col(OcppLocation.ocpi_location_id) == location_id))
+            stamp = await stamp_visible_change(session, network)
+            await session.execute(
+                update(OcpiEvse).where(col(OcpiEvse.location_id) == location_id)
+                .values(status=EvseStatus.REMOVED, last_updated=stamp)
+            )
+            await session.execute(
+                update(OcpiLocation).where(col(OcpiLocation.id) == location_id)
+                .values(status=LocationStatus.REMOVED, last_updated=stamp,
+                        version=col(OcpiLocation.version) + 1)
+            )
         return True
 
     @activity.defn(name="ocpi_notify_partners")
     async def notify_partners(self, change: LocationChange) -> int:
         async with self.sessions() as session:
-            loc = (await session.execute(
-                select(col(OcpiLocation.last_updated)).where(col(OcpiLocation.id) == change.location_id)
-            )).scalar_one_or_none()
             partners = (await session.execute(
                 select(OcpiPartner).where(col(OcpiPartner.cpo_id) == change.cpo_id,
                                           col(OcpiPartner.status) == "REGISTERED")
             )).scalars().all()
-        if loc is None:
-            return 0
-        signal = LocationChange(change.cpo_id, change.location_id, change.columns, version_of(loc))
+        signal = LocationChange(change.cpo_id, change.location_id)
         sent = 0
         for partner in partners:
             if receiver_url(partner) is None or partner.id is None:
@@ -107,24 +118,18 @@ class OcpiPushActivities(OcpiActivities):
         async with self.sessions() as session:
             partner = await session.get(OcpiPartner, inp.partner_id)
             url = receiver_url(partner) if partner is not None else None
-            if partner is None or partner.status != "REGISTERED" or not partner.their_token or url is None:
+            if (partner is None or partner.id is None or partner.status != "REGISTERED"
+                    or not partner.their_token or url is None):
                 return PushResult(outcome="GONE")
             cpo = await session.get(PartnerOperation, partner.cpo_id)
-            loc = (await session.execute(
-                select(OcpiLocation).where(col(OcpiLocation.id) == inp.location_id,
-                                           col(OcpiLocation.network_id) == partner.cpo_id)
-            )).scalar_one_or_none()
+            loc = await get_location_row(session, partner.cpo_id, inp.location_id)
             if loc is None or cpo is None:
-                return PushResult(outcome="GONE")
-            version = version_of(loc.last_updated)
-            if inp.delivered and version <= inp.delivered:
-                return PushResult(outcome="SUPERSEDED", version=version)
-            body: dict[str, Any]
-            if inp.columns:
-                method, body = "PATCH", patch_object(loc, inp.columns)
-            else:
-                evses = await evses_of(session, [loc.id])
-                method, body = "PUT", location_object(loc, evses.get(loc.id, []))
+                exists = await session.get(OcpiLocation, inp.location_id)
+                return PushResult(outcome="GONE" if exists is None else "NOT_VISIBLE")
+            evses = await evses_of(session, [loc.id])
+            current = location_object(loc, evses.get(loc.id, []))
+            version = loc.version
+            delivered = await session.get(OcpiDelivery, (partner.id, loc.id))
             target = f"{url}/{loc.country_code}/{loc.party_id}/{loc.id}"
             headers = {
                 "Authorization": token_header(partner.their_token),
@@ -133,6 +138,14 @@ class OcpiPushActivities(OcpiActivities):
                 "OCPI-to-country-code": partner.country_code or "",
                 "OCPI-to-party-id": partner.party_id or "",
             }
+        # the session is closed: no database connection is held while the eMSP answers
+        if delivered is not None and delivered.version >= version:
+            return PushResult(outcome="UP_TO_DATE", version=delivered.version)
+        certain = delivered is not None and not delivered.in_doubt and not inp.force_put
+        patch = patch_body(delivered.object, current) if certain and delivered is not None else None
+        method, body = ("PATCH", patch) if patch is not None else ("PUT", current)
+        if delivered is not None and not delivered.in_doubt:
+            await self._in_doubt(partner.id, loc.id)
         async with httpx.AsyncClient(timeout=self.settings.ocpi_http_timeout_seconds) as http:
             # a connection error propagates: Temporal retries it with backoff
             response = await http.request(method, target, json=body, headers=headers)
@@ -142,10 +155,40 @@ class OcpiPushActivities(OcpiActivities):
         except ValueError:
             envelope = None
         code = envelope.get("status_code") if isinstance(envelope, dict) else None
+        # the eMSP's answer is not quoted: its status and OCPI code say what operators need
         if status in (408, 425, 429) or status >= 500 or (isinstance(code, int) and code >= 3000):
-            raise ApplicationError(f"{method} {target}: HTTP {status}, OCPI {code}; retrying")
-        if 200 <= status < 300 and (code is None or (isinstance(code, int) and code < 2000)):
-            return PushResult(outcome="DELIVERED", method=method, version=version)
-        raise ApplicationError(
-            f"{method} {target} refused: HTTP {status}, OCPI {code}: {response.text[:200]}",
-            type=REJECTED, non_retryable=True)
+            raise ApplicationError(f"{method} of {loc.id}: HTTP {status}, OCPI {code}; retrying")
+        if not (200 <= status < 300 and (code is None or (isinstance(code, int) and code < 2000))):
+            raise ApplicationError(f"{method} of {loc.id} refused: HTTP {status}, OCPI {code}",
+                                   type=PATCH_REJECTED if method == "PATCH" else REJECTED,
+                                   non_retryable=True)
+        await self._delivered(partner.id, loc.id, version, current, method)
+        return PushResult(outcome="DELIVERED", method=method, version=version)
+
+    async def _delivered(self, partner_id: int, location_id: str, version: int, sent: dict[str, Any],
+                         method: str) -> None:
+        """Record what the eMSP now holds, no longer in doubt. Pushes of one (eMSP, location) run
+        one at a time, but a late attempt must still never move the record back to an older
+        version."""
+        stmt = insert(OcpiDelivery).values(partner_id=partner_id, location_id=location_id,
+                                           version=version, object=sent, method=method,
+                                           delivered_at=utcnow())
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["partner_id", "location_id"],
+            set_={"version": stmt.excluded.version, "object": stmt.excluded.object,
+                  "method": stmt.excluded.method, "delivered_at": stmt.excluded.delivered_at,
+                  "in_doubt": False},
+            where=col(OcpiDelivery.version) <= stmt.excluded.version,
+        )
+        async with self.sessions() as session, session.begin():
+            await session.execute(stmt)
+
+    async def _in_doubt(self, partner_id: int, location_id: str) -> None:
+        """Before a send: until it is recorded, the eMSP may hold either object. A push whose
+        outcome is never recorded (a killed worker, a lost answer) leaves this set, and the next
+        push is then a PUT: a difference from the recorded object could leave fields behind."""
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(OcpiDelivery).where(col(OcpiDelivery.partner_id) == partner_id,
+                                           col(OcpiDelivery.location_id) == location_id)
+                .values(in_doubt=True))

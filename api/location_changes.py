@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
+import uuid
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -21,7 +22,7 @@ from api.normalize import ocpi_columns
 from api.problems import ApiError, FieldError
 from api.schemas import LocationPatchIn
 from api.workflow_wait import OPEN, wait_closed
-from contracts.payloads import LocationPatch, LocationRef, LocationUpdatesInput, change_stamp
+from contracts.payloads import LocationPatch, LocationRef, LocationUpdatesInput
 from contracts.temporal import interactive_priority
 from settings import Settings
 from workflows.location_changes import DecommissionLocation, LocationUpdates, updates_workflow_id
@@ -50,8 +51,10 @@ async def apply_patch(
     database is away). A signal-with-start, not an update-with-start: the signal is in the
     workflow's history when the call returns, worker or not, while an update is durable only
     once a worker has accepted it, so a 202 could otherwise promise a change Temporal may lose.
-    The wait that follows is the `applied` update."""
-    stamp = change_stamp(datetime.now(UTC))
+    The wait that follows is the `applied` update. Nothing here reads this host's clock: the
+    workflow applies changes in the order their signals reach it, and the location's
+    last_updated is the time the change commits in PostgreSQL."""
+    change_id = uuid.uuid4().hex
     workflow_id = updates_workflow_id(location_id)
     for tries_left in (2, 1, 0):
         try:
@@ -62,7 +65,7 @@ async def apply_patch(
                 id=workflow_id, task_queue=settings.task_queue,
                 start_signal="change",
                 start_signal_args=[LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns,
-                                                 last_updated=stamp)],
+                                                 change_id=change_id)],
                 static_summary=f"PATCHes of {location_id}",
                 priority=interactive_priority(cpo_id),
                 task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
@@ -73,11 +76,11 @@ async def apply_patch(
             # test server): the workflow exists now, so the next one signals it
             if not tries_left:
                 raise
-    return None if await wait_applied(handle, stamp, settings.sync_wait_seconds) else workflow_id
+    return None if await wait_applied(handle, change_id, settings.sync_wait_seconds) else workflow_id
 
 
-async def wait_applied(handle: WorkflowHandle[Any, Any], stamp: str, seconds: float) -> bool:
-    """True once the change stamped `stamp` has been dealt with, False after `seconds`. The
+async def wait_applied(handle: WorkflowHandle[Any, Any], change_id: str, seconds: float) -> bool:
+    """True once the change `change_id` has been dealt with, False after `seconds`. The
     update can fail when the run it reached continues as new or ends; then it is asked again
     (of the run now current) unless the workflow has closed, which it does only with nothing
     pending."""
@@ -87,7 +90,8 @@ async def wait_applied(handle: WorkflowHandle[Any, Any], stamp: str, seconds: fl
         if remaining <= 0:
             return False
         try:
-            await asyncio.wait_for(handle.execute_update(LocationUpdates.applied, stamp), timeout=remaining)
+            await asyncio.wait_for(handle.execute_update(LocationUpdates.applied, change_id),
+                                   timeout=remaining)
             return True
         except TimeoutError:
             return False

@@ -39,7 +39,8 @@ def location_out(loc: OcpiLocation, ocpp: OcppLocation | None, chargers: list[Ch
         name=loc.name, address=loc.address, city=loc.city, postal_code=loc.postal_code,
         state=loc.state, country=country_alpha2(loc.country),
         coordinates=CoordinatesOut(latitude=float(loc.latitude), longitude=float(loc.longitude)),
-        timezone=loc.time_zone, owner_name=loc.owner_name, public=loc.publish, status=loc.status,
+        timezone=loc.time_zone, owner_name=loc.owner_name, public=loc.publish,
+        twentyfourseven=loc.twentyfourseven, status=loc.status,
         chargers=chargers, created_at=loc.created_at, updated_at=loc.last_updated,
     )
 

@@ -63,7 +63,7 @@ def template_chargers(slug: str, job_id: str, index: int) -> list[NormalizedChar
                 identity=f"{slug}-{job_id[4:16]}-{index}-{len(chargers) + 1}",
                 vendor=group.brand[:20], model=group.model[:20], ocpp_version=group.ocpp_version,
                 connector_type=group.connector_type, max_power_kw=group.max_power_kw,
-                evses=group.evses,
+                evses=group.evses, capabilities=list(group.capabilities),
             ))
     return chargers
 
@@ -89,6 +89,7 @@ def normalized_json(loc: LocationIn, job_id: str, index: int) -> str:
         "publish": columns["publish"], "owner_name": loc.owner_name,
         "parking_type": loc.parking_type.value if loc.parking_type else None,
         "facilities": [f.value for f in loc.facilities] if loc.facilities else None,
+        "twentyfourseven": loc.twentyfourseven,
         "template": loc.template, "chargers": chargers,
     }).decode()
 

@@ -12,7 +12,7 @@ import pycountry
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from contracts.vocabulary import JobStatus
-from db.catalog import CONNECTOR_TYPES, OCPP_VERSIONS, location_templates
+from db.catalog import CONNECTOR_TYPES, DECLARABLE_CAPABILITIES, OCPP_VERSIONS, location_templates
 
 # OCPI "string": printable text; no control characters.
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
@@ -128,6 +128,11 @@ class ChargerIn(BaseModel):
     connector_type: Literal[tuple(CONNECTOR_TYPES)] = "Type2"  # type: ignore[valid-type]
     max_power_kw: float = Field(default=22.0, gt=0, le=1000, allow_inf_nan=False, strict=True)
     evses: int = Field(default=1, ge=1, le=8, strict=True, description="EVSEs (one connector each)")
+    capabilities: list[Literal[DECLARABLE_CAPABILITIES]] = Field(  # type: ignore[valid-type]
+        default_factory=list, max_length=len(DECLARABLE_CAPABILITIES),
+        description="OCPI EVSE capabilities the hardware offers on its own (payment terminals, "
+                    "card readers). Nothing is claimed unless declared; capabilities that need a "
+                    "Commands, Tokens or SmartCharging module are not offered by this gateway.")
 
 
 
@@ -154,6 +159,9 @@ class LocationIn(BaseModel):
     owner_name: Text100 | None = None
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
+    twentyfourseven: bool | None = Field(
+        default=None, strict=True,
+        description="open around the clock (OCPI opening_times.twentyfourseven); absent: no claim")
     template: str | None = Field(default=None, description="slug of a location template")
     chargers: list[ChargerIn] | None = Field(default=None, max_length=100)
 
@@ -273,6 +281,7 @@ class LocationOut(BaseModel):
     timezone: str
     owner_name: str | None
     public: bool
+    twentyfourseven: bool | None = None
     status: str
     chargers: list[ChargerOut]
     created_at: datetime
@@ -387,6 +396,9 @@ class LocationPatchIn(BaseModel):
     owner_name: Text100 | None = None
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
+    twentyfourseven: bool | None = Field(
+        default=None, strict=True,
+        description="open around the clock (OCPI opening_times.twentyfourseven); absent: no claim")
 
     _country = field_validator("country")(check_country)
     _timezone = field_validator("timezone")(check_timezone)

@@ -10,12 +10,13 @@ from temporalio import activity
 
 WORKFLOW_OCPI_PUSH = "OcpiLocationPush"
 REJECTED = "OCPI_PUSH_REJECTED"  # the eMSP refused the object itself: retrying will not help
+PATCH_REJECTED = "OCPI_PATCH_REJECTED"  # the eMSP refused a PATCH: 2.2.1 says send the whole object
 
 
 @dataclass
 class LocationChange:
-    """A change of one location. `columns`: what a PATCH changed (empty: send the whole object).
-    `version`: the location's full-precision last_updated, set by the notify activity."""
+    """A change of one location: a nudge to its push workflows, which push whatever the Sender
+    serves by then. `columns` and `version` are what older pushes carried; nothing reads them."""
 
     cpo_id: int
     location_id: str
@@ -37,25 +38,28 @@ class PushTarget:
 
 @dataclass
 class PushInput:
+    """`force_put`: send the whole object even where a PATCH could say the difference (after
+    the eMSP refused a PATCH)."""
+
     partner_id: int
     location_id: str
-    columns: list[str]
-    delivered: str
+    force_put: bool = False
 
 
 @dataclass
 class PushResult:
-    """`outcome`: DELIVERED, SUPERSEDED (nothing newer than what the eMSP has), GONE (the eMSP
-    unregistered or the location no longer exists)."""
+    """`outcome`: DELIVERED; UP_TO_DATE (this eMSP was sent the location's current version
+    already); NOT_VISIBLE (not served yet: still provisioning); GONE (the eMSP is no longer
+    registered, or the location no longer exists). `version`: the location version the eMSP has."""
 
     outcome: str
     method: str | None = None
-    version: str = ""
+    version: int = 0
 
 
 @dataclass
 class PushSummary:
-    delivered: str
+    delivered: int
     pushes: int
     rejected: int
 
@@ -76,4 +80,5 @@ class OcpiActivities(ABC):
     @activity.defn(name="ocpi_push_location")
     @abstractmethod
     async def push_location(self, inp: PushInput) -> PushResult:
-        """PUT (or PATCH) the location on one eMSP's Locations Receiver."""
+        """Bring one eMSP's copy of the location to what the Sender serves: a PATCH of the
+    difference from what it was last sent, or a PUT of the whole object."""

@@ -135,19 +135,25 @@ class LocationRef:
 class LocationPatch:
     """Already validated and normalized by the API: OCPI column name -> new value.
 
-    `last_updated`: when the API accepted the change (ISO 8601, UTC, microseconds, as
-    `change_stamp` writes it, so that the strings sort as the times do). It orders the changes
-    of one location and becomes the location's OCPI last_updated. Empty only in changes
-    accepted before changes were ordered (applied at the time they are applied)."""
+    `change_id`: the API's id of this change (what its `applied` wait names). The changes of one
+    location are applied in the order their signals reached the location's LocationUpdates
+    workflow, so no host's clock orders them; the location's OCPI last_updated is the time the
+    change commits (db/ocpi_clock.py). `last_updated`: the API's stamp of changes accepted by an
+    older API, kept only so that their waits still find them."""
 
     cpo_id: int
     location_id: str
     fields: dict[str, Any]
     last_updated: str = ""
+    change_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.change_id or self.last_updated
 
 
 def change_stamp(moment: datetime) -> str:
-    """The `last_updated` of a LocationPatch: fixed width, so comparing strings compares times."""
+    """The `last_updated` of a LocationPatch of an older API: fixed width, sortable."""
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 OCPP_VERSIONS = ("OCPP1.6", "OCPP2.0.1")
 
@@ -40,6 +40,15 @@ CONNECTOR_TYPES: dict[str, ConnectorSpec] = {
 }
 
 
+# OCPI 2.2.1 EVSE capabilities a charger (or its template) may declare: what the hardware offers
+# on its own. The others promise a module this gateway does not offer (Commands for remote
+# start/stop, reservations, unlock; Tokens for RFID whitelists and token groups; SmartCharging
+# for charging profiles and preferences), so claiming them would show eMSP apps buttons that
+# can never work. Nothing is claimed unless declared.
+DECLARABLE_CAPABILITIES = ("CHIP_CARD_SUPPORT", "CONTACTLESS_CARD_SUPPORT", "CREDIT_CARD_PAYABLE",
+                           "DEBIT_CARD_PAYABLE", "PED_TERMINAL")
+
+
 def max_amperage(spec: ConnectorSpec, max_power_kw: float) -> int:
     watts = max_power_kw * 1000
     if spec.power_type == "AC_3_PHASE":  # three phases, each at the line-to-neutral voltage
@@ -55,6 +64,15 @@ class ChargerGroup(BaseModel):
     count: int = Field(ge=1)
     max_power_kw: float = Field(gt=0)
     evses: int = Field(default=1, ge=1)
+    capabilities: list[str] = Field(default_factory=list)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _declarable(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DECLARABLE_CAPABILITIES))
+        if unknown:
+            raise ValueError(f"not declarable (needs a module this gateway does not offer): {unknown}")
+        return value
 
 
 class LocationTemplate(BaseModel):

@@ -27,6 +27,7 @@ class NormalizedCharger(BaseModel):
     connector_type: str
     max_power_kw: float
     evses: int = Field(ge=1)
+    capabilities: list[str] = Field(default_factory=list)
 
 
 class NormalizedLocation(BaseModel):
@@ -43,6 +44,7 @@ class NormalizedLocation(BaseModel):
     owner_name: str | None = None
     parking_type: str | None = None
     facilities: list[str] | None = None
+    twentyfourseven: bool | None = None
     template: str | None = None
     chargers: list[NormalizedCharger] = Field(default_factory=list)
 

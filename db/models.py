@@ -2,7 +2,7 @@
 
 The ten tables of a location hang off `ocpi_locations` with ON DELETE CASCADE, so deleting a
 location (decommission or compensation) is one statement. Keys are derived from the job and the
-location's index (see `workflows.ids`), so every write is an upsert and retries never copy a row.
+location's index (see `contracts.ids`), so every write is an upsert and retries never copy a row.
 """
 
 from __future__ import annotations
@@ -164,9 +164,14 @@ class OcpiLocation(SQLModel, table=True):
     parking_type: str | None = Field(default=None, max_length=32)
     facilities: list[str] | None = _json()
     owner_name: str | None = Field(default=None, max_length=255)
+    # opening_times.twentyfourseven when the CPO said so; None: we say nothing about hours
+    twentyfourseven: bool | None = None
     status: str = Field(default="PROVISIONING", max_length=16)
     job_id: str | None = Field(default=None, max_length=64)
     job_index: int | None = None
+    # Bumped by every change an eMSP can see, in the same transaction as `last_updated` (the
+    # commit's time, see db/ocpi_clock.py): what a push compares, never a host's clock.
+    version: int = Field(default=1, sa_type=BigInteger, sa_column_kwargs={"server_default": "1"})  # type: ignore[call-overload]
     last_updated: datetime = _ts()
     created_at: datetime = _ts()
 
@@ -179,6 +184,7 @@ class OcpiEvse(SQLModel, table=True):
     location_id: str = _fk("ocpi_locations.id")
     evse_id: str | None = Field(default=None, max_length=48)
     status: str = Field(default="PLANNED", max_length=16)
+    capabilities: list[str] | None = _json()  # what the charger declared; None: none
     last_updated: datetime = _ts()
 
 
@@ -388,3 +394,27 @@ class OcpiPartner(SQLModel, table=True):
     status: str = Field(default="REGISTERED", max_length=16)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+
+
+class OcpiDelivery(SQLModel, table=True):
+    """What one eMSP was last sent of one location, as sent: the next push is the difference
+    between this and what the Sender serves now (a PATCH of the changed fields, or a PUT)."""
+
+    __tablename__ = "ocpi_deliveries"
+    __table_args__ = {"schema": SCHEMA}
+
+    partner_id: int = Field(
+        sa_type=BigInteger, primary_key=True,  # type: ignore[call-overload]
+        foreign_key=f"{SCHEMA}.ocpi_partners.id", ondelete="CASCADE",
+    )
+    location_id: str = Field(
+        primary_key=True, foreign_key=f"{SCHEMA}.ocpi_locations.id", ondelete="CASCADE", index=True,
+        max_length=36,
+    )
+    version: int = Field(sa_type=BigInteger)  # type: ignore[call-overload]
+    object: dict[str, Any] = _json(nullable=False)
+    method: str = Field(max_length=8)
+    # a push was sent after this one and its outcome is unknown (its worker died, or the eMSP's
+    # answer was lost): the eMSP may hold that object instead, so the next push is a PUT
+    in_doubt: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
+    delivered_at: datetime = _ts()

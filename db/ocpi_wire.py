@@ -16,19 +16,17 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
+from contracts.vocabulary import LocationStatus
 from db.models import OcpiConnector, OcpiEvse, OcpiLocation
+from db.ocpi_clock import pull_barrier
 
-# The simulated chargers speak OCPP with remote start/stop and an RFID reader.
-EVSE_CAPABILITIES = ["REMOTE_START_STOP_CAPABLE", "RFID_READER"]
 OWNER_NAME_MAX = 100  # BusinessDetails.name is string(100)
 
-# Our columns -> the OCPI Location field a PATCH of them changes.
-COLUMN_FIELDS = {
-    "name": "name", "address": "address", "city": "city", "postal_code": "postal_code",
-    "state": "state", "country": "country", "latitude": "coordinates", "longitude": "coordinates",
-    "time_zone": "time_zone", "publish": "publish", "parking_type": "parking_type",
-    "facilities": "facilities", "owner_name": "owner",
-}
+# What the Sender serves and pushes: a location is visible from its activation on (READY), and
+# stays visible once removed (EVSEs REMOVED; OCPI never deletes). A location still provisioning
+# is never shown, so one whose provisioning fails or is cancelled (and is deleted) was never seen
+# by an eMSP: no ghost is left in any eMSP's copy.
+VISIBLE = (LocationStatus.ACTIVE, LocationStatus.DECOMMISSIONING, LocationStatus.REMOVED)
 
 
 def token_header(token: str) -> str:
@@ -40,11 +38,6 @@ def ocpi_datetime(value: datetime) -> str:
     """OCPI DateTime: UTC, `Z`, at most 25 characters (so milliseconds, not microseconds)."""
     utc = value.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
-
-
-def version_of(value: datetime) -> str:
-    """Full-precision, sortable stamp used to order pushes (finer than the wire's milliseconds)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def connector_object(row: OcpiConnector) -> dict[str, Any]:
@@ -62,8 +55,10 @@ def evse_object(row: OcpiEvse, connectors: Sequence[OcpiConnector]) -> dict[str,
     obj: dict[str, Any] = {"uid": row.uid}
     if row.evse_id:
         obj["evse_id"] = row.evse_id
+    obj["status"] = row.status
+    if row.capabilities:  # only what the charger declared (db/catalog.py)
+        obj["capabilities"] = list(row.capabilities)
     obj.update(
-        status=row.status, capabilities=list(EVSE_CAPABILITIES),
         connectors=[connector_object(c) for c in connectors],
         last_updated=ocpi_datetime(row.last_updated),
     )
@@ -79,7 +74,9 @@ def location_fields(loc: OcpiLocation) -> dict[str, Any]:
         "postal_code": loc.postal_code, "state": loc.state, "country": loc.country,
         "coordinates": {"latitude": loc.latitude, "longitude": loc.longitude},
         "parking_type": loc.parking_type, "facilities": loc.facilities,
-        "time_zone": loc.time_zone, "owner": owner, "last_updated": ocpi_datetime(loc.last_updated),
+        "time_zone": loc.time_zone, "owner": owner,
+        "opening_times": {"twentyfourseven": True} if loc.twentyfourseven else None,
+        "last_updated": ocpi_datetime(loc.last_updated),
     }
 
 
@@ -92,12 +89,16 @@ def location_object(loc: OcpiLocation, evses: list[dict[str, Any]]) -> dict[str,
     return obj
 
 
-def patch_object(loc: OcpiLocation, columns: Sequence[str]) -> dict[str, Any]:
-    """The body of a Location PATCH for these changed columns: their fields and last_updated."""
-    fields = location_fields(loc)
-    names = sorted({COLUMN_FIELDS[c] for c in columns if c in COLUMN_FIELDS})
-    body = {name: fields[name] for name in names}
-    body["last_updated"] = fields["last_updated"]
+def patch_body(delivered: dict[str, Any], current: dict[str, Any]) -> dict[str, Any] | None:
+    """The Location PATCH that turns `delivered` (what the eMSP was sent) into `current` (what
+    the Sender serves): the top-level fields that differ, and last_updated. None when a PATCH
+    cannot say it: a field was removed (a PATCH cannot clear one; 2.2.1 receivers may ignore a
+    null) or the EVSEs changed (a list in a PATCH replaces the whole list on some receivers and
+    is merged on others): then the whole object goes as a PUT."""
+    if set(delivered) - set(current) or delivered.get("evses") != current.get("evses"):
+        return None
+    body = {k: v for k, v in current.items() if delivered.get(k) != v}
+    body["last_updated"] = current["last_updated"]
     return body
 
 
@@ -122,9 +123,12 @@ async def evses_of(session: AsyncSession, location_ids: Sequence[str]) -> dict[s
 
 
 async def get_location_row(session: AsyncSession, cpo_id: int, location_id: str) -> OcpiLocation | None:
+    """A visible location of this CPO. `id` is a CiString: matched without regard to case (ours
+    are stored lower-case, as generated, so the primary key still serves the look-up)."""
     return (await session.execute(
-        select(OcpiLocation).where(col(OcpiLocation.id) == location_id,
-                                   col(OcpiLocation.network_id) == cpo_id)
+        select(OcpiLocation).where(col(OcpiLocation.id).in_({location_id, location_id.lower()}),
+                                   col(OcpiLocation.network_id) == cpo_id,
+                                   col(OcpiLocation.status).in_(VISIBLE))
     )).scalar_one_or_none()
 
 
@@ -143,7 +147,8 @@ async def location_page(
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the CPO's locations, oldest first so offsets stay stable while new ones
     arrive; `date_from` inclusive and `date_to` exclusive on last_updated, as 2.2.1 says."""
-    where = [col(OcpiLocation.network_id) == cpo_id]
+    await pull_barrier(session, cpo_id)  # every change stamped before now has committed
+    where = [col(OcpiLocation.network_id) == cpo_id, col(OcpiLocation.status).in_(VISIBLE)]
     if date_from is not None:
         where.append(col(OcpiLocation.last_updated) >= date_from)
     if date_to is not None:

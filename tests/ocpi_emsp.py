@@ -43,6 +43,15 @@ def check_connector(c: dict[str, Any]) -> None:
     if c["power_type"] == "AC_3_PHASE":  # line to neutral, not between phases
         assert c["max_voltage"] <= 277, c
     assert c["max_voltage"] > 0 and c["max_amperage"] > 0
+    if c.get("max_electric_power") is not None:  # the power fits in what voltage and current give
+        phases = 3 if c["power_type"] == "AC_3_PHASE" else 1
+        assert c["max_electric_power"] <= phases * c["max_voltage"] * c["max_amperage"], c
+
+
+# Capabilities that promise a module this gateway does not offer (Commands, Tokens, SmartCharging)
+UNBACKED = {"REMOTE_START_STOP_CAPABLE", "RESERVABLE", "UNLOCK_CAPABLE", "TOKEN_GROUP_CAPABLE",
+            "START_SESSION_CONNECTOR_REQUIRED", "RFID_READER", "CHARGING_PROFILE_CAPABLE",
+            "CHARGING_PREFERENCES_CAPABLE"}
 
 
 def check_evse(e: dict[str, Any]) -> None:
@@ -51,6 +60,7 @@ def check_evse(e: dict[str, Any]) -> None:
     _max(e, "evse_id", 48)
     assert DATETIME.match(e["last_updated"]), e
     assert e["connectors"], "an EVSE has at least one connector"
+    assert not set(e.get("capabilities") or []) & UNBACKED, e["capabilities"]
     for c in e["connectors"]:
         check_connector(c)
 
@@ -99,6 +109,9 @@ class FakeEmsp:
     party_id: str
     base: str = ""
     down: bool = False
+    refuse_patches: int = 0  # refuse this many PATCHes (OCPI 2001), as a strict Receiver may
+    versions_offered: tuple[str, ...] = ("2.2.1",)
+    list_endpoints: bool = True
     # tokens: what we gave out (the CPO calls us with it) and what we were given (we call with)
     token_a: str = field(default_factory=lambda: secrets.token_hex(16))
     token_for_cpo: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -131,12 +144,14 @@ class FakeEmsp:
         async def versions(request: Request) -> JSONResponse:
             if not allowed(request, self.token_a, self.token_for_cpo):
                 return fail(401, 2001, "unknown token")
-            return ok([{"version": "2.2.1", "url": f"{self.base}/ocpi/2.2.1"}])
+            return ok([{"version": v, "url": f"{self.base}/ocpi/{v}"} for v in self.versions_offered])
 
         @app.get("/ocpi/2.2.1")
         async def details(request: Request) -> JSONResponse:
             if not allowed(request, self.token_a, self.token_for_cpo):
                 return fail(401, 2001, "unknown token")
+            if not self.list_endpoints:
+                return ok({"version": "2.2.1", "endpoints": []})
             return ok({"version": "2.2.1", "endpoints": [
                 {"identifier": "credentials", "role": "SENDER", "url": f"{self.base}/ocpi/2.2.1/credentials"},
                 {"identifier": "credentials", "role": "RECEIVER",
@@ -168,6 +183,9 @@ class FakeEmsp:
             body = await request.json()
             self.received.append(Received(request.method, request.url.path, body, dict(request.headers)))
             key = (cc, pid, location_id)
+            if request.method == "PATCH" and self.refuse_patches > 0:
+                self.refuse_patches -= 1
+                return fail(200, 2001, "PATCH refused")  # reached the OCPI layer: HTTP 200
             if request.method == "PUT":
                 check_location(body)
                 assert (body["country_code"], body["party_id"], body["id"]) == key
@@ -176,7 +194,8 @@ class FakeEmsp:
                 if key not in self.locations:
                     return fail(404, 2003, "unknown location")
                 assert "last_updated" in body, "a PATCH carries last_updated"
-                merged = {**self.locations[key], **body}
+                assert None not in body.values(), "a PATCH never sends null (receivers may ignore it)"
+                merged = {**self.locations[key], **body}  # a PATCH replaces the top-level fields sent
                 check_location(merged)
                 self.locations[key] = merged
             return ok(None)

@@ -1,9 +1,10 @@
 """PATCHes of one location: never lost once accepted, applied in the order they were accepted.
 
-Each location has one `LocationUpdates` workflow that applies its changes one at a time, oldest
-`last_updated` first, retrying each for as long as the database is away; the activity refuses a
-change older than the row's last_updated. The faults come from PostgreSQL itself (a trigger on
-the location's row), the long outage from the time-skipping test server.
+Each location has one `LocationUpdates` workflow that applies its changes one at a time, in the
+order their signals reached it, retrying each for as long as the database is away; its
+last_updated is the time the change committed (PostgreSQL's clock). The faults come from
+PostgreSQL itself (a trigger on the location's row), the long outage from the time-skipping
+test server.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType, IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -27,7 +29,7 @@ from temporalio.worker import Worker
 from activities.ecs_client import ecs_client, secrets_client
 from activities.location_changes import LocationChangeActivities
 from api.app import create_app
-from contracts.payloads import LocationPatch, LocationUpdatesInput, change_stamp
+from contracts.payloads import LocationPatch, LocationUpdatesInput
 from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_sessionmaker
 from devstack.procs import venv_binary
@@ -113,6 +115,12 @@ async def failing_updates(
             await conn.execute(text("DROP SEQUENCE IF EXISTS ocpp.test_patch_seq"))
 
 
+async def db_now(engine: AsyncEngine) -> datetime:
+    async with engine.connect() as conn:
+        now: datetime = (await conn.execute(text("SELECT clock_timestamp()"))).scalar_one()
+    return now
+
+
 async def refused(engine: AsyncEngine, sequence: str) -> int:
     async with engine.connect() as conn:
         value, called = (await conn.execute(text(f"SELECT last_value, is_called FROM {sequence}"))).one()
@@ -161,6 +169,7 @@ async def test_a_retried_earlier_patch_does_not_overwrite_a_later_one(
     undone by A's retry: B's values and B's last_updated stay."""
     url, token = await ready_location(app_client, admin, "Order")
     location_id = url.rsplit("/", 1)[1]
+    started = await db_now(engine)
     async with real_time_app(settings, temporal, sync_wait_seconds=30) as client:
         async with failing_updates(engine, location_id, name="First") as sequence:
             first = asyncio.create_task(client.patch(url, json={"name": "First"}, headers=token))
@@ -181,7 +190,8 @@ async def test_a_retried_earlier_patch_does_not_overwrite_a_later_one(
     assert (current["name"], current["city"]) == ("Second", "Ghent")
     changes = await accepted_changes(temporal, location_id)
     assert [c.fields.get("name") for c in changes] == ["First", "Second"]
-    assert change_stamp(last_updated) == max(c.last_updated for c in changes)  # B's, accepted later
+    # last_updated is when B committed (PostgreSQL's clock), after A's retry went through
+    assert started < last_updated < await db_now(engine)
 
 
 async def test_simultaneous_patches_end_with_the_latest_accepted(
@@ -190,6 +200,7 @@ async def test_simultaneous_patches_end_with_the_latest_accepted(
 ) -> None:
     url, token = await ready_location(app_client, admin, "Race")
     location_id = url.rsplit("/", 1)[1]
+    started = await db_now(engine)
     answers = await asyncio.gather(*(
         app_client.patch(url, json={"name": f"Racer {n}", "postal_code": f"10{n}0"}, headers=token)
         for n in range(6)
@@ -197,10 +208,10 @@ async def test_simultaneous_patches_end_with_the_latest_accepted(
     assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
     changes = await accepted_changes(temporal, location_id)
     assert len(changes) == 6
-    latest = max(changes, key=lambda c: c.last_updated)
+    latest = changes[-1]  # the last to reach the workflow is the last applied
     name, ocpp_name, last_updated = await row(engine, location_id)
     assert name == ocpp_name == latest.fields["name"]
-    assert change_stamp(last_updated) == latest.last_updated
+    assert started < last_updated < await db_now(engine)
     current = (await app_client.get(url, headers=token)).json()
     assert current["postal_code"] == latest.fields["postal_code"]
 
@@ -214,12 +225,15 @@ async def test_a_patch_accepted_during_a_long_database_outage_is_applied_after_i
     url, token = await ready_location(client, admin, "Outage")
     location_id = url.rsplit("/", 1)[1]
     async with failing_updates(engine, location_id) as sequence:
+        accepted_at = await db_now(engine)
         answer = await client.patch(url, json={"name": "After the outage"}, headers=token)
         assert answer.status_code == 202, answer.text
         for _ in range(10):  # in steps: each skip is one short RPC
             await temporal.sleep(60)
         attempts = await refused(engine, sequence)
         assert (await row(engine, location_id))[0] == "Outage"
+        outage_over = await db_now(engine)
+        assert outage_over > accepted_at
     print(f"\n[PATCH outage] {attempts} attempts refused over 10 minutes of skipped time")
     assert attempts > 10  # more than the old budget (10 attempts) allowed
     for _ in range(10):  # the next attempt comes within the capped backoff (skipped through)
@@ -231,7 +245,10 @@ async def test_a_patch_accepted_during_a_long_database_outage_is_applied_after_i
     assert (await client.get(url, headers=token)).json()["name"] == "After the outage"
     assert answer.json()["workflow_id"] == updates_workflow_id(location_id)
     (change,) = await accepted_changes(temporal, location_id)
-    assert change_stamp(last_updated) == change.last_updated
+    assert change.change_id and change.fields == {"name": "After the outage"}
+    # stamped when it became visible, after the outage, not when the API accepted it: an eMSP
+    # that pulled during the outage (date_from = that pull) still finds it
+    assert last_updated > outage_over
 
 
 async def test_the_updates_workflow_continues_as_new_and_keeps_the_order(
@@ -268,25 +285,40 @@ async def test_patch_of_a_location_still_provisioning_is_409(
     assert (await app_client.get(url, headers=token)).json()["name"] == "Provisioning"
 
 
-async def test_the_activity_refuses_a_change_older_than_the_row(
+async def test_an_attempt_cannot_commit_after_its_timeout(
     app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
 ) -> None:
-    """A late attempt (an older change, or a timed-out attempt of one) changes nothing; the same
-    change again (a retry) is applied again, harmlessly."""
+    """An attempt blocked past a quarter of its timeout fails instead of committing later (when
+    its retry, and the changes after it, may have been applied); a change of another CPO's
+    location, or of a location on its way out, changes nothing."""
     url, _ = await ready_location(app_client, admin, "Guard")
     location_id = url.rsplit("/", 1)[1]
     cpo_id = int(url.split("/")[3])
     acts = LocationChangeActivities(make_sessionmaker(engine))
     env = ActivityEnvironment()
-    _, _, activated = await row(engine, location_id)
-    newer = LocationPatch(cpo_id=cpo_id, location_id=location_id, fields={"name": "Newer"},
-                          last_updated=change_stamp(activated + timedelta(seconds=2)))
-    older = dataclasses.replace(newer, fields={"name": "Older"},
-                                last_updated=change_stamp(activated + timedelta(seconds=1)))
-    assert await env.run(acts.update_location_fields, newer) is True
-    assert await env.run(acts.update_location_fields, older) is False
-    assert await env.run(acts.update_location_fields, newer) is True  # a retry of the same change
-    name, _, last_updated = await row(engine, location_id)
-    assert name == "Newer" and change_stamp(last_updated) == newer.last_updated
-    other_cpo = dataclasses.replace(newer, cpo_id=cpo_id + 10_000, fields={"name": "Elsewhere"})
+    env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=2))
+    change = LocationPatch(cpo_id=cpo_id, location_id=location_id, fields={"name": "Late"}, change_id="c1")
+    async with engine.connect() as holder:  # another transaction holds the row
+        await holder.execute(text("SELECT 1 FROM ocpp.ocpi_locations WHERE id = :i FOR UPDATE"),
+                             {"i": location_id})
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            await env.run(acts.update_location_fields, change)
+            raise AssertionError("the blocked attempt went through")
+        except DBAPIError as err:
+            assert getattr(err.orig, "sqlstate", None) == "57014", err  # statement_timeout
+        assert loop.time() - began < 2.0  # gave up within its attempt
+        await holder.rollback()
+    await asyncio.sleep(0.2)
+    assert (await row(engine, location_id))[0] == "Guard"  # the failed attempt left nothing
+    assert await env.run(acts.update_location_fields, change) is True  # its retry applies it
+    assert (await row(engine, location_id))[0] == "Late"
+    other_cpo = dataclasses.replace(change, cpo_id=cpo_id + 10_000, fields={"name": "Elsewhere"})
     assert await env.run(acts.update_location_fields, other_cpo) is False
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE ocpp.ocpi_locations SET status = 'DECOMMISSIONING' WHERE id = :i"),
+                           {"i": location_id})
+    gone = dataclasses.replace(change, fields={"name": "X"})
+    assert await env.run(acts.update_location_fields, gone) is False
+    assert (await row(engine, location_id))[0] == "Late"

@@ -3,9 +3,9 @@
 DecommissionLocation stops the chargers' ECS tasks before it retires the rows (OCPI rows kept as
 REMOVED, OCPP rows deleted), so a crash in between never leaves a task running with no row to
 find it by. LocationUpdates applies the PATCHes of one location: one workflow per location (ID
-`update/{location_id}`), fed by signal-with-start, applies them one at a time in the order of
-their `last_updated` (the time the API accepted each), retrying each for as long as it takes:
-a change the API has accepted is never given up, and two changes never race. Both tell the
+`update/{location_id}`), fed by signal-with-start, applies them one at a time in the order
+their signals reached it (Temporal's order, not any host's clock), retrying each for as long as
+it takes: a change the API has accepted is never given up, and two changes never race. Both tell the
 CPO's OCPI eMSPs (see workflows/ocpi_push.py).
 """
 
@@ -72,14 +72,15 @@ class DecommissionLocation:
 
 @workflow.defn(name="LocationUpdates")
 class LocationUpdates:
-    """The PATCHes of one location, applied one at a time, oldest `last_updated` first.
+    """The PATCHes of one location, applied one at a time, in the order their signals arrived.
 
     Changes arrive by signal (durable in the history as soon as the API's signal-with-start
     returns, worker or not); the API then waits on the `applied` update, which returns once its
-    change has been applied or refused as superseded. The activity applies a change only if
-    the row's last_updated is not newer, so a change that arrives after a newer one was applied
-    (or a late attempt of an activity that timed out) never overwrites it. Continues as new
-    after `changes_per_run` changes, once nothing is pending, so the history stays small."""
+    change has been applied (or refused for good). Arrival order is the order the API's calls
+    were accepted by Temporal, whatever the clocks of the API hosts say; the activity bounds its
+    own transaction within its attempt, so a timed-out attempt cannot commit after the change
+    that follows it. Continues as new after `changes_per_run` changes, once nothing is pending,
+    so the history stays small."""
 
     def __init__(self) -> None:
         self._pending: list[LocationPatch] = []
@@ -88,23 +89,22 @@ class LocationUpdates:
     @workflow.signal
     def change(self, patch: LocationPatch) -> None:
         self._pending.append(patch)
-        self._pending.sort(key=lambda p: p.last_updated)
 
     @workflow.update
-    async def applied(self, last_updated: str) -> None:
-        """Returns once the change stamped `last_updated` is no longer pending. The API signals
+    async def applied(self, key: str) -> None:
+        """Returns once the change `key` (its change id) is no longer pending. The API signals
         before it asks, so a change that is not pending here has been dealt with already."""
-        await workflow.wait_condition(lambda: all(p.last_updated != last_updated for p in self._pending))
+        await workflow.wait_condition(lambda: all(p.key != key for p in self._pending))
 
     @workflow.query
     def state(self) -> dict[str, int | str]:
         return {"pending": len(self._pending), "handled_in_this_run": self._handled,
-                "next": self._pending[0].last_updated if self._pending else ""}
+                "next": self._pending[0].key if self._pending else ""}
 
     @workflow.run
     async def run(self, inp: LocationUpdatesInput) -> int:
         """The number of changes this run dealt with (applied, or refused as superseded)."""
-        self._pending = sorted(self._pending + inp.pending, key=lambda p: p.last_updated)
+        self._pending = inp.pending + self._pending  # the previous run's, then any signalled since
         while True:
             suggested = workflow.info().is_continue_as_new_suggested()
             if self._pending and not suggested:
@@ -132,10 +132,10 @@ class LocationUpdates:
             applied = await workflow.execute_activity_method(
                 LocationChanges.update_location_fields, patch, start_to_close_timeout=step,
                 retry_policy=APPLY_POLICY,
-                summary=f"{', '.join(sorted(patch.fields))} as of {patch.last_updated}",
+                summary=f"{', '.join(sorted(patch.fields))} ({patch.key})",
             )
         except ActivityError as err:
-            workflow.logger.error("change %s of %s refused: %s", patch.last_updated, patch.location_id, err)
+            workflow.logger.error("change %s of %s refused: %s", patch.key, patch.location_id, err)
             applied = False
         self._pending.remove(patch)
         self._handled += 1

@@ -1,10 +1,14 @@
 """Pushes of locations to the eMSPs registered with a CPO (OCPI 2.2.1 Locations Receiver).
 
 One `OcpiLocationPush` workflow per (eMSP, location), ID `ocpi-push/{partner}/{location}`, fed by
-signal-with-start: a change waits in its queue until the eMSP took it, with retries backing off
-to `max_interval` and no limit on attempts, so an eMSP that is down for hours gets everything
-once it is back, in `last_updated` order. Each push sends the location as it is when sent, so a
-change already covered by a newer push is skipped instead of sent twice.
+signal-with-start. A signal is only a nudge: each push brings the eMSP's copy to what the Sender
+serves at that moment, as the difference between that and what this eMSP was last sent (kept
+in `ocpi_deliveries`): a PATCH of the changed fields, or a PUT of the whole object when a field
+was cleared, the EVSEs changed, nothing was sent before, or the eMSP refused a PATCH. What is
+recorded as delivered is the version whose content was sent, so a change made while a push is
+on the wire is the next push's difference, never skipped. Nudges that arrive during a push fold
+into one more push. Retries back off to `max_interval` with no limit on attempts, so an eMSP
+that is down for hours converges once it is back.
 
 The activities' typed interface and the payloads live in `contracts/ocpi.py`; the
 implementation in `activities/ocpi_push.py`.
@@ -16,9 +20,10 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from contracts.ocpi import (
+    PATCH_REJECTED,
     REJECTED,
     WORKFLOW_OCPI_PUSH,
     LocationChange,
@@ -52,35 +57,34 @@ async def notify_ocpi_partners(cpo_id: int, location_id: str, columns: list[str]
 @workflow.defn(name=WORKFLOW_OCPI_PUSH)
 class OcpiLocationPush:
     def __init__(self) -> None:
-        self._pending: list[LocationChange] = []
-        self._delivered = ""
+        self._nudged = False
+        self._version = 0
         self._last = ""
 
     @workflow.signal
     def change(self, change: LocationChange) -> None:
-        self._pending.append(change)
-        self._pending.sort(key=lambda c: c.version)
+        self._nudged = True
 
     @workflow.query
-    def state(self) -> dict[str, str | int]:
-        return {"pending": len(self._pending), "delivered": self._delivered, "last": self._last}
+    def state(self) -> dict[str, str | int | bool]:
+        return {"pending": self._nudged, "delivered_version": self._version, "last": self._last}
 
     @workflow.run
     async def run(self, target: PushTarget) -> PushSummary:
-        self._pending = sorted(self._pending + target.pending, key=lambda c: c.version)
-        self._delivered = target.delivered
+        self._nudged = self._nudged or bool(target.pending)
         policy = RetryPolicy(
             initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
             maximum_interval=timedelta(seconds=target.max_interval_seconds), maximum_attempts=0,
-            non_retryable_error_types=[REJECTED],
+            non_retryable_error_types=[REJECTED, PATCH_REJECTED],
         )
         pushes = rejected = 0
+        force_put = False
         while True:
-            if not self._pending:
-                # Stay a while: the next change of this location can then be a PATCH on top of
-                # what the eMSP has; after that an idle push workflow goes away.
+            if not self._nudged and not force_put:
+                # Stay a while, so that the next change is one more small PATCH; after that an
+                # idle push workflow goes away (the next change starts a new one).
                 try:
-                    await workflow.wait_condition(lambda: bool(self._pending),
+                    await workflow.wait_condition(lambda: self._nudged,
                                                   timeout=timedelta(seconds=target.idle_seconds))
                 except TimeoutError:
                     break
@@ -88,31 +92,28 @@ class OcpiLocationPush:
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > 2000:
                 workflow.continue_as_new(PushTarget(
                     target.partner_id, target.cpo_id, target.location_id, target.max_interval_seconds,
-                    target.idle_seconds, self._pending, self._delivered))
-            change = self._pending.pop(0)
-            if change.version and change.version <= self._delivered:
-                continue  # a newer state has been pushed already
-            # a PATCH is only valid on top of what the eMSP has: the first push is always a PUT
-            columns = change.columns if self._delivered else []
+                    target.idle_seconds, [LocationChange(target.cpo_id, target.location_id)]))
+            self._nudged = False
             try:
                 result = await workflow.execute_activity_method(
                     OcpiActivities.push_location,
-                    PushInput(target.partner_id, target.location_id, columns, self._delivered),
+                    PushInput(target.partner_id, target.location_id, force_put=force_put),
                     start_to_close_timeout=timedelta(seconds=60), retry_policy=policy,
-                    summary=f"{'PATCH' if columns else 'PUT'} {target.location_id}",
+                    summary=f"{'PUT' if force_put else 'push'} {target.location_id}",
                 )
             except ActivityError as err:
                 rejected += 1
                 self._last = f"rejected: {err.cause or err}"
                 workflow.logger.warning("eMSP %s rejected %s: %s", target.partner_id, target.location_id, err)
-                if columns:  # 2.2.1: when a PATCH fails, send the whole object
-                    whole = LocationChange(target.cpo_id, target.location_id, [], change.version)
-                    self._pending.insert(0, whole)
+                # 2.2.1: when a PATCH is refused, send the whole object; a refused PUT waits for
+                # the next change (the eMSP's copy is reported in the push's last outcome)
+                force_put = isinstance(err.cause, ApplicationError) and err.cause.type == PATCH_REJECTED
                 continue
+            force_put = False
             self._last = f"{result.outcome} {result.method or ''}".strip()
             if result.outcome == "GONE":
                 break
             if result.outcome == "DELIVERED":
                 pushes += 1
-            self._delivered = max(self._delivered, result.version)
-        return PushSummary(self._delivered, pushes, rejected)
+            self._version = max(self._version, result.version)
+        return PushSummary(self._version, pushes, rejected)

@@ -42,9 +42,9 @@ async def _get_data(client: httpx.AsyncClient, url: str, token: str) -> Any:
         response = await client.get(url, headers=request_headers(token))
         body = response.json()
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as err:
-        raise OcpiError(502, UNABLE_TO_USE_CLIENT_API, f"GET {url} failed: {err}") from err
+        raise OcpiError(200, UNABLE_TO_USE_CLIENT_API, f"GET {url} failed: {err}") from err
     if response.status_code != 200 or not isinstance(body, dict) or body.get("status_code") != 1000:
-        raise OcpiError(502, UNABLE_TO_USE_CLIENT_API,
+        raise OcpiError(200, UNABLE_TO_USE_CLIENT_API,
                         f"GET {url} answered HTTP {response.status_code}: {str(body)[:200]}")
     return body.get("data")
 
@@ -53,15 +53,15 @@ async def fetch_peer(client: httpx.AsyncClient, versions_url: str, token: str) -
     """The peer's 2.2.1 endpoints: 3002 if it has no 2.2.1, 3003 if it lists no endpoint."""
     versions = await _get_data(client, versions_url, token)
     if not isinstance(versions, list):
-        raise OcpiError(502, UNABLE_TO_USE_CLIENT_API, "the versions endpoint did not answer a list")
+        raise OcpiError(200, UNABLE_TO_USE_CLIENT_API, "the versions endpoint did not answer a list")
     url = next((str(v.get("url")) for v in versions if isinstance(v, dict) and v.get("version") == VERSION),
                None)
     if url is None:
-        raise OcpiError(400, UNSUPPORTED_VERSION, f"the peer offers no OCPI {VERSION}")
+        raise OcpiError(200, UNSUPPORTED_VERSION, f"the peer offers no OCPI {VERSION}")
     details = await _get_data(client, url, token)
     endpoints = details.get("endpoints") if isinstance(details, dict) else None
     if not isinstance(endpoints, list) or not endpoints:
-        raise OcpiError(400, NO_MATCHING_ENDPOINTS, f"the peer's {VERSION} details list no endpoint")
+        raise OcpiError(200, NO_MATCHING_ENDPOINTS, f"the peer's {VERSION} details list no endpoint")
     clean = [{"identifier": str(e.get("identifier")), "role": str(e.get("role")), "url": str(e.get("url"))}
              for e in endpoints if isinstance(e, dict) and e.get("url")]
     return PeerVersion(versions_url, clean)
@@ -75,9 +75,9 @@ async def post_credentials(
         response = await client.post(url, json=ours, headers=request_headers(token_a))
         body = response.json()
     except (httpx.HTTPError, httpx.InvalidURL, ValueError) as err:
-        raise OcpiError(502, UNABLE_TO_USE_CLIENT_API, f"POST {url} failed: {err}") from err
+        raise OcpiError(200, UNABLE_TO_USE_CLIENT_API, f"POST {url} failed: {err}") from err
     data = body.get("data") if isinstance(body, dict) else None
     if response.status_code != 200 or body.get("status_code") != 1000 or not isinstance(data, dict):
-        raise OcpiError(502, UNABLE_TO_USE_CLIENT_API,
+        raise OcpiError(200, UNABLE_TO_USE_CLIENT_API,
                         f"POST {url} answered HTTP {response.status_code}: {str(body)[:200]}")
     return data

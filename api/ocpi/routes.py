@@ -220,9 +220,17 @@ def _datetime(name: str, value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as err:
-        raise OcpiError(400, INVALID_PARAMETERS,
+        raise OcpiError(200, INVALID_PARAMETERS,
                         f"{name} is not an RFC 3339 date-time: {value[:40]!r}") from err
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # no zone means UTC (types)
+
+
+def routing_headers(cpo: PartnerOperation, caller: transport.Caller) -> dict[str, str]:
+    """OCPI 2.2.1 routing headers on the Sender's answers: from the CPO, to the eMSP."""
+    partner = caller.partner
+    return {"OCPI-from-country-code": cpo.country_code, "OCPI-from-party-id": cpo.party_id,
+            "OCPI-to-country-code": (partner.country_code or "") if partner else "",
+            "OCPI-to-party-id": (partner.party_id or "") if partner else ""}
 
 
 @router.get(f"/{VERSION}/locations", summary="Locations Sender: paginated list")
@@ -237,7 +245,8 @@ async def list_locations(
     start, end = _datetime("date_from", date_from), _datetime("date_to", date_to)
     page_limit = min(limit or settings.ocpi_page_limit, settings.ocpi_page_limit)
     data, total = await location_page(session, caller.cpo_id, start, end, offset, page_limit)
-    headers = {"X-Total-Count": str(total), "X-Limit": str(page_limit)}
+    headers = {"X-Total-Count": str(total), "X-Limit": str(page_limit),
+               **routing_headers(await _cpo(session, caller.cpo_id), caller)}
     if offset + len(data) < total:
         query: dict[str, str | int] = {"offset": offset + len(data), "limit": page_limit}
         query |= {k: v for k, v in (("date_from", date_from), ("date_to", date_to)) if v is not None}
@@ -262,14 +271,16 @@ def _evse(location: dict[str, Any], evse_uid: str) -> dict[str, Any]:
 
 @router.get(f"/{VERSION}/locations/{{location_id}}", summary="Locations Sender: one location")
 async def get_location(location_id: str, caller: RegisteredDep, session: SessionDep) -> JSONResponse:
-    return ocpi_json(await _location(session, caller, location_id))
+    found = await _location(session, caller, location_id)
+    return ocpi_json(found, headers=routing_headers(await _cpo(session, caller.cpo_id), caller))
 
 
 @router.get(f"/{VERSION}/locations/{{location_id}}/{{evse_uid}}", summary="Locations Sender: one EVSE")
 async def get_evse(
     location_id: str, evse_uid: str, caller: RegisteredDep, session: SessionDep
 ) -> JSONResponse:
-    return ocpi_json(_evse(await _location(session, caller, location_id), evse_uid))
+    evse = _evse(await _location(session, caller, location_id), evse_uid)
+    return ocpi_json(evse, headers=routing_headers(await _cpo(session, caller.cpo_id), caller))
 
 
 @router.get(f"/{VERSION}/locations/{{location_id}}/{{evse_uid}}/{{connector_id}}",
@@ -280,7 +291,7 @@ async def get_connector(
     evse = _evse(await _location(session, caller, location_id), evse_uid)
     for connector in evse["connectors"]:
         if str(connector["id"]).lower() == connector_id.lower():
-            return ocpi_json(connector)
+            return ocpi_json(connector, headers=routing_headers(await _cpo(session, caller.cpo_id), caller))
     raise OcpiError(404, UNKNOWN_LOCATION, f"unknown connector {connector_id[:36]}")
 
 

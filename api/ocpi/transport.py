@@ -144,7 +144,11 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
         f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body')}: {e.get('msg', 'invalid')}"
         for e in list(exc.errors())[:10]
     )
-    return ocpi_json(None, INVALID_PARAMETERS, f"invalid or missing parameters: {problems}", 400)
+    # A body that is not JSON never reached the OCPI layer: HTTP 400. Anything else did, and
+    # status_codes.asciidoc answers it with HTTP 200 and 2001 in the envelope.
+    unreadable = any(e.get("type") == "json_invalid" for e in exc.errors())
+    return ocpi_json(None, INVALID_PARAMETERS, f"invalid or missing parameters: {problems}",
+                     400 if unreadable else 200)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
