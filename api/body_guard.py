@@ -85,7 +85,21 @@ class BodyGuard:
             await _refuse_ocpi(request, send, ocpi_json(
                 None, CLIENT_ERROR, f"the body is larger than {limit} bytes", 413))
             return
-        await self.app(scope, _counting(receive, limit, f"the body is larger than {limit} bytes"), send)
+        # A credentials object is small: read it here, whole, and refuse it here past the limit
+        # (an error raised from `receive` would reach the sub-app's middleware as a group).
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _refuse_ocpi(request, send, ocpi_json(
+                    None, CLIENT_ERROR, f"the body is larger than {limit} bytes", 413))
+                return
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay(bytes(body), receive), send)
 
     @staticmethod
     async def _principal(request: Request) -> Any:
@@ -99,10 +113,24 @@ def _within(declared: str, limit: int) -> bool:
     return declared.isascii() and declared.isdigit() and int(declared) <= limit
 
 
-def _counting(receive: Receive, limit: int, refusal: str | None = None) -> Receive:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` for a body already read: the body once, then whatever the server says next."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
     """`receive`, refusing the body (413) once more than `limit` bytes have come."""
     seen = 0
-    detail = refusal or f"the body is larger than {limit} bytes; split the locations over several requests"
+    detail = f"the body is larger than {limit} bytes; split the locations over several requests"
 
     async def counted() -> Message:
         nonlocal seen
