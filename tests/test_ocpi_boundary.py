@@ -265,7 +265,8 @@ async def test_a_failed_registration_leaves_no_row_and_spends_nothing(
     def routes(answer: bytes, port: int) -> dict[str, bytes]:
         base = f"http://127.0.0.1:{port}"
         versions = [{"version": "2.2.1", "url": f"{base}/ocpi/2.2.1"}]
-        endpoints = [{"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/ocpi/2.2.1/credentials"}]
+        endpoints = [{"identifier": "credentials", "role": "RECEIVER",
+                      "url": f"{base}/ocpi/2.2.1/credentials"}]
         return {"/ocpi/versions": http_response(ocpi_answer(versions)),
                 "/ocpi/2.2.1": http_response(ocpi_answer({"version": "2.2.1", "endpoints": endpoints})),
                 "/credentials": http_response(answer)}
