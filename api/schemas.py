@@ -365,6 +365,12 @@ class EmspRegisterIn(BaseModel):
     token_a: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
 
 
+class EmspStatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"status": "SUSPENDED"}})
+
+    status: Literal["SUSPENDED", "REGISTERED"]
+
+
 class EmspOut(BaseModel):
     id: str
     country_code: str | None

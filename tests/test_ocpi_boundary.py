@@ -307,3 +307,90 @@ async def test_a_party_collision_on_put_is_a_409_not_a_503(
         finally:
             for emsp in (first, second):
                 await emsp.stop()
+
+
+async def test_token_a_expires_is_listed_and_revoked(
+    settings: Settings, temporal: WorkflowEnvironment,
+) -> None:
+    admin = {"Authorization": "Bearer " + settings.admin_token}
+    short = settings.model_copy(update={"ocpi_token_a_ttl_seconds": 1.0})
+    async with serve_gateway(short, temporal.client) as gateway:
+        cpo = await new_cpo(gateway)
+        issued = await gateway.post(f"/ocpi/cpos/{cpo['cpo_id']}/token_a", headers=admin)
+        assert issued.status_code == 201 and issued.json()["expires_at"] > issued.json()["created_at"]
+        listed = await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/token_a", headers=admin)
+        assert [t["state"] for t in listed.json()] == ["ACTIVE", "ACTIVE"]
+        by_cpo = await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/token_a", headers=cpo["bearer"])
+        assert by_cpo.status_code == 403  # the admin's
+        revoked = await gateway.delete(f"/ocpi/cpos/{cpo['cpo_id']}/token_a/{issued.json()['token_a_id']}",
+                                       headers=admin)
+        assert revoked.status_code == 204
+        with_revoked = {"Authorization": token_header(issued.json()["token_a"])}
+        assert (await gateway.get(cpo["ocpi_peer_url"], headers=with_revoked)).status_code == 401
+        assert (await gateway.delete(f"/ocpi/cpos/{cpo['cpo_id']}/token_a/999999999",
+                                     headers=admin)).status_code == 404
+        await asyncio.sleep(1.2)  # the first one's lifetime is over
+        first = {"Authorization": token_header(cpo["token_a"])}
+        assert (await gateway.get(cpo["ocpi_peer_url"], headers=first)).status_code == 401
+        states = [t["state"] for t in (await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/token_a",
+                                                         headers=admin)).json()]
+        assert states == ["REVOKED", "EXPIRED"]
+
+
+async def test_emsps_are_rotated_suspended_unregistered_and_limited(
+    settings: Settings, temporal: WorkflowEnvironment, engine: AsyncEngine,
+) -> None:
+    one = settings.model_copy(update={"ocpi_max_emsps_per_cpo": 1})
+    emsp, other = FakeEmsp("NL", "LC1"), FakeEmsp("NL", "LC2")
+    await emsp.start()
+    await other.start()
+    try:
+        async with serve_gateway(one, temporal.client) as gateway:
+            cpo = await new_cpo(gateway)
+            made = await register(gateway, cpo, f"{emsp.base}/ocpi/versions", emsp.token_a)
+            assert made.status_code == 201, made.text
+            emsp_id = made.json()["id"]
+            over = await register(gateway, cpo, f"{other.base}/ocpi/versions", other.token_a)
+            assert over.status_code == 409 and over.json()["code"] == "TOO_MANY_EMSPS"
+            # rotation: a credentials PUT to the eMSP; our old token dies, the new one works
+            old = emsp.token_to_call_cpo
+            assert old is not None
+            rotated = await gateway.post(f"/ocpi/cpos/{cpo['cpo_id']}/emsps/{emsp_id}/rotate",
+                                         headers=cpo["bearer"])
+            assert rotated.status_code == 200, rotated.text
+            new = emsp.token_to_call_cpo
+            assert new is not None and new != old and emsp.received[-1].method == "PUT"
+            assert (await gateway.get(cpo["ocpi_peer_url"], headers=emsp.headers(old))).status_code == 401
+            assert (await gateway.get(cpo["ocpi_peer_url"], headers=emsp.headers(new))).status_code == 200
+            async with engine.connect() as conn:
+                their = (await conn.execute(text("SELECT their_token FROM ocpp.ocpi_partners WHERE id = :i"),
+                                            {"i": int(emsp_id)})).scalar_one()
+            assert their == emsp.token_for_cpo  # the token it gave back is the one we call it with
+            # suspension: its token opens nothing until it is let in again
+            path = f"/ocpi/cpos/{cpo['cpo_id']}/emsps/{emsp_id}"
+            suspended = await gateway.patch(path, json={"status": "SUSPENDED"}, headers=cpo["bearer"])
+            assert suspended.status_code == 200 and suspended.json()["status"] == "SUSPENDED"
+            assert (await gateway.get(cpo["ocpi_peer_url"], headers=emsp.headers(new))).status_code == 401
+            back = await gateway.patch(path, json={"status": "REGISTERED"},
+                                       headers={"Authorization": "Bearer " + settings.admin_token})
+            assert back.status_code == 200 and back.json()["status"] == "REGISTERED"
+            assert (await gateway.get(cpo["ocpi_peer_url"], headers=emsp.headers(new))).status_code == 200
+            # unregistration: its token is void, and we told it (we had registered with it)
+            gone = await gateway.delete(path, headers=cpo["bearer"])
+            assert gone.status_code == 204
+            assert emsp.received[-1].method == "DELETE"
+            assert (await gateway.get(cpo["ocpi_peer_url"], headers=emsp.headers(new))).status_code == 401
+            assert (await gateway.delete(path, headers=cpo["bearer"])).status_code == 204  # idempotent
+            listed = (await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/emsps", headers=cpo["bearer"])).json()
+            assert [e["status"] for e in listed] == ["UNREGISTERED"]
+            async with engine.connect() as conn:
+                row = (await conn.execute(text(
+                    "SELECT token_hash, their_token FROM ocpp.ocpi_partners WHERE id = :i"),
+                    {"i": int(emsp_id)})).one()
+            assert row.token_hash is None and row.their_token is None
+            # the place it held is free again
+            again = await register(gateway, cpo, f"{other.base}/ocpi/versions", other.token_a)
+            assert again.status_code == 201, again.text
+    finally:
+        await emsp.stop()
+        await other.stop()

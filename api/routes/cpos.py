@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from api.deps import CpoDep, Principal, SessionDep, SettingsDep, require_admin
-from api.ocpi.client import UNUSABLE, HandshakeSlots, fetch_peer, send_credentials
+from api.ocpi.client import UNUSABLE, HandshakeSlots, call, fetch_peer, send_credentials
 from api.ocpi.routes import (
     CredentialsIn,
     apply_credentials,
@@ -32,13 +32,23 @@ from api.ocpi.routes import (
 )
 from api.ocpi.transport import NO_MATCHING_ENDPOINTS, UNABLE_TO_USE_CLIENT_API, OcpiError, handshake_window
 from api.problems import ApiError, error_responses
-from api.schemas import CpoCreated, CpoIn, EmspOut, EmspRegisterIn, Party, TokenAInfo, TokenAOut
+from api.schemas import (
+    CpoCreated,
+    CpoIn,
+    EmspOut,
+    EmspRegisterIn,
+    EmspStatusIn,
+    Party,
+    TokenAInfo,
+    TokenAOut,
+)
 from contracts.ids import sha256_hex
 from db.models import ApiToken, OcpiPartner, OcpiTokenA, PartnerOperation, utcnow
 from settings import Settings
 
 log = logging.getLogger("api")
 TokenAIdPath = Annotated[int, Path(ge=1, le=2**62, description="the token_a_id returned when it was issued")]
+EmspIdPath = Annotated[int, Path(ge=1, le=2**62, description="the eMSP's id (GET /ocpi/cpos/{cpo_id}/emsps)")]
 
 router = APIRouter(prefix="/ocpi/cpos", tags=["CPOs"])
 
@@ -264,4 +274,108 @@ async def register_with_emsp(
         finally:
             if not done:  # whatever failed, even a cancelled request: no row stays
                 await asyncio.shield(_forget(sessions, partner_id))
+    return emsp_out(partner)
+
+
+async def _partner(session: AsyncSession, cpo_id: int, emsp_id: int) -> OcpiPartner:
+    partner = (await session.execute(
+        select(OcpiPartner).where(col(OcpiPartner.id) == emsp_id, col(OcpiPartner.cpo_id) == cpo_id)
+        .with_for_update()
+    )).scalar_one_or_none()
+    if partner is None or partner.status == "REGISTERING":
+        raise ApiError(404, "EMSP_NOT_FOUND", f"no eMSP {emsp_id} for this CPO")
+    return partner
+
+
+@router.patch(
+    "/{cpo_id}/emsps/{emsp_id}", response_model=EmspOut,
+    responses=error_responses(401, 403, 404, 409, 422, 503),
+    summary="Suspend an eMSP, or let it in again (CPO or admin)",
+)
+async def set_emsp_status(
+    body: EmspStatusIn, cpo: CpoDep, emsp_id: EmspIdPath, session: SessionDep,
+) -> EmspOut:
+    """SUSPENDED: its token opens nothing and pushes to it stop; REGISTERED: both resume (changes
+    made meanwhile reach it from its next pull with `date_from`, or the next push)."""
+    partner = await _partner(session, cpo.id, emsp_id)
+    if partner.status not in ("REGISTERED", "SUSPENDED"):
+        raise ApiError(409, "EMSP_UNREGISTERED", "this eMSP is unregistered")
+    partner.status, partner.updated_at = body.status, utcnow()
+    await session.commit()
+    return emsp_out(partner)
+
+
+@router.delete(
+    "/{cpo_id}/emsps/{emsp_id}", status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404, 422, 503), summary="Unregister an eMSP (CPO or admin)",
+)
+async def unregister_emsp(
+    cpo: CpoDep, emsp_id: EmspIdPath, request: Request, settings: SettingsDep,
+) -> None:
+    """Its tokens die and pushes to it stop (the push activity finds it no longer REGISTERED).
+    When we registered with it, we also DELETE our credentials at its credentials endpoint,
+    best effort and through the egress policy, after our own commit. Idempotent."""
+    async with sessions_of(request)() as session:
+        partner = await _partner(session, cpo.id, emsp_id)
+        if partner.status == "UNREGISTERED":
+            return
+        url = _credentials_endpoint(partner) if partner.registered_by == "CPO" else None
+        their_token = partner.their_token
+        partner.status, partner.token_hash, partner.pending_token_hash = "UNREGISTERED", None, None
+        partner.their_token, partner.updated_at = None, utcnow()
+        await session.commit()
+    if url and their_token:
+        try:
+            await call(settings.egress_policy(), "DELETE", url, their_token)
+        except OcpiError:  # best effort: we are unregistered whatever it answers
+            log.info("DELETE of our credentials at eMSP %s did not succeed", emsp_id)
+
+
+def _credentials_endpoint(partner: OcpiPartner) -> str | None:
+    for endpoint in partner.endpoints or []:
+        if endpoint.get("identifier") == "credentials" and endpoint.get("role") == "RECEIVER":
+            return str(endpoint["url"])
+    for endpoint in partner.endpoints or []:
+        if endpoint.get("identifier") == "credentials":
+            return str(endpoint["url"])
+    return None
+
+
+@router.post(
+    "/{cpo_id}/emsps/{emsp_id}/rotate", response_model=EmspOut,
+    responses=error_responses(401, 403, 404, 409, 422, 429, 503),
+    summary="Rotate our token at an eMSP (OCPI credentials PUT, CPO as client)",
+)
+async def rotate_emsp_token(
+    cpo: CpoDep, emsp_id: EmspIdPath, request: Request, settings: SettingsDep,
+) -> EmspOut:
+    """A new token for the eMSP to call us with, sent in a credentials PUT to it; it answers
+    with the token we call it with from now on. The new token works from the moment we send it
+    (the eMSP may call our versions back with it); the old one until the eMSP confirmed."""
+    sessions = sessions_of(request)
+    ours = new_token()
+    async with sessions() as session:
+        partner = await _partner(session, cpo.id, emsp_id)
+        url = _credentials_endpoint(partner)
+        if partner.status != "REGISTERED" or not partner.their_token or url is None:
+            raise ApiError(409, "EMSP_NOT_ROTATABLE", "only a registered eMSP with a credentials endpoint")
+        their_token = partner.their_token
+        partner.pending_token_hash = sha256_hex(ours)
+        await session.commit()
+    try:
+        async with _slot(request, cpo.id):
+            answer = await send_credentials(settings.egress_policy(), "PUT", url, their_token,
+                                            our_credentials(settings, cpo, ours))
+            theirs = CredentialsIn.model_validate(answer)
+    except (OcpiError, ValidationError) as err:
+        async with sessions() as session:
+            await session.execute(update(OcpiPartner).where(col(OcpiPartner.id) == emsp_id)
+                                  .values(pending_token_hash=None))
+            await session.commit()
+        raise _failed(err) from None
+    async with sessions() as session:
+        partner = await _partner(session, cpo.id, emsp_id)
+        partner.token_hash, partner.pending_token_hash = sha256_hex(ours), None
+        partner.their_token, partner.updated_at = theirs.token, utcnow()
+        await session.commit()
     return emsp_out(partner)
