@@ -289,7 +289,7 @@ async def _partner(session: AsyncSession, cpo_id: int, emsp_id: int) -> OcpiPart
 
 @router.patch(
     "/{cpo_id}/emsps/{emsp_id}", response_model=EmspOut,
-    responses=error_responses(401, 403, 404, 409, 422, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
     summary="Suspend an eMSP, or let it in again (CPO or admin)",
 )
 async def set_emsp_status(
