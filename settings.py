@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from contracts.egress import EgressPolicy
+
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / ".data"
 
@@ -68,10 +70,39 @@ class Settings(BaseSettings):
         description="a job's status page is fresh this long; up to 4x this old it is answered while "
         "it refreshes in the background (0: every poll reads the rows)",
     )
+    status_cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0,
+        description="status pages kept per API process, by the length of their JSON (a 1,000-result "
+        "page is ~1.4 MB); the least recently used go first",
+    )
 
     # --- OCPI 2.2.1 (the CPOs' roaming partners) ---
     ocpi_page_limit: int = Field(default=100, ge=1, le=1000, description="X-Limit of the Locations list")
-    ocpi_http_timeout_seconds: float = Field(default=10.0, gt=0, description="one call to an eMSP")
+    ocpi_http_timeout_seconds: float = Field(
+        default=10.0, gt=0,
+        description="total deadline of one call to an eMSP (connect, send, every byte of the answer)")
+    # Egress policy (contracts/egress.py): a peer-chosen URL is called only if its resolved
+    # address is public, or listed here (CIDR networks, addresses or host names). Empty: secure.
+    # The dev stack and the tests allow loopback. From the environment: a JSON list.
+    egress_allow: list[str] = Field(default_factory=list)
+    ocpi_max_response_bytes: int = Field(
+        default=256 * 1024, ge=1024,
+        description="an eMSP's answer, after decompression, is refused past this")
+    ocpi_max_body_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="an OCPI request body (a credentials object is tiny)")
+    ocpi_handshakes_per_cpo: int = Field(
+        default=2, ge=1, description="credentials handshakes of one CPO running at once, per API process")
+    ocpi_handshakes_per_process: int = Field(
+        default=16, ge=1, description="credentials handshakes running at once in one API process")
+    ocpi_token_a_ttl_seconds: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="a token A not used within this long opens nothing")
+    ocpi_max_emsps_per_cpo: int = Field(default=20, ge=1, description="eMSPs registered with one CPO")
+    # Pushes to eMSPs run on a task queue of their own, so a slow or dead Receiver cannot take
+    # the activity slots that provisioning needs.
+    ocpi_push_task_queue: str = "ocpplab-gateway-ocpi-push"
+    ocpi_push_max_concurrent: int = Field(default=20, ge=1, description="push attempts at once per worker")
+    ocpi_push_per_emsp: int = Field(default=4, ge=1, description="push attempts at once per eMSP per worker")
+    ocpi_push_attempt_timeout_seconds: float = Field(default=15.0, gt=0, description="one push attempt")
     ocpi_push_max_interval_seconds: float = Field(
         default=300.0, gt=0, description="longest wait between two attempts to push to an eMSP that is down"
     )
@@ -182,6 +213,10 @@ class Settings(BaseSettings):
     worker_metrics_url: str | None = None
     # Traces go over OTLP/HTTP to this endpoint; none are made unless it is set.
     otel_exporter_otlp_endpoint: str | None = None
+
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy.from_entries(self.egress_allow, self.ocpi_max_response_bytes,
+                                         self.ocpi_http_timeout_seconds)
 
     def admin_tokens(self) -> list[str]:
         return [token.strip() for token in self.admin_token.split(",") if token.strip()]

@@ -4,10 +4,10 @@ object again (PUT replaces, PATCH sets the same values)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
-import httpx
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,6 +16,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
+from contracts.egress import PeerUnusable, peer_request
 from contracts.ocpi import (
     PATCH_REJECTED,
     REJECTED,
@@ -59,6 +60,15 @@ class OcpiPushActivities(OcpiActivities):
         self.sessions = sessions
         self.settings = settings
         self.client = client
+        self.policy = settings.egress_policy()
+        self._per_emsp: dict[int, asyncio.Semaphore] = {}
+
+    def _slot(self, partner_id: int) -> asyncio.Semaphore:
+        """At most `ocpi_push_per_emsp` calls to one eMSP at once from this worker: one eMSP that
+        hangs holds that many of the push slots, not all of them."""
+        if partner_id not in self._per_emsp:
+            self._per_emsp[partner_id] = asyncio.Semaphore(self.settings.ocpi_push_per_emsp)
+        return self._per_emsp[partner_id]
 
     @activity.defn(name="ocpi_retire_location")
     async def retire_location(self, location_id: str) -> bool:
@@ -104,7 +114,9 @@ class OcpiPushActivities(OcpiActivities):
             await self.client.start_workflow(
                 OcpiLocationPush.run,
                 PushTarget(partner.id, change.cpo_id, change.location_id,
-                           self.settings.ocpi_push_max_interval_seconds),
+                           self.settings.ocpi_push_max_interval_seconds,
+                           task_queue=self.settings.ocpi_push_task_queue,
+                           attempt_timeout_seconds=self.settings.ocpi_push_attempt_timeout_seconds),
                 id=push_workflow_id(partner.id, change.location_id), task_queue=self.settings.task_queue,
                 start_signal="change", start_signal_args=[signal],
                 static_summary=f"OCPI push of {change.location_id} to eMSP "
@@ -146,13 +158,18 @@ class OcpiPushActivities(OcpiActivities):
         method, body = ("PATCH", patch) if patch is not None else ("PUT", current)
         if delivered is not None and not delivered.in_doubt:
             await self._in_doubt(partner.id, loc.id)
-        async with httpx.AsyncClient(timeout=self.settings.ocpi_http_timeout_seconds) as http:
-            # a connection error propagates: Temporal retries it with backoff
-            response = await http.request(method, target, json=body, headers=headers)
-        status = response.status_code
+        try:
+            async with self._slot(partner.id):
+                # the egress policy, a total deadline and a byte cap, as every peer-chosen URL
+                response = await peer_request(
+                    method, target, policy=self.policy, headers=headers, json=body,
+                    deadline_seconds=self.settings.ocpi_push_attempt_timeout_seconds * 0.8)
+        except PeerUnusable as err:  # refused, unreachable, too slow, too big: retried with backoff
+            raise ApplicationError(f"{method} of {loc.id}: the eMSP could not be used; retrying") from err
+        status = response.status
         try:
             envelope = response.json()
-        except ValueError:
+        except PeerUnusable:
             envelope = None
         code = envelope.get("status_code") if isinstance(envelope, dict) else None
         # the eMSP's answer is not quoted: its status and OCPI code say what operators need

@@ -13,6 +13,7 @@ from api import problems
 from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
 from api.metrics import ApiMetrics, MetricsMiddleware, metrics_endpoint
+from api.ocpi.client import HandshakeSlots
 from api.ocpi.routes import create_ocpi_app
 from api.read_cache import ReadCaches
 from api.request_log import RequestLogContext
@@ -51,9 +52,12 @@ def create_app(
         app.state.sessions = make_sessionmaker(engine)
         app.state.temporal = TemporalConnector(settings, temporal_client)
         app.state.inflight = {}  # CPO id -> requests being served (api.deps.limit_inflight)
-        app.state.read_cache = ReadCaches(settings.auth_cache_seconds, settings.status_cache_seconds)
+        app.state.read_cache = ReadCaches(settings.auth_cache_seconds, settings.status_cache_seconds,
+                                          settings.status_cache_max_bytes)
+        app.state.handshakes = HandshakeSlots(settings.ocpi_handshakes_per_cpo,
+                                              settings.ocpi_handshakes_per_process)
         # the OCPI sub-app shares them
-        for name in ("settings", "engine", "sessions", "temporal", "read_cache"):
+        for name in ("settings", "engine", "sessions", "temporal", "read_cache", "handshakes"):
             setattr(ocpi_app.state, name, getattr(app.state, name))
         if configure_logs:  # the process's own app (not a test's)
             # The ~170,000 objects of start-up (modules, the app, the schemas) live as long as

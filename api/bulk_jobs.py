@@ -7,6 +7,7 @@ Job input travels through PostgreSQL: the workflow only gets `{job_id, cpo_id, t
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +20,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.normalize import normalized_json
-from api.problems import ApiError
+from api.problems import TEMPORAL_DOWN, ApiError
 from api.schemas import (
     BulkCreateRequest,
     JobError,
@@ -34,6 +35,8 @@ from contracts.vocabulary import JobStatus
 from db.job_input import copy_job_locations, count_by_state
 from db.models import Job, JobLocation
 from settings import Settings
+
+log = logging.getLogger("api")
 
 
 def new_job_id() -> str:
@@ -158,7 +161,8 @@ async def start_job_workflow(
             await session.execute(delete(Job).where(col(Job.id) == job.id))
             await session.commit()
         if err.status == RPCStatusCode.UNAVAILABLE:
-            raise ApiError(503, "TEMPORAL_UNAVAILABLE", "Temporal cannot be reached; nothing was started",
+            log.warning("Temporal unreachable, job %s not started: %s", job.id, err)
+            raise ApiError(503, "TEMPORAL_UNAVAILABLE", f"{TEMPORAL_DOWN} (nothing was started)",
                            headers={"Retry-After": "5"}) from err
         raise
     run_id = handle.first_execution_run_id or handle.result_run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio.client import Client
 
-from api.problems import ApiError
+from api.problems import TEMPORAL_DOWN, ApiError
 from api.read_cache import KnownToken, ReadCaches
 from contracts.ids import sha256_hex
 from contracts.temporal import connect
@@ -23,6 +24,7 @@ from db.models import ApiToken, PartnerOperation, utcnow
 from observability.tracing import temporal_plugins
 from settings import Settings
 
+log = logging.getLogger("api")
 bearer = HTTPBearer(auto_error=False, description="admin token, or the CPO's own token")
 
 
@@ -54,8 +56,9 @@ class TemporalConnector:
                         self._client = await asyncio.wait_for(
                             connect(self.settings, plugins=temporal_plugins()), timeout=5)
                     except Exception as err:
-                        raise ApiError(503, "TEMPORAL_UNAVAILABLE",
-                                       f"Temporal cannot be reached at {self.settings.temporal_address}",
+                        log.warning("Temporal cannot be reached at %s: %r",
+                                    self.settings.temporal_address, err)
+                        raise ApiError(503, "TEMPORAL_UNAVAILABLE", TEMPORAL_DOWN,
                                        headers={"Retry-After": "5"}) from err
         return self._client
 
@@ -124,7 +127,7 @@ async def require_admin(principal: Annotated[Principal, Depends(get_principal)])
 
 CpoIdPath = Annotated[
     str,
-    Path(pattern=r"^\d+$", max_length=18, description="the CPO id returned by POST /ocpi/cpos",
+    Path(pattern=r"^[0-9]+$", max_length=18, description="the CPO id returned by POST /ocpi/cpos",
          examples=["42"]),
 ]
 

@@ -10,13 +10,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.service import RPCError, RPCStatusCode
 
 log = logging.getLogger("api")
 PROBLEM_JSON = "application/problem+json"
+# What a tenant is told when a component is down: which one, by its role, never where it is
+# (host and port stay in the logs).
+DATABASE_DOWN = "the database is unavailable; retry later"
+TEMPORAL_DOWN = "the workflow service is unavailable; retry later"
 
 
 class FieldError(BaseModel):
@@ -130,14 +134,15 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
-    return problem_response(request, 503, "DATABASE_UNAVAILABLE", "PostgreSQL cannot be reached",
+    return problem_response(request, 503, "DATABASE_UNAVAILABLE", DATABASE_DOWN,
                             headers={"Retry-After": "5"})
 
 
 async def _temporal(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RPCError)
     if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
-        return problem_response(request, 503, "TEMPORAL_UNAVAILABLE", "Temporal cannot be reached",
+        log.warning("Temporal unreachable: %s", exc)
+        return problem_response(request, 503, "TEMPORAL_UNAVAILABLE", TEMPORAL_DOWN,
                                 headers={"Retry-After": "5"})
     return await _unexpected(request, exc)
 
@@ -154,6 +159,9 @@ def is_db_down(exc: Exception) -> bool:
 
 
 async def _dbapi(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, IntegrityError):  # a uniqueness conflict no route expected: still the caller's
+        log.info("conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        return problem_response(request, 409, "CONFLICT", "the request conflicts with an existing resource")
     if is_db_down(exc):
         return await _database(request, exc)
     return await _unexpected(request, exc)

@@ -18,20 +18,23 @@ and that queue was the p99 of a poll under load. A key unused for longer than it
 within the request, once for all the requests that want it meanwhile.
 
 Keys always carry the CPO, so one tenant never reads another's entry. Bounded (LRU) so memory
-stays flat whatever the callers send.
+stays flat whatever the callers send: tokens and CPOs by entries, status pages by bytes
+(`status_cache_max_bytes`, the length of each page's JSON: a 1,000-result page is ~1.4 MB).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from cachetools import LRUCache
+from pydantic import BaseModel
 
 from db.models import utcnow
 
@@ -62,10 +65,12 @@ class Refreshed(Generic[K, V]):
     (one read a key at a time, shared by the requests that wait for it). A load that returns
     None (an unknown token) stores nothing. `fresh` 0 keeps nothing."""
 
-    def __init__(self, fresh: float, max_age: float) -> None:
+    def __init__(self, fresh: float, max_age: float, max_bytes: int | None = None) -> None:
         self.fresh = fresh
         self.max_age = max(max_age, fresh)
-        self._entries: LRUCache[K, tuple[float, V]] = LRUCache(MAX_ENTRIES)
+        # by entries, or (status pages, whose size varies from bytes to megabytes) by bytes
+        self._entries: LRUCache[K, tuple[float, V]] = (
+            LRUCache(MAX_ENTRIES) if max_bytes is None else LRUCache(max_bytes, getsizeof=_json_size))
         self._loading: dict[K, asyncio.Task[V | None]] = {}
         self._generation = 0  # a clear or forget voids the reads already under way
 
@@ -95,7 +100,10 @@ class Refreshed(Generic[K, V]):
             if value is None:
                 self._entries.pop(key, None)
             else:
-                self._entries[key] = (started, value)  # as old as the moment the read began
+                try:
+                    self._entries[key] = (started, value)  # as old as the moment the read began
+                except ValueError:  # larger than the whole bound: answered, not kept
+                    self._entries.pop(key, None)
         return value
 
     def _done(self, key: K, task: asyncio.Task[V | None]) -> None:
@@ -124,14 +132,23 @@ class Refreshed(Generic[K, V]):
         return len(self._entries)
 
 
+def _json_size(entry: tuple[float, Any]) -> int:
+    """What an entry weighs: the length of its value's JSON (measured once, when stored)."""
+    value = entry[1]
+    if isinstance(value, BaseModel):
+        return len(value.__pydantic_serializer__.to_json(value))
+    return len(json.dumps(value, default=str))
+
+
 class ReadCaches:
     """The API process's caches (`app.state.read_cache`)."""
 
-    def __init__(self, auth_seconds: float, status_seconds: float) -> None:
+    def __init__(self, auth_seconds: float, status_seconds: float,
+                 status_max_bytes: int = 64 * 1024 * 1024) -> None:
         # read again at 4/5 of the bound, so that a token in use never waits on PostgreSQL
         ahead = AUTH_REFRESH_AT * auth_seconds
         self.tokens: Refreshed[str, KnownToken] = Refreshed(ahead, auth_seconds)  # SHA-256 of the token
         self.cpos: Refreshed[int, Cpo] = Refreshed(ahead, auth_seconds)
         # (CPO id, job id, page, limit) -> the status body
         self.statuses: Refreshed[tuple[int, str, int, int], JobStatusOut] = Refreshed(
-            status_seconds, STALE_FACTOR * status_seconds)
+            status_seconds, STALE_FACTOR * status_seconds, max_bytes=status_max_bytes)

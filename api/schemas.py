@@ -348,9 +348,20 @@ class TokenList(BaseModel):
 
 class TokenAOut(BaseModel):
     cpo_id: str
+    token_a_id: str = Field(description="to list or revoke it (GET/DELETE /ocpi/cpos/{cpo_id}/token_a)")
     token_a: str = Field(description="a new OCPI token A, good for one registration; shown once")
     ocpi_peer_url: str
     created_at: datetime
+    expires_at: datetime = Field(description="it opens nothing after this (ocpi_token_a_ttl_seconds)")
+
+
+class TokenAInfo(BaseModel):
+    token_a_id: str
+    state: Literal["ACTIVE", "USED", "EXPIRED", "REVOKED"]
+    created_at: datetime
+    expires_at: datetime | None
+    used_at: datetime | None
+    revoked_at: datetime | None
 
 
 class EmspRegisterIn(BaseModel):
@@ -361,6 +372,12 @@ class EmspRegisterIn(BaseModel):
 
     versions_url: str = Field(min_length=10, max_length=255, pattern=r"^https?://[\x21-\x7e]+$")
     token_a: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
+
+
+class EmspStatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"status": "SUSPENDED"}})
+
+    status: Literal["SUSPENDED", "REGISTERED"]
 
 
 class EmspOut(BaseModel):

@@ -3,5 +3,6 @@
 The status and error vocabulary, the derived ids, the data classes that cross Temporal, the
 activities' typed interfaces and the Temporal connection. `api/`, `workflows/`, `activities/`
 and `worker/` import from here; nothing here imports any of them (only the standard library,
-temporalio and, for the connection, the settings class), so the layering has one ground floor.
+temporalio, for the connection the settings class, and httpx for the egress policy that every
+call to a peer-chosen URL goes through), so the layering has one ground floor.
 """

@@ -33,7 +33,10 @@ class PushTarget:
     idle_seconds: float = 3600.0
     # carried across continue-as-new
     pending: list[LocationChange] = field(default_factory=list)
-    delivered: str = ""
+    delivered: str = ""  # unused: what older pushes carried
+    # the pushes' own task queue and attempt timeout (empty: the workflow's queue, 60 s)
+    task_queue: str = ""
+    attempt_timeout_seconds: float = 60.0
 
 
 @dataclass

@@ -361,6 +361,9 @@ class OcpiTokenA(SQLModel, table=True):
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _ts()
     used_at: datetime | None = _ts(nullable=True)
+    # past this it opens nothing (`ocpi_token_a_ttl_seconds`); the admin may revoke it sooner
+    expires_at: datetime | None = _ts(nullable=True)
+    revoked_at: datetime | None = _ts(nullable=True)
 
 
 class OcpiPartner(SQLModel, table=True):
@@ -390,8 +393,13 @@ class OcpiPartner(SQLModel, table=True):
     version: str = Field(default="2.2.1", max_length=8)
     endpoints: list[dict[str, Any]] | None = _json()
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    # our next token while we rotate it at the eMSP (it may call us back with it meanwhile)
+    pending_token_hash: str | None = Field(default=None, max_length=64, index=True)
     their_token: str | None = Field(default=None, max_length=255)
+    # REGISTERING (only while we register with it, briefly) | REGISTERED | SUSPENDED | UNREGISTERED
     status: str = Field(default="REGISTERED", max_length=16)
+    # who started the handshake: "EMSP" (with our token A) or "CPO" (we POSTed to it)
+    registered_by: str = Field(default="EMSP", max_length=8)
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
 

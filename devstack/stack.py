@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.egress import LOOPBACK
 from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
@@ -186,6 +187,8 @@ class Stack:
             "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
             # the dev stack's workers make their own build the deployment's current version
             "WORKER_SET_CURRENT_VERSION": "true",
+            # every peer of a dev stack (a fake eMSP, a script) is on this machine
+            "EGRESS_ALLOW": json.dumps(list(LOOPBACK)),
         }
         if self.ports.worker_metrics:
             for number in range(1, self.workers + 1):

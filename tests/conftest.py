@@ -29,6 +29,7 @@ from temporalio.worker import Worker
 
 from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
+from contracts.egress import LOOPBACK
 from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_engine, make_sessionmaker
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
@@ -102,7 +103,9 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
         activity_max_interval_seconds=1.0,
         task_queue="test-main",
         ecs_task_queue="test-ecs",
+        ocpi_push_task_queue="test-ocpi-push",
         worker_versioning=False,  # the time-skipping test server has no worker deployments
+        egress_allow=list(LOOPBACK),  # every fake peer of the suite is on 127.0.0.1
     )
 
 

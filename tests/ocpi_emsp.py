@@ -174,6 +174,27 @@ class FakeEmsp:
             self.received.append(Received("POST", request.url.path, body, dict(request.headers)))
             return ok(self.credentials())
 
+        @app.put("/ocpi/2.2.1/credentials")
+        async def rotate(request: Request) -> JSONResponse:
+            """The CPO rotates its token with us: we check the new one, and give a new one back."""
+            if not allowed(request, self.token_for_cpo):
+                return fail(401, 2001, "unknown token")
+            body = await request.json()
+            async with httpx.AsyncClient() as http:
+                got = await http.get(body["url"], headers={"Authorization": token_header(body["token"])})
+                assert got.status_code == 200, got.text
+            self.received.append(Received("PUT", request.url.path, body, dict(request.headers)))
+            self.token_to_call_cpo = body["token"]
+            self.token_for_cpo = secrets.token_hex(16)
+            return ok(self.credentials())
+
+        @app.delete("/ocpi/2.2.1/credentials")
+        async def unregister(request: Request) -> JSONResponse:
+            if not allowed(request, self.token_for_cpo):
+                return fail(401, 2001, "unknown token")
+            self.received.append(Received("DELETE", request.url.path, None, dict(request.headers)))
+            return ok(None)
+
         @app.api_route("/ocpi/emsp/2.2.1/locations/{cc}/{pid}/{location_id}", methods=["PUT", "PATCH"])
         async def receive(cc: str, pid: str, location_id: str, request: Request) -> JSONResponse:
             if self.down:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.app import create_app
+from api.problems import DATABASE_DOWN, TEMPORAL_DOWN
 from devstack.procs import free_port
 from settings import Settings
 from tests.helpers import ADMIN, create_cpo, location
@@ -31,7 +32,7 @@ async def test_postgres_unreachable_is_503(settings: Settings) -> None:
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "DATABASE_UNAVAILABLE"
-    assert "PostgreSQL" in response.json()["detail"]
+    assert response.json()["detail"] == DATABASE_DOWN  # which part, never where it is
     assert (await call(closed, "GET", "/readyz")).status_code == 503
 
 
@@ -39,12 +40,15 @@ async def test_temporal_unreachable_is_503_and_leaves_no_job(
     app_client: httpx.AsyncClient, admin: dict[str, str], settings: Settings, engine: AsyncEngine
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    closed = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    port = free_port()
+    closed = settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
     response = await call(closed, "POST", f"/ocpi/cpos/{cpo_id}/locations", headers=token,
                           json={"locations": [location("Nowhere")]})
     assert response.status_code == 503
     assert response.json()["code"] == "TEMPORAL_UNAVAILABLE"
-    assert "Temporal" in response.json()["detail"]
+    # the tenant learns which part is down, never its address (that stays in the logs)
+    assert response.json()["detail"] == TEMPORAL_DOWN
+    assert str(port) not in response.text and "127.0.0.1" not in response.text
     assert response.headers["retry-after"]
     async with engine.connect() as conn:
         jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),

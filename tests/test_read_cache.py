@@ -154,3 +154,26 @@ async def test_refreshed_reads_once_for_all_waiters_and_ahead_of_expiry(monkeypa
         return None
 
     assert await cache.get("nobody", unknown) is None and len(cache) == 1  # "k" only
+
+
+async def test_status_pages_are_bounded_in_bytes() -> None:
+    """The status cache holds at most its byte bound (each value weighed by its JSON length),
+    evicting the least recently used; a value larger than the whole bound is answered, not kept.
+    Before, it was bounded by entries only: 10,000 pages of ~1.4 MB."""
+    from api import read_cache
+
+    cache: read_cache.Refreshed[int, dict[str, str]] = read_cache.Refreshed(
+        fresh=60.0, max_age=60.0, max_bytes=10_000)
+
+    def page(size: int) -> Any:
+        async def load() -> dict[str, str]:
+            return {"results": "x" * size}
+        return load
+
+    for key in range(10):
+        assert await cache.get(key, page(3_000)) == {"results": "x" * 3_000}
+    assert len(cache) == 3  # 3 x ~3 KB fit in 10 KB, the oldest went first
+    assert sum(read_cache._json_size(v) for v in cache._entries.values()) <= 10_000
+    assert 9 in cache._entries and 0 not in cache._entries
+    assert await cache.get(99, page(50_000)) == {"results": "x" * 50_000}
+    assert 99 not in cache._entries

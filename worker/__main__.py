@@ -42,8 +42,10 @@ async def main() -> None:
             gc.freeze()
             runs = [asyncio.create_task(w.run()) for w in workers]
             beat = asyncio.create_task(heartbeat(settings, runs))
-            log.info("worker polling %s and %s (metrics: %s, tracing: %s, version: %s)", settings.task_queue,
-                     settings.ecs_task_queue, metrics_url(settings) or "off", "on" if tracing else "off",
+            log.info("worker polling %s, %s and %s (metrics: %s, tracing: %s, version: %s)",
+                     settings.task_queue, settings.ecs_task_queue, settings.ocpi_push_task_queue,
+                     metrics_url(settings) or "off",
+                     "on" if tracing else "off",
                      f"{settings.worker_deployment_name}/{build_id(settings)}"
                      if settings.worker_versioning else "unversioned")
             if settings.worker_versioning and settings.worker_set_current_version:

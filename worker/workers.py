@@ -1,8 +1,9 @@
-"""The two workers of a worker process.
+"""The three workers of a worker process.
 
 The main task queue runs the workflows and the database activities. The ECS activities run on a
 queue of their own whose server-side rate limit (`ecs_activities_per_second`) keeps the whole fleet
-of workers under ECS's RunTask throttle, however many replicas run.
+of workers under ECS's RunTask throttle, however many replicas run. OCPI pushes to eMSPs run on a
+third queue with bounded slots (`ocpi_push_max_concurrent`).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def build_workers(
     workflows: Sequence[type] = WORKFLOWS,
     runner: WorkflowRunner | None = None,
 ) -> list[Worker]:
-    """The main and the ECS worker; `workflows`/`runner`: a test deploys a changed version."""
+    """The main, the ECS and the OCPI push worker; `workflows`/`runner`: a test deploys a changed
+    version."""
     ocpi_push = OcpiPushActivities(sessions, settings, client)
     rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
@@ -106,5 +108,16 @@ def build_workers(
         graceful_shutdown_timeout=grace,
         deployment_config=version,
     )
-    return [main, ecs_worker]
+    # Pushes to eMSPs: their own queue and slots, so a slow or dead Receiver (each attempt up to
+    # `ocpi_push_attempt_timeout_seconds`) never takes the slots provisioning needs. The main
+    # worker keeps the activity too, for push runs started before they named this queue.
+    push_worker = Worker(
+        client,
+        task_queue=settings.ocpi_push_task_queue,
+        activities=[ocpi.push_location],
+        max_concurrent_activities=settings.ocpi_push_max_concurrent,
+        graceful_shutdown_timeout=grace,
+        deployment_config=version,
+    )
+    return [main, ecs_worker, push_worker]
 

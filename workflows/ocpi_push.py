@@ -8,7 +8,9 @@ was cleared, the EVSEs changed, nothing was sent before, or the eMSP refused a P
 recorded as delivered is the version whose content was sent, so a change made while a push is
 on the wire is the next push's difference, never skipped. Nudges that arrive during a push fold
 into one more push. Retries back off to `max_interval` with no limit on attempts, so an eMSP
-that is down for hours converges once it is back.
+that is down for hours converges once it is back. The attempts run on their own task queue with
+bounded slots (and a bound per eMSP in each worker), with a short attempt timeout, so a Receiver
+that hangs costs a trickle and never the slots provisioning needs.
 
 The activities' typed interface and the payloads live in `contracts/ocpi.py`; the
 implementation in `activities/ocpi_push.py`.
@@ -16,6 +18,7 @@ implementation in `activities/ocpi_push.py`.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from temporalio import workflow
@@ -90,15 +93,16 @@ class OcpiLocationPush:
                     break
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > 2000:
-                workflow.continue_as_new(PushTarget(
-                    target.partner_id, target.cpo_id, target.location_id, target.max_interval_seconds,
-                    target.idle_seconds, [LocationChange(target.cpo_id, target.location_id)]))
+                workflow.continue_as_new(dataclasses.replace(
+                    target, pending=[LocationChange(target.cpo_id, target.location_id)]))
             self._nudged = False
             try:
                 result = await workflow.execute_activity_method(
                     OcpiActivities.push_location,
                     PushInput(target.partner_id, target.location_id, force_put=force_put),
-                    start_to_close_timeout=timedelta(seconds=60), retry_policy=policy,
+                    task_queue=target.task_queue or None,
+                    start_to_close_timeout=timedelta(seconds=target.attempt_timeout_seconds),
+                    retry_policy=policy,
                     summary=f"{'PUT' if force_put else 'push'} {target.location_id}",
                 )
             except ActivityError as err:

@@ -9,21 +9,23 @@ with the CPO of the path.
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from urllib.parse import urlencode
 
-import httpx
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from api.deps import Cpo, SessionDep, SettingsDep
 from api.ocpi import transport
-from api.ocpi.client import VERSION, PeerVersion, fetch_peer
+from api.ocpi.client import VERSION, HandshakeSlots, PeerVersion, fetch_peer
 from api.ocpi.transport import (
     CLIENT_ERROR,
     INVALID_PARAMETERS,
@@ -86,7 +88,7 @@ def new_token() -> str:
 router = APIRouter(prefix="/{cpo_id}")
 
 
-async def _cpo(session: SessionDep, cpo_id: int) -> PartnerOperation:
+async def _cpo(session: AsyncSession, cpo_id: int) -> PartnerOperation:
     cpo = await session.get(PartnerOperation, cpo_id)
     if cpo is None:  # the token matched, so the CPO existed a moment ago
         raise unauthorized("unknown CPO")
@@ -133,83 +135,138 @@ def apply_credentials(partner: OcpiPartner, body: CredentialsIn, peer: PeerVersi
     partner.endpoints = peer.endpoints
     partner.their_token = body.token
     partner.token_hash = sha256_hex(token)
+    partner.pending_token_hash = None
     partner.status = "REGISTERED"
     partner.updated_at = utcnow()
 
 
-async def _peer(settings: Settings, body: CredentialsIn) -> PeerVersion:
-    async with httpx.AsyncClient(timeout=settings.ocpi_http_timeout_seconds) as http:
-        return await fetch_peer(http, body.url, body.token)
+def sessions_of(request: Request) -> async_sessionmaker[AsyncSession]:
+    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    return sessions
 
 
-async def _answer_with_new_token(
-    session: AsyncSession, settings: Settings, cpo: PartnerOperation, partner: OcpiPartner,
-    body: CredentialsIn, peer: PeerVersion,
-) -> JSONResponse:
-    """Keep the eMSP's credentials and endpoints, issue our new token, answer with ours."""
-    token = new_token()
-    apply_credentials(partner, body, peer, token)
-    answer = our_credentials(settings, cpo, token)
-    await session.commit()
-    return ocpi_json(answer)
+@asynccontextmanager
+async def handshake_slot(request: Request, cpo_id: int) -> AsyncIterator[None]:
+    """Refused at once (429, OCPI 2000) when this CPO, or this process, has its handshakes."""
+    slots: HandshakeSlots = request.app.state.handshakes
+    async with slots.take(cpo_id) as taken:
+        if not taken:
+            raise OcpiError(429, CLIENT_ERROR, "too many credentials handshakes at once; retry later",
+                            headers={"Retry-After": "5"})
+        yield
+
+
+async def lock_cpo(session: AsyncSession, cpo_id: int) -> PartnerOperation:
+    """The CPO row, locked: one registration of a CPO at a time, so its eMSP limit holds."""
+    cpo = (await session.execute(
+        select(PartnerOperation).where(col(PartnerOperation.id) == cpo_id).with_for_update()
+    )).scalar_one_or_none()
+    if cpo is None:  # the token matched, so the CPO existed a moment ago
+        raise unauthorized("unknown CPO")
+    return cpo
+
+
+async def emsp_count(session: AsyncSession, cpo_id: int) -> int:
+    """eMSPs that count against `ocpi_max_emsps_per_cpo` (unregistered ones do not)."""
+    return int((await session.execute(
+        select(func.count()).select_from(OcpiPartner).where(
+            col(OcpiPartner.cpo_id) == cpo_id, col(OcpiPartner.status) != "UNREGISTERED")
+    )).scalar_one())
+
+
+async def _commit_or_conflict(session: AsyncSession) -> None:
+    """A credentials object whose party another eMSP of this CPO already has: 409 + 2001."""
+    try:
+        await session.commit()
+    except IntegrityError as err:
+        await session.rollback()
+        raise OcpiError(409, INVALID_PARAMETERS,
+                        "another eMSP of this CPO is registered with that country_code and party_id") from err
 
 
 @router.post(f"/{VERSION}/credentials", summary="An eMSP registers (with token A)")
 async def post_credentials(
-    body: CredentialsIn, caller: CallerDep, session: SessionDep, settings: SettingsDep
+    body: CredentialsIn, caller: CallerDep, request: Request, settings: SettingsDep
 ) -> JSONResponse:
-    """Fetch the eMSP's versions and endpoints with its token, keep its token, answer ours.
-    The token A is spent in the same transaction: a second POST with it gets 401."""
-    if caller.partner is not None:
+    """Fetch the eMSP's versions and endpoints with its token (no database connection is held
+    meanwhile), then register in one transaction that also spends the token A: a failed
+    handshake spends nothing and leaves no row; a second POST with the token A gets 401."""
+    if caller.partner_id is not None:
         raise OcpiError(405, CLIENT_ERROR, "already registered: use PUT to update, DELETE to unregister")
-    assert caller.token_a is not None
-    cpo = await _cpo(session, caller.cpo_id)
-    token_a_id = caller.token_a.id
-    peer = await _peer(settings, body)
+    assert caller.token_a_id is not None
+    async with handshake_slot(request, caller.cpo_id):
+        peer = await fetch_peer(settings.egress_policy(), body.url, body.token)
     role = _emsp_role(body)
-    spent = await session.execute(
-        update(OcpiTokenA).where(col(OcpiTokenA.id) == token_a_id, col(OcpiTokenA.used_at).is_(None))
-        .values(used_at=utcnow()).returning(col(OcpiTokenA.id))
-    )
-    if spent.scalar_one_or_none() is None:
-        await session.rollback()
-        raise unauthorized("this token A was already used to register; it is void")
-    partner = (await session.execute(
-        select(OcpiPartner).where(col(OcpiPartner.cpo_id) == caller.cpo_id,
-                                  col(OcpiPartner.country_code) == role.country_code.upper(),
-                                  col(OcpiPartner.party_id) == role.party_id.upper())
-        .with_for_update()
-    )).scalar_one_or_none()
-    if partner is not None and partner.status == "REGISTERED":
-        await session.rollback()
-        raise OcpiError(405, CLIENT_ERROR, f"{role.country_code}*{role.party_id} is already registered")
-    if partner is None:
-        partner = OcpiPartner(cpo_id=caller.cpo_id, versions_url=body.url)
-        session.add(partner)
-    return await _answer_with_new_token(session, settings, cpo, partner, body, peer)
+    token = new_token()
+    now = utcnow()
+    async with sessions_of(request)() as session:
+        cpo = await lock_cpo(session, caller.cpo_id)
+        spent = await session.execute(
+            update(OcpiTokenA).where(
+                col(OcpiTokenA.id) == caller.token_a_id, col(OcpiTokenA.used_at).is_(None),
+                col(OcpiTokenA.revoked_at).is_(None),
+                or_(col(OcpiTokenA.expires_at).is_(None), col(OcpiTokenA.expires_at) > now),
+            ).values(used_at=now).returning(col(OcpiTokenA.id))
+        )
+        if spent.scalar_one_or_none() is None:
+            await session.rollback()
+            raise unauthorized("this token A was used, revoked or has expired")
+        partner = (await session.execute(
+            select(OcpiPartner).where(col(OcpiPartner.cpo_id) == caller.cpo_id,
+                                      col(OcpiPartner.country_code) == role.country_code.upper(),
+                                      col(OcpiPartner.party_id) == role.party_id.upper())
+            .with_for_update()
+        )).scalar_one_or_none()
+        if partner is not None and partner.status != "UNREGISTERED":
+            await session.rollback()
+            raise OcpiError(405, CLIENT_ERROR, f"{role.country_code}*{role.party_id} is already registered")
+        if partner is None:
+            if await emsp_count(session, caller.cpo_id) >= settings.ocpi_max_emsps_per_cpo:
+                await session.rollback()
+                raise OcpiError(409, CLIENT_ERROR, "this CPO has as many eMSPs as it may have")
+            partner = OcpiPartner(cpo_id=caller.cpo_id, versions_url=body.url)
+            session.add(partner)
+        apply_credentials(partner, body, peer, token)
+        partner.registered_by = "EMSP"
+        answer = our_credentials(settings, cpo, token)
+        await _commit_or_conflict(session)
+    return ocpi_json(answer)
 
 
 @router.put(f"/{VERSION}/credentials", summary="A registered eMSP updates its credentials")
 async def put_credentials(
-    body: CredentialsIn, caller: CallerDep, session: SessionDep, settings: SettingsDep
+    body: CredentialsIn, caller: CallerDep, request: Request, settings: SettingsDep
 ) -> JSONResponse:
-    """Endpoints fetched again; a new token replaces the one used for this call."""
-    if caller.partner is None:
+    """Endpoints fetched again (no database connection held meanwhile); a new token replaces
+    the one used for this call."""
+    if caller.partner_id is None or caller.partner_status != "REGISTERED":
         raise OcpiError(405, CLIENT_ERROR, "not registered: POST with token A first")
-    cpo = await _cpo(session, caller.cpo_id)
-    partner = caller.partner
-    peer = await _peer(settings, body)
-    return await _answer_with_new_token(session, settings, cpo, partner, body, peer)
+    async with handshake_slot(request, caller.cpo_id):
+        peer = await fetch_peer(settings.egress_policy(), body.url, body.token)
+    token = new_token()
+    async with sessions_of(request)() as session:
+        cpo = await _cpo(session, caller.cpo_id)
+        partner = (await session.execute(
+            select(OcpiPartner).where(col(OcpiPartner.id) == caller.partner_id,
+                                      col(OcpiPartner.status) == "REGISTERED").with_for_update()
+        )).scalar_one_or_none()
+        if partner is None:  # unregistered or suspended meanwhile
+            raise unauthorized("unknown token")
+        apply_credentials(partner, body, peer, token)
+        answer = our_credentials(settings, cpo, token)
+        await _commit_or_conflict(session)
+    return ocpi_json(answer)
 
 
 @router.delete(f"/{VERSION}/credentials", summary="A registered eMSP unregisters")
 async def delete_credentials(caller: CallerDep, session: SessionDep) -> JSONResponse:
     """Both tokens die; no more pushes go to this eMSP."""
-    if caller.partner is None:
+    if caller.partner_id is None or caller.partner_status != "REGISTERED":
         raise OcpiError(405, CLIENT_ERROR, "not registered")
-    partner = caller.partner
-    partner.status, partner.token_hash, partner.their_token = "UNREGISTERED", None, None
-    partner.updated_at = utcnow()
+    await session.execute(
+        update(OcpiPartner).where(col(OcpiPartner.id) == caller.partner_id).values(
+            status="UNREGISTERED", token_hash=None, pending_token_hash=None, their_token=None,
+            updated_at=utcnow()))
     await session.commit()
     return ocpi_json(None)
 
@@ -225,9 +282,10 @@ def _datetime(name: str, value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # no zone means UTC (types)
 
 
-def routing_headers(cpo: PartnerOperation, caller: transport.Caller) -> dict[str, str]:
+async def routing_headers(session: AsyncSession, caller: transport.Caller) -> dict[str, str]:
     """OCPI 2.2.1 routing headers on the Sender's answers: from the CPO, to the eMSP."""
-    partner = caller.partner
+    cpo = await _cpo(session, caller.cpo_id)
+    partner = await session.get(OcpiPartner, caller.partner_id) if caller.partner_id is not None else None
     return {"OCPI-from-country-code": cpo.country_code, "OCPI-from-party-id": cpo.party_id,
             "OCPI-to-country-code": (partner.country_code or "") if partner else "",
             "OCPI-to-party-id": (partner.party_id or "") if partner else ""}
@@ -246,7 +304,7 @@ async def list_locations(
     page_limit = min(limit or settings.ocpi_page_limit, settings.ocpi_page_limit)
     data, total = await location_page(session, caller.cpo_id, start, end, offset, page_limit)
     headers = {"X-Total-Count": str(total), "X-Limit": str(page_limit),
-               **routing_headers(await _cpo(session, caller.cpo_id), caller)}
+               **await routing_headers(session, caller)}
     if offset + len(data) < total:
         query: dict[str, str | int] = {"offset": offset + len(data), "limit": page_limit}
         query |= {k: v for k, v in (("date_from", date_from), ("date_to", date_to)) if v is not None}
@@ -272,7 +330,7 @@ def _evse(location: dict[str, Any], evse_uid: str) -> dict[str, Any]:
 @router.get(f"/{VERSION}/locations/{{location_id}}", summary="Locations Sender: one location")
 async def get_location(location_id: str, caller: RegisteredDep, session: SessionDep) -> JSONResponse:
     found = await _location(session, caller, location_id)
-    return ocpi_json(found, headers=routing_headers(await _cpo(session, caller.cpo_id), caller))
+    return ocpi_json(found, headers=await routing_headers(session, caller))
 
 
 @router.get(f"/{VERSION}/locations/{{location_id}}/{{evse_uid}}", summary="Locations Sender: one EVSE")
@@ -280,7 +338,7 @@ async def get_evse(
     location_id: str, evse_uid: str, caller: RegisteredDep, session: SessionDep
 ) -> JSONResponse:
     evse = _evse(await _location(session, caller, location_id), evse_uid)
-    return ocpi_json(evse, headers=routing_headers(await _cpo(session, caller.cpo_id), caller))
+    return ocpi_json(evse, headers=await routing_headers(session, caller))
 
 
 @router.get(f"/{VERSION}/locations/{{location_id}}/{{evse_uid}}/{{connector_id}}",
@@ -291,7 +349,7 @@ async def get_connector(
     evse = _evse(await _location(session, caller, location_id), evse_uid)
     for connector in evse["connectors"]:
         if str(connector["id"]).lower() == connector_id.lower():
-            return ocpi_json(connector, headers=routing_headers(await _cpo(session, caller.cpo_id), caller))
+            return ocpi_json(connector, headers=await routing_headers(session, caller))
     raise OcpiError(404, UNKNOWN_LOCATION, f"unknown connector {connector_id[:36]}")
 
 

@@ -12,24 +12,23 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import psycopg
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import get_session
+from api.problems import DATABASE_DOWN, is_db_down
 from contracts.ids import sha256_hex
-from db.models import OcpiPartner, OcpiTokenA
+from db.models import OcpiPartner, OcpiTokenA, utcnow
 from db.ocpi_wire import ocpi_datetime
+from settings import Settings
 
 log = logging.getLogger("api.ocpi")
 
@@ -78,53 +77,91 @@ def _candidates(credential: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who called: an eMSP registered with the CPO of the path, or the holder of a token A."""
+    """Who called: an eMSP of the CPO of the path (its row's id and status), or the holder of a
+    token A. Plain values: no database session stays open for them."""
 
     cpo_id: int
     token: str
-    partner: OcpiPartner | None = None
-    token_a: OcpiTokenA | None = None
+    partner_id: int | None = None
+    partner_status: str | None = None
+    token_a_id: int | None = None
 
 
 def unauthorized(message: str) -> OcpiError:
     return OcpiError(401, INVALID_PARAMETERS, message, headers={"WWW-Authenticate": "Token"})
 
 
-async def get_caller(
-    cpo_id: str, session: Annotated[AsyncSession, Depends(get_session)],
-    authorization: Annotated[str | None, Header()] = None,
+def plain_id(value: str, longest: int = 18) -> int | None:
+    """An id of the path as an int, if it is plain ASCII digits ("²".isdigit() is True too)."""
+    if not value or len(value) > longest or not value.isascii() or not value.isdigit():
+        return None
+    return int(value)
+
+
+async def identify(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, cpo_id: str, authorization: str | None,
 ) -> Caller:
-    """401 unless the token is a live token A or a registered eMSP's token, of this CPO."""
-    if not authorization or not cpo_id.isdigit() or len(cpo_id) > 18:
+    """401 unless the token is a live token A or an eMSP's token, of this CPO. Its own short
+    session: nothing is held once the caller is known (a handshake then calls out for seconds)."""
+    number = plain_id(cpo_id)
+    if not authorization or number is None:
         raise unauthorized("Authorization: Token <base64 token> is required")
     scheme, _, credential = authorization.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "token" or not credential or len(credential) > 1024:
         raise unauthorized("Authorization: Token <base64 token> is required")
-    number = int(cpo_id)
-    for token in _candidates(credential):
-        digest = sha256_hex(token)
-        partner = (await session.execute(
-            select(OcpiPartner).where(col(OcpiPartner.token_hash) == digest,
-                                      col(OcpiPartner.cpo_id) == number,
-                                      col(OcpiPartner.status).in_(["REGISTERED", "REGISTERING"]))
-        )).scalar_one_or_none()
-        if partner is not None:
-            return Caller(number, token, partner=partner)
-        token_a = (await session.execute(
-            select(OcpiTokenA).where(col(OcpiTokenA.token_hash) == digest,
-                                     col(OcpiTokenA.cpo_id) == number)
-        )).scalar_one_or_none()
-        if token_a is not None:
-            if token_a.used_at is not None:
-                raise unauthorized("this token A was already used to register; it is void")
-            return Caller(number, token, token_a=token_a)
+    now = utcnow()
+    # a REGISTERING row (we are registering with that eMSP) authenticates only while its
+    # handshake can still run: a crashed handshake leaves nothing that opens a door for long
+    registering_since = now - timedelta(seconds=handshake_window(settings))
+    async with sessions() as session:
+        for token in _candidates(credential):
+            digest = sha256_hex(token)
+            partner = (await session.execute(
+                select(col(OcpiPartner.id), col(OcpiPartner.status), col(OcpiPartner.updated_at))
+                .where(or_(col(OcpiPartner.token_hash) == digest,
+                           col(OcpiPartner.pending_token_hash) == digest),
+                       col(OcpiPartner.cpo_id) == number,
+                       col(OcpiPartner.status).in_(["REGISTERED", "REGISTERING", "SUSPENDED"]))
+            )).first()
+            if partner is not None:
+                if partner.status == "SUSPENDED":
+                    raise unauthorized("this eMSP is suspended by the CPO")
+                if partner.status == "REGISTERING" and partner.updated_at < registering_since:
+                    raise unauthorized("unknown token")
+                return Caller(number, token, partner_id=int(partner.id), partner_status=str(partner.status))
+            token_a = (await session.execute(
+                select(OcpiTokenA).where(col(OcpiTokenA.token_hash) == digest,
+                                         col(OcpiTokenA.cpo_id) == number)
+            )).scalar_one_or_none()
+            if token_a is not None:
+                if token_a.used_at is not None:
+                    raise unauthorized("this token A was already used to register; it is void")
+                if token_a.revoked_at is not None or (token_a.expires_at is not None
+                                                      and token_a.expires_at <= now):
+                    raise unauthorized("this token A was revoked or has expired")
+                return Caller(number, token, token_a_id=token_a.id)
     raise unauthorized("unknown token")
+
+
+def handshake_window(settings: Settings) -> float:
+    """How long one handshake can run: three calls out, each under the total deadline."""
+    return 3 * settings.ocpi_http_timeout_seconds + 30
+
+
+async def get_caller(
+    request: Request, cpo_id: str, authorization: Annotated[str | None, Header()] = None,
+) -> Caller:
+    """The caller, as `api.body_guard` found it before reading a body, or looked up now."""
+    known: Caller | None = getattr(request.state, "ocpi_caller", None)
+    if known is not None:
+        return known
+    return await identify(request.app.state.sessions, request.app.state.settings, cpo_id, authorization)
 
 
 async def registered(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     """Modules other than versions and credentials: a token A gets 401 (transport_and_format)."""
-    if caller.partner is None or caller.partner.status != "REGISTERED":
+    if caller.partner_id is None or caller.partner_status != "REGISTERED":
         raise unauthorized("register through the credentials module first")
     return caller
 
@@ -160,11 +197,14 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
-    return ocpi_json(None, SERVER_ERROR, "PostgreSQL cannot be reached", 503, {"Retry-After": "5"})
+    return ocpi_json(None, SERVER_ERROR, DATABASE_DOWN, 503, {"Retry-After": "5"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DBAPIError | PoolTimeoutError | psycopg.OperationalError):
+    if isinstance(exc, IntegrityError):  # a uniqueness conflict is the caller's, not an outage
+        log.info("conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        return ocpi_json(None, INVALID_PARAMETERS, "conflicts with an existing registration", 409)
+    if is_db_down(exc):
         return await _database(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return ocpi_json(None, SERVER_ERROR, "an unexpected error occurred", 500)
