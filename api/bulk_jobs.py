@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -22,17 +23,20 @@ from api.normalize import normalized_json
 from api.problems import ApiError
 from api.schemas import (
     BulkCreateRequest,
+    CallbackStatus,
     JobError,
     JobLocationResult,
+    JobPage,
     JobProgressOut,
     JobResults,
     JobStatusOut,
+    JobSummary,
 )
 from api.workflow_wait import wait_closed
 from contracts.job_start import start_job
 from contracts.vocabulary import JobStatus
 from db.job_input import copy_job_locations, count_by_state
-from db.models import Job, JobLocation
+from db.models import Job, JobCallback, JobLocation
 from settings import Settings
 
 
@@ -42,7 +46,10 @@ def new_job_id() -> str:
 
 
 def request_hash(body: BulkCreateRequest) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    # without a callback_url the digest is the one of bodies from before that field existed, so an
+    # Idempotency-Key repeat across the upgrade still finds its job
+    exclude = {"callback_url"} if body.callback_url is None else None
+    return hashlib.sha256(body.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 async def find_idempotent(
@@ -95,7 +102,7 @@ async def create_job_rows(
     """The job row and one `job_locations` row per location, in one transaction."""
     job_id = new_job_id()
     job = Job(id=job_id, cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(body.locations),
-              idempotency_key=key, request_hash=digest)
+              idempotency_key=key, request_hash=digest, callback_url=body.callback_url)
     session.add(job)
     await session.flush()
     inputs = (normalized_json(loc, job_id, i) for i, loc in enumerate(body.locations))
@@ -200,21 +207,98 @@ async def job_status(session: AsyncSession, job: Job, page: int = 1, limit: int 
         succeeded, failed = counts.ready, counts.ended_badly
     results = await _results(session, job, page, limit) if status.terminal else None
     error = JobError(**job.error) if job.error else None
+    retries = (await retries_of(session, [job.id])).get(job.id, [])
+    callback = await session.get(JobCallback, job.id)
     return JobStatusOut(
         job_id=job.id, job_type=job.job_type, status=status, workflow_run_id=job.workflow_run_id,
         error=error,
         progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
                                 in_progress=max(job.total - succeeded - failed, 0)),
         results=results, provisioned_at=job.provisioned_at, created_at=job.created_at,
-        updated_at=job.updated_at,
+        updated_at=job.updated_at, idempotency_key=job.idempotency_key, retry_of=job.retry_of,
+        retries=retries,
+        callback=None if callback is None else CallbackStatus(
+            url=callback.url, event_id=callback.event_id, attempts=callback.attempts,
+            last_status=callback.last_status, last_attempt_at=callback.last_attempt_at,
+            delivered_at=callback.delivered_at),
     )
+
+
+async def retries_of(session: AsyncSession, job_ids: list[str]) -> dict[str, list[str]]:
+    """job id -> ids of the jobs that retried it, oldest first (one query for a page of jobs)."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        select(col(Job.retry_of), col(Job.id)).where(col(Job.retry_of).in_(job_ids))
+        .order_by(col(Job.created_at), col(Job.id))
+    )
+    found: dict[str, list[str]] = {}
+    for original, retry in rows.all():
+        found.setdefault(original, []).append(retry)
+    return found
+
+
+def ended_at(job: Job) -> datetime | None:
+    """When a job ended: its READY time, else the last write of its row (its finalize)."""
+    if not JobStatus(job.status).terminal:
+        return None
+    return job.provisioned_at or job.updated_at
+
+
+async def list_jobs(
+    session: AsyncSession, cpo_id: int, page: int, limit: int, status: JobStatus | None,
+    created_after: datetime | None, created_before: datetime | None,
+) -> JobPage:
+    """A CPO's jobs, newest first (ties by id, so pages are stable), from the jobs table alone:
+    `ix_jobs_cpo_created` (or `ix_jobs_cpo_status_created` with a status) serves the page.
+    Running jobs' counts come from `job_locations` in one grouped query for the page."""
+    where = [col(Job.cpo_id) == cpo_id]
+    if status is not None:
+        where.append(col(Job.status) == status)
+    if created_after is not None:
+        where.append(col(Job.created_at) > created_after)
+    if created_before is not None:
+        where.append(col(Job.created_at) < created_before)
+    total = int((await session.execute(select(func.count()).select_from(Job).where(*where))).scalar_one())
+    jobs = list((await session.execute(
+        select(Job).where(*where).order_by(col(Job.created_at).desc(), col(Job.id).desc())
+        .offset((page - 1) * limit).limit(limit)
+    )).scalars())
+    running = [j.id for j in jobs if not JobStatus(j.status).terminal]
+    live: dict[str, dict[str, int]] = {}
+    if running:
+        rows = await session.execute(
+            select(col(JobLocation.job_id), col(JobLocation.state), func.count())
+            .where(col(JobLocation.job_id).in_(running))
+            .group_by(col(JobLocation.job_id), col(JobLocation.state))
+        )
+        for job_id, state, n in rows.all():
+            live.setdefault(job_id, {})[state] = int(n)
+    retries = await retries_of(session, [j.id for j in jobs])
+    data = []
+    for job in jobs:
+        if job.id in live or not JobStatus(job.status).terminal:
+            states = live.get(job.id, {})
+            succeeded = states.get(JobStatus.READY, 0)
+            failed = states.get(JobStatus.FAILED, 0) + states.get(JobStatus.CANCELLED, 0)
+        else:
+            succeeded, failed = job.succeeded, job.failed
+        data.append(JobSummary(
+            job_id=job.id, status=JobStatus(job.status),
+            progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
+                                    in_progress=max(job.total - succeeded - failed, 0)),
+            created_at=job.created_at, ended_at=ended_at(job), idempotency_key=job.idempotency_key,
+            retry_of=job.retry_of, retries=retries.get(job.id, []),
+        ))
+    return JobPage(data=data, total=total, page=page, limit=limit)
 
 
 async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> JobResults:
     first = (page - 1) * limit
     rows = (
         await session.execute(
-            select(col(JobLocation.index), col(JobLocation.input)["name"].astext,
+            select(col(JobLocation.index), col(JobLocation.origin_index),
+                   col(JobLocation.input)["name"].astext,
                    col(JobLocation.state), col(JobLocation.location_id),
                    col(JobLocation.charger_ids), col(JobLocation.error))
             .where(col(JobLocation.job_id) == job.id, col(JobLocation.index) >= first,
@@ -224,12 +308,12 @@ async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> Jo
     ).all()
     locations = [
         JobLocationResult(
-            index=index, name=name, status=state,
+            index=index, origin_index=index if origin is None else origin, name=name, status=state,
             location_id=location_id if state == JobStatus.READY else None,
             charger_ids=list(charger_ids or []) if state == JobStatus.READY else [],
             error=JobError(**error) if error else None,
         )
-        for index, name, state, location_id, charger_ids, error in rows
+        for index, origin, name, state, location_id, charger_ids, error in rows
     ]
     return JobResults(
         location_ids=[loc.location_id for loc in locations if loc.location_id],

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.bulk_jobs import (
@@ -14,6 +15,7 @@ from api.bulk_jobs import (
     check_cpo_quota,
     create_or_reuse_job,
     job_status,
+    list_jobs,
     start_job_workflow,
 )
 from api.deps import CpoDep, ReadCacheDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
@@ -25,6 +27,7 @@ from api.schemas import (
     BulkCreateAccepted,
     BulkCreateRequest,
     DecommissionAccepted,
+    JobPage,
     JobStatusOut,
     LocationOut,
     LocationPage,
@@ -139,6 +142,29 @@ async def bulk_create_locations(
     response.headers["Retry-After"] = str(settings.retry_after_seconds)
     return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
                               workflow_run_id=run_id)
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="List the CPO's bulk jobs",
+)
+async def list_cpo_jobs(
+    cpo: CpoDep,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")] = 1,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    created_after: Annotated[AwareDatetime | None, Query(
+        description="only jobs created after this instant (RFC 3339, with its offset)")] = None,
+    created_before: Annotated[AwareDatetime | None, Query(
+        description="only jobs created before this instant (RFC 3339, with its offset)")] = None,
+) -> JobPage:
+    """Newest first, from PostgreSQL alone (no Temporal call): each job with its counts, its
+    times, the Idempotency-Key it was sent with, the job it retries and the jobs that retry it.
+    Registered before `/{location_id}`: a location id is `loc-…`, never `jobs`."""
+    return await list_jobs(session, cpo.id, page, limit, status, created_after, created_before)
 
 
 @router.get(
