@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -19,7 +19,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.normalize import normalized_json
+from api.normalize import identity_conflicts, normalized_json
 from api.problems import ApiError
 from api.schemas import (
     BulkCreateRequest,
@@ -320,3 +320,91 @@ async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> Jo
         locations=locations, page=page, limit=limit, total=job.total,
     )
 
+
+
+# The FAILED locations of a job that a retry takes: retryable ones unless `everything`, and none
+# that a retry of the job has already taken up (one that did not end FAILED or CANCELLED), so a
+# second retry never provisions a location twice. `origin` is the index in the first request.
+RETRYABLE_LOCATIONS = text("""
+    SELECT jl.index, coalesce(jl.origin_index, jl.index) AS origin, jl.input
+    FROM ocpp.job_locations jl
+    WHERE jl.job_id = :job AND jl.state = :failed
+      AND (:everything OR coalesce((jl.error->>'retryable')::boolean, false))
+      AND NOT EXISTS (
+        SELECT 1 FROM ocpp.jobs r JOIN ocpp.job_locations rl ON rl.job_id = r.id
+        WHERE r.retry_of = jl.job_id AND rl.origin_index = coalesce(jl.origin_index, jl.index)
+          AND rl.state NOT IN (:failed, :cancelled))
+    ORDER BY jl.index""")
+
+
+def retry_hash(job_id: str, everything: bool) -> str:
+    """The 'body' of a retry, for its Idempotency-Key: which job, which locations."""
+    return hashlib.sha256(f"retry:{job_id}:{'all' if everything else 'retryable'}".encode()).hexdigest()
+
+
+async def create_retry_job(
+    session: AsyncSession, settings: Settings, original: Job, everything: bool, key: str | None
+) -> tuple[Job, bool]:
+    """(job, created): a new job of `original`'s FAILED locations, their stored input re-used.
+
+    Each keeps its index in the first request as `origin_index`; its own `index` is dense
+    (0..n-1) because the workflow fans out by index and the deterministic ids derive from
+    (job_id, index), which stay unique as the job id is new. The failed locations' rows were
+    compensated, so their charger identities are free, unless something took them since: the
+    same identity check as a POST's, under the same lock, answers 422 then."""
+    # plain values: a rollback below expires the ORM row
+    original_id, cpo_id, callback_url = original.id, original.cpo_id, original.callback_url
+    digest = retry_hash(original_id, everything)
+    if key is not None:
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is not None:
+            return existing, False
+    await lock_job_creation(session, cpo_id)
+    if key is not None:
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is not None:
+            await session.commit()
+            return existing, False
+    rows = (await session.execute(RETRYABLE_LOCATIONS, {
+        "job": original_id, "failed": JobStatus.FAILED.value, "cancelled": JobStatus.CANCELLED.value,
+        "everything": everything,
+    })).all()
+    if not rows:
+        await session.rollback()
+        which = "FAILED" if everything else "retryable FAILED"
+        raise ApiError(422, "NOTHING_TO_RETRY",
+                       f"job {original_id} has no {which} location left to retry"
+                       + ("" if everything else " (?all=true retries the others too)"))
+    await check_cpo_quota(session, settings, cpo_id, len(rows))
+    seen = {
+        charger["identity"]: f"locations[{origin}].chargers[{j}].identity"
+        for _index, origin, data in rows for j, charger in enumerate(data.get("chargers") or [])
+    }
+    conflicts = await identity_conflicts(session, cpo_id, seen)
+    if conflicts:
+        await session.rollback()
+        raise ApiError(422, "VALIDATION_ERROR",
+                       f"{len(conflicts)} charger identit(ies) taken since: "
+                       + ", ".join(e.field for e in conflicts[:10]), conflicts)
+    job = Job(id=new_job_id(), cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(rows),
+              idempotency_key=key, request_hash=digest, retry_of=original_id,
+              callback_url=callback_url)
+    session.add(job)
+    try:
+        await session.flush()
+        await session.execute(
+            insert(JobLocation),
+            [{"job_id": job.id, "index": n, "input": data, "state": JobStatus.PENDING,
+              "updated_at": job.created_at, "origin_index": origin}
+             for n, (_index, origin, data) in enumerate(rows)],
+        )
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        if key is None:
+            raise
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True

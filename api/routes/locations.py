@@ -14,6 +14,7 @@ from api.bulk_jobs import (
     cancel_and_wait,
     check_cpo_quota,
     create_or_reuse_job,
+    create_retry_job,
     job_status,
     list_jobs,
     start_job_workflow,
@@ -222,6 +223,47 @@ async def cancel_job(
     if body.status == JobStatus.CANCELLED:
         return body
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BulkCreateAccepted,
+    responses=error_responses(401, 403, 404, 409, 422, 429, 503),
+    summary="Retry the failed locations of a job",
+)
+async def retry_job(
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
+    cache: ReadCacheDep, request: Request, response: Response,
+    all: Annotated[bool, Query(description="every FAILED location, not only those whose "
+                                           "error.retryable is true")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="repeat a retry safely: same key, same job"),
+    ] = None,
+) -> BulkCreateAccepted:
+    """No body: a new job of the job's FAILED locations (retryable ones by default), each with
+    the input stored for it; its results carry each location's `origin_index` (its index in the
+    first request). `retry_of` on the new job, `retries` on the original. 409 while the job
+    runs; 422 when nothing is left to retry (a location a retry has taken up is not taken again,
+    unless that retry failed it too)."""
+    original = await job_of(session, cpo.id, job_id)
+    if not JobStatus(original.status).terminal:
+        raise ApiError(409, "JOB_RUNNING", f"job {job_id} is still {original.status}; retry it once it "
+                       "has ended", headers={"Retry-After": str(settings.retry_after_seconds)})
+    client = await temporal.get()  # before any row: if Temporal is down, write nothing
+    job, created = await create_retry_job(session, settings, original, all, idempotency_key)
+    bind_log_context(job_id=job.id)
+    with request.app.state.metrics.workflow_start.time():
+        run_id = await start_job_workflow(client, settings, session, job, created)
+    cache.statuses.forget(job_id)  # the original's status lists its retries at once
+    log.info("job %s %s: retry of %s, %d location(s)", job.id, "accepted" if created else "repeated",
+             job_id, job.total)
+    status_url = f"/ocpi/cpos/{cpo.id}/locations/jobs/{job.id}"
+    response.headers["Location"] = status_url
+    response.headers["Retry-After"] = str(settings.retry_after_seconds)
+    return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
+                              workflow_run_id=run_id, retry_of=job.retry_of)
 
 
 @router.get(
