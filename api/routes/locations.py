@@ -19,6 +19,8 @@ from api.bulk_jobs import (
     list_jobs,
     start_job_workflow,
 )
+from api.bulk_validation import callback_problems, parse_bulk, raise_problems, read_json
+from api.bulk_validation import dry_run as dry_run_bulk
 from api.deps import CpoDep, ReadCacheDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
@@ -28,6 +30,7 @@ from api.schemas import (
     BulkCreateAccepted,
     BulkCreateRequest,
     DecommissionAccepted,
+    DryRunResult,
     JobPage,
     JobStatusOut,
     LocationOut,
@@ -68,10 +71,7 @@ async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) ->
     """413 before validating thousands of locations that would be refused anyway (after the
     token and the CPO are checked: an unauthenticated caller learns nothing about limits). The
     JSON parsed here is the one FastAPI validates (Starlette keeps it): one parse per body."""
-    try:
-        data = await request.json()
-    except ValueError:
-        return  # FastAPI answers 400 for a body that is not JSON
+    data = await read_json(request)  # 400 when it is not JSON; the route reuses this parse
     locations = data.get("locations") if isinstance(data, dict) else None
     if not isinstance(locations, list):
         return
@@ -109,12 +109,15 @@ async def _before_create(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulkCreateAccepted,
-    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 500, 503),
+    responses={200: {"model": DryRunResult, "description": "dry run: every problem, or a summary"},
+               **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 500, 503)},
     summary="Bulk-create OCPI locations (durable)",
     dependencies=[Depends(limit_locations)],
+    # the body is parsed by the route (api/bulk_validation.py), so it is declared here
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/BulkCreateRequest"}}}}},
 )
 async def bulk_create_locations(
-    body: BulkCreateRequest,
     cpo: CpoDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -125,11 +128,24 @@ async def bulk_create_locations(
         str | None,
         Header(max_length=255, description="repeat a POST safely: same key, same body, same job"),
     ] = None,
-) -> BulkCreateAccepted:
+    dry_run: Annotated[bool, Query(description="validate only: 200 with every problem or a summary; "
+                                               "nothing is written or started")] = False,
+) -> BulkCreateAccepted | JSONResponse:
     """Validates every location, writes the job and its locations in one transaction, starts the
-    `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started."""
+    `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started.
+    With `?dry_run=true` the same validation runs (limits, fields, charger identities against
+    the database and the running jobs, templates) and nothing is written or started."""
     cpo_id = cpo.id
+    data = await read_json(request)
+    if dry_run:
+        result = await dry_run_bulk(session, cpo_id, data)
+        return JSONResponse(result.model_dump(mode="json"))
+    parsed = parse_bulk(data)
+    raise_problems(parsed.problems)
+    body = parsed.body
+    assert body is not None  # no problems: it parsed
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
+    raise_problems(await callback_problems(session, cpo_id, body.callback_url))
     job, created = await create_or_reuse_job(
         session, cpo_id, body, idempotency_key,
         before_create=lambda: _before_create(session, settings, cpo_id, body),
