@@ -18,7 +18,7 @@ from api.metrics import ApiMetrics, MetricsMiddleware, metrics_endpoint
 from api.ocpi.routes import create_ocpi_app
 from api.read_cache import ReadCaches
 from api.request_log import RequestLogContext
-from api.routes import cpos, health, locations, templates, tokens
+from api.routes import cpos, health, locations, templates, tokens, webhooks
 from api.schemas import BulkCreateRequest
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
@@ -81,6 +81,7 @@ def create_app(
     app.include_router(tokens.router)
     app.include_router(locations.router)
     app.include_router(templates.router)
+    app.include_router(webhooks.router)
     app.mount("/ocpi/cpo", ocpi_app)  # OCPI 2.2.1 for eMSPs: its own envelope and errors
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -234,7 +234,8 @@ async def retries_of(session: AsyncSession, job_ids: list[str]) -> dict[str, lis
     )
     found: dict[str, list[str]] = {}
     for original, retry in rows.all():
-        found.setdefault(original, []).append(retry)
+        if original is not None:
+            found.setdefault(original, []).append(retry)
     return found
 
 

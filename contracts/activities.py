@@ -64,6 +64,14 @@ class JobState(ABC):
     async def finalize_job(self, outcome: JobOutcome) -> None: ...
 
 
+class JobCallbacks(ABC):
+    """The signed completion callback of a job, to the CPO's receiver."""
+
+    @activity.defn
+    @abstractmethod
+    async def deliver_job_callback(self, job_id: str) -> str: ...
+
+
 class EcsTasks(ABC):
     """One ECS task per charger; these run on the rate-limited ECS task queue."""
 

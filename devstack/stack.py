@@ -186,6 +186,8 @@ class Stack:
             "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
             # the dev stack's workers make their own build the deployment's current version
             "WORKER_SET_CURRENT_VERSION": "true",
+            # a job's completion callback may reach a receiver on this machine
+            "CALLBACK_ALLOW_PRIVATE": "true",
         }
         if self.ports.worker_metrics:
             for number in range(1, self.workers + 1):

@@ -103,6 +103,7 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
         task_queue="test-main",
         ecs_task_queue="test-ecs",
         worker_versioning=False,  # the time-skipping test server has no worker deployments
+        callback_allow_private=True,  # the tests' callback receivers listen on 127.0.0.1
     )
 
 

@@ -19,6 +19,7 @@ from contracts.activities import JobState
 from contracts.ids import provision_workflow_id
 from contracts.payloads import (
     BulkCreateInput,
+    CallbackInput,
     CarriedProgress,
     JobCounts,
     JobOutcome,
@@ -27,6 +28,7 @@ from contracts.payloads import (
 )
 from contracts.temporal import CPO_ID, ERROR_CODES, JOB_STATUS, interactive_priority
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
+from workflows.job_callback import JobCompletionCallback, callback_workflow_id
 from workflows.provision_location import ProvisionLocation
 from workflows.retries import location_error, retry_policy
 
@@ -149,6 +151,7 @@ class BulkCreateLocations:
             retry_policy=policy, summary="job CANCELLED", priority=interactive_priority(job.cpo_id),
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
+        await self._start_callback(job)
         raise asyncio.CancelledError
 
     @staticmethod
@@ -222,7 +225,31 @@ class BulkCreateLocations:
         self._status = status
         self._show()
         workflow.upsert_search_attributes([JOB_STATUS.value_set(status)])
+        await self._start_callback(job)
         return outcome
+
+    @staticmethod
+    async def _start_callback(job: BulkCreateInput) -> None:
+        """Hand the completion callback to its own workflow once the job's row holds the outcome,
+        without waiting for it (a receiver may be down for hours; the job has ended). Started for
+        every job: whether a callback is due (a callback_url, or the CPO's webhook) is decided by
+        its activity when the job ends. Patched in: histories recorded before it start no child."""
+        if not workflow.patched("job-completion-callback"):
+            return
+        await workflow.start_child_workflow(
+            JobCompletionCallback.run,
+            CallbackInput(job_id=job.job_id,
+                          max_interval_seconds=job.tuning.callback_max_interval_seconds,
+                          delivery_seconds=job.tuning.callback_delivery_seconds,
+                          attempt_seconds=CALLBACK_ATTEMPT_SECONDS),
+            id=callback_workflow_id(job.job_id),
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=f"completion callback of job {job.job_id}",
+        )
+
+
+# one delivery attempt, database work included (the HTTP call's own deadline is a setting, shorter)
+CALLBACK_ATTEMPT_SECONDS = 60.0
 
 
 def _attempt(job: BulkCreateInput) -> timedelta:
