@@ -28,14 +28,18 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from contracts import activities as interfaces
-from contracts.ids import callback_event_id
+from contracts.ids import callback_event_id, callback_workflow_id
+from contracts.payloads import CallbackInput
 from contracts.vocabulary import JobStatus
 from db.models import CpoWebhook, Job, JobCallback, utcnow
 from settings import Settings
 
+CALLBACK_WORKFLOW = "JobCompletionCallback"  # workflows.job_callback.JobCompletionCallback
 EVENT_TYPE = "job.completed"
 SIGNATURE_HEADER = "Ocpplab-Signature"
 EVENT_ID_HEADER = "Ocpplab-Event-Id"
@@ -119,9 +123,27 @@ def event_payload(job: Job) -> str:
 
 
 class JobCallbackActivities(interfaces.JobCallbacks):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], settings: Settings) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], settings: Settings, client: Client
+    ) -> None:
         self.sessions = sessions
         self.settings = settings
+        self.client = client
+
+    @activity.defn
+    async def start_job_callback(self, inp: CallbackInput) -> None:
+        """Start the job's JobCompletionCallback workflow (ID derived from the job: a repeated
+        start finds the one already started or closed)."""
+        try:
+            await self.client.start_workflow(
+                CALLBACK_WORKFLOW, inp, id=callback_workflow_id(inp.job_id),
+                task_queue=self.settings.task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                static_summary=f"completion callback of job {inp.job_id}",
+            )
+        except WorkflowAlreadyStartedError:
+            return  # it ran already
 
     @activity.defn
     async def deliver_job_callback(self, job_id: str) -> str:

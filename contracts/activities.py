@@ -16,6 +16,7 @@ from temporalio import activity
 
 from contracts.payloads import (
     ActivateInput,
+    CallbackInput,
     ChargerTaskInput,
     JobCounts,
     JobOutcome,
@@ -70,6 +71,10 @@ class JobCallbacks(ABC):
     @activity.defn
     @abstractmethod
     async def deliver_job_callback(self, job_id: str) -> str: ...
+
+    @activity.defn
+    @abstractmethod
+    async def start_job_callback(self, inp: CallbackInput) -> None: ...
 
 
 class EcsTasks(ABC):

@@ -49,6 +49,10 @@ def callback_event_id(job_id: str) -> str:
     return f"evt-{_hex(job_id, 'job.completed')}"
 
 
+def callback_workflow_id(job_id: str) -> str:
+    return f"{job_id}/callback"
+
+
 def sha256_hex(value: str) -> str:
     """How random secrets (API tokens, charger secrets) are stored: they need no slow hash."""
     return hashlib.sha256(value.encode()).hexdigest()

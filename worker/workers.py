@@ -64,7 +64,7 @@ def build_workers(
     ocpi_push = OcpiPushActivities(sessions, settings, client)
     rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
-    callbacks = JobCallbackActivities(sessions, settings)
+    callbacks = JobCallbackActivities(sessions, settings, client)
     changes = LocationChangeActivities(sessions)
     ecs_acts = EcsTaskActivities(sessions, ecs, settings, secrets)
     ocpi = ocpi_push
@@ -85,6 +85,7 @@ def build_workers(
             job.finalize_job,
             job.cancel_pending_locations,
             callbacks.deliver_job_callback,
+            callbacks.start_job_callback,
             changes.mark_location_decommissioning,
             changes.update_location_fields,
             ocpi.retire_location,

@@ -15,7 +15,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import CancelledError, ChildWorkflowError
 
-from contracts.activities import JobState
+from contracts.activities import JobCallbacks, JobState
 from contracts.ids import provision_workflow_id
 from contracts.payloads import (
     BulkCreateInput,
@@ -28,7 +28,6 @@ from contracts.payloads import (
 )
 from contracts.temporal import CPO_ID, ERROR_CODES, JOB_STATUS, interactive_priority
 from contracts.vocabulary import ErrorCode, ErrorInfo, JobStatus
-from workflows.job_callback import JobCompletionCallback, callback_workflow_id
 from workflows.provision_location import ProvisionLocation
 from workflows.retries import location_error, retry_policy
 
@@ -231,20 +230,20 @@ class BulkCreateLocations:
     @staticmethod
     async def _start_callback(job: BulkCreateInput) -> None:
         """Hand the completion callback to its own workflow once the job's row holds the outcome,
-        without waiting for it (a receiver may be down for hours; the job has ended). Started for
+        without waiting for it (a receiver may be down for hours; the job has ended). A workflow
+        of its own, started by an activity, not a child: nothing ties it to the job's run. Started for
         every job: whether a callback is due (a callback_url, or the CPO's webhook) is decided by
         its activity when the job ends. Patched in: histories recorded before it start no child."""
         if not workflow.patched("job-completion-callback"):
             return
-        await workflow.start_child_workflow(
-            JobCompletionCallback.run,
+        await workflow.execute_activity_method(
+            JobCallbacks.start_job_callback,
             CallbackInput(job_id=job.job_id,
                           max_interval_seconds=job.tuning.callback_max_interval_seconds,
                           delivery_seconds=job.tuning.callback_delivery_seconds,
                           attempt_seconds=CALLBACK_ATTEMPT_SECONDS),
-            id=callback_workflow_id(job.job_id),
-            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            static_summary=f"completion callback of job {job.job_id}",
+            start_to_close_timeout=_attempt(job), retry_policy=retry_policy(job.tuning, forever=True),
+            summary="start the completion callback",
         )
 
 

@@ -1,6 +1,6 @@
 """JobCompletionCallback: deliver a job's signed completion event, at least once, for a bounded
-time. Started by BulkCreateLocations once the job's row holds its outcome, as a child that the
-job does not wait for (it outlives the job's workflow: a receiver may be down for hours)."""
+time. Started (through an activity) by BulkCreateLocations once the job's row holds its outcome; the
+job does not wait for it (a receiver may be down for hours)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,6 @@ from temporalio.exceptions import ActivityError
 
 from contracts.activities import JobCallbacks
 from contracts.payloads import CallbackInput
-
-
-def callback_workflow_id(job_id: str) -> str:
-    return f"{job_id}/callback"
 
 
 @workflow.defn(name="JobCompletionCallback")
