@@ -107,6 +107,18 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="longest wait between two attempts to push to an eMSP that is down"
     )
 
+    # --- job completion callbacks (activities/job_callback.py) ---
+    callback_allow_private: bool = Field(
+        default=False, description="let a callback URL reach loopback, private, link-local and other "
+        "non-public addresses (the dev stack and the tests allow it; nothing else should)")
+    callback_timeout_seconds: float = Field(default=10.0, gt=0, description="one delivery attempt, in total")
+    callback_max_bytes: int = Field(
+        default=64 * 1024, ge=0, description="of a receiver's answer read (and dropped)")
+    callback_max_interval_seconds: float = Field(
+        default=300.0, gt=0, description="longest wait between two attempts to deliver a callback")
+    callback_delivery_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="how long a callback is retried before it is given up")
+
     # --- PostgreSQL ---
     database_url: str = "postgresql+psycopg://postgres@127.0.0.1:5433/ocpplab"
     db_pool_size: int = 10

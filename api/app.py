@@ -5,8 +5,10 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from api import problems
@@ -17,7 +19,8 @@ from api.ocpi.client import HandshakeSlots
 from api.ocpi.routes import create_ocpi_app
 from api.read_cache import ReadCaches
 from api.request_log import RequestLogContext
-from api.routes import cpos, health, locations, templates, tokens
+from api.routes import cpos, health, locations, templates, tokens, webhooks
+from api.schemas import BulkCreateRequest
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
 from observability.tracing import fastapi_telemetry, init_tracing
@@ -82,8 +85,24 @@ def create_app(
     app.include_router(tokens.router)
     app.include_router(locations.router)
     app.include_router(templates.router)
+    app.include_router(webhooks.router)
     app.mount("/ocpi/cpo", ocpi_app)  # OCPI 2.2.1 for eMSPs: its own envelope and errors
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, plus the bulk body's schemas: the bulk POST parses its body itself
+    (api/bulk_validation.py), so FastAPI does not collect them from the route."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes)
+        body = BulkCreateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        found = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, definition in {**body.pop("$defs", {}), "BulkCreateRequest": body}.items():
+            found.setdefault(name, definition)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 app = create_app(configure_logs=True)

@@ -10,8 +10,9 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -19,21 +20,24 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.normalize import normalized_json
+from api.normalize import identity_conflicts, normalized_json
 from api.problems import TEMPORAL_DOWN, ApiError
 from api.schemas import (
     BulkCreateRequest,
+    CallbackStatus,
     JobError,
     JobLocationResult,
+    JobPage,
     JobProgressOut,
     JobResults,
     JobStatusOut,
+    JobSummary,
 )
 from api.workflow_wait import wait_closed
 from contracts.job_start import start_job
 from contracts.vocabulary import JobStatus
 from db.job_input import copy_job_locations, count_by_state
-from db.models import Job, JobLocation
+from db.models import Job, JobCallback, JobLocation
 from settings import Settings
 
 log = logging.getLogger("api")
@@ -45,7 +49,10 @@ def new_job_id() -> str:
 
 
 def request_hash(body: BulkCreateRequest) -> str:
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+    # without a callback_url the digest is the one of bodies from before that field existed, so an
+    # Idempotency-Key repeat across the upgrade still finds its job
+    exclude = {"callback_url"} if body.callback_url is None else None
+    return hashlib.sha256(body.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
 async def find_idempotent(
@@ -98,7 +105,7 @@ async def create_job_rows(
     """The job row and one `job_locations` row per location, in one transaction."""
     job_id = new_job_id()
     job = Job(id=job_id, cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(body.locations),
-              idempotency_key=key, request_hash=digest)
+              idempotency_key=key, request_hash=digest, callback_url=body.callback_url)
     session.add(job)
     await session.flush()
     inputs = (normalized_json(loc, job_id, i) for i, loc in enumerate(body.locations))
@@ -204,21 +211,99 @@ async def job_status(session: AsyncSession, job: Job, page: int = 1, limit: int 
         succeeded, failed = counts.ready, counts.ended_badly
     results = await _results(session, job, page, limit) if status.terminal else None
     error = JobError(**job.error) if job.error else None
+    retries = (await retries_of(session, [job.id])).get(job.id, [])
+    callback = await session.get(JobCallback, job.id)
     return JobStatusOut(
         job_id=job.id, job_type=job.job_type, status=status, workflow_run_id=job.workflow_run_id,
         error=error,
         progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
                                 in_progress=max(job.total - succeeded - failed, 0)),
         results=results, provisioned_at=job.provisioned_at, created_at=job.created_at,
-        updated_at=job.updated_at,
+        updated_at=job.updated_at, idempotency_key=job.idempotency_key, retry_of=job.retry_of,
+        retries=retries,
+        callback=None if callback is None else CallbackStatus(
+            url=callback.url, event_id=callback.event_id, attempts=callback.attempts,
+            last_status=callback.last_status, last_attempt_at=callback.last_attempt_at,
+            delivered_at=callback.delivered_at),
     )
+
+
+async def retries_of(session: AsyncSession, job_ids: list[str]) -> dict[str, list[str]]:
+    """job id -> ids of the jobs that retried it, oldest first (one query for a page of jobs)."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        select(col(Job.retry_of), col(Job.id)).where(col(Job.retry_of).in_(job_ids))
+        .order_by(col(Job.created_at), col(Job.id))
+    )
+    found: dict[str, list[str]] = {}
+    for original, retry in rows.all():
+        if original is not None:
+            found.setdefault(original, []).append(retry)
+    return found
+
+
+def ended_at(job: Job) -> datetime | None:
+    """When a job ended: its READY time, else the last write of its row (its finalize)."""
+    if not JobStatus(job.status).terminal:
+        return None
+    return job.provisioned_at or job.updated_at
+
+
+async def list_jobs(
+    session: AsyncSession, cpo_id: int, page: int, limit: int, status: JobStatus | None,
+    created_after: datetime | None, created_before: datetime | None,
+) -> JobPage:
+    """A CPO's jobs, newest first (ties by id, so pages are stable), from the jobs table alone:
+    `ix_jobs_cpo_created` (or `ix_jobs_cpo_status_created` with a status) serves the page.
+    Running jobs' counts come from `job_locations` in one grouped query for the page."""
+    where = [col(Job.cpo_id) == cpo_id]
+    if status is not None:
+        where.append(col(Job.status) == status)
+    if created_after is not None:
+        where.append(col(Job.created_at) > created_after)
+    if created_before is not None:
+        where.append(col(Job.created_at) < created_before)
+    total = int((await session.execute(select(func.count()).select_from(Job).where(*where))).scalar_one())
+    jobs = list((await session.execute(
+        select(Job).where(*where).order_by(col(Job.created_at).desc(), col(Job.id).desc())
+        .offset((page - 1) * limit).limit(limit)
+    )).scalars())
+    running = [j.id for j in jobs if not JobStatus(j.status).terminal]
+    live: dict[str, dict[str, int]] = {}
+    if running:
+        rows = await session.execute(
+            select(col(JobLocation.job_id), col(JobLocation.state), func.count())
+            .where(col(JobLocation.job_id).in_(running))
+            .group_by(col(JobLocation.job_id), col(JobLocation.state))
+        )
+        for job_id, state, n in rows.all():
+            live.setdefault(job_id, {})[state] = int(n)
+    retries = await retries_of(session, [j.id for j in jobs])
+    data = []
+    for job in jobs:
+        if job.id in live or not JobStatus(job.status).terminal:
+            states = live.get(job.id, {})
+            succeeded = states.get(JobStatus.READY, 0)
+            failed = states.get(JobStatus.FAILED, 0) + states.get(JobStatus.CANCELLED, 0)
+        else:
+            succeeded, failed = job.succeeded, job.failed
+        data.append(JobSummary(
+            job_id=job.id, status=JobStatus(job.status),
+            progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
+                                    in_progress=max(job.total - succeeded - failed, 0)),
+            created_at=job.created_at, ended_at=ended_at(job), idempotency_key=job.idempotency_key,
+            retry_of=job.retry_of, retries=retries.get(job.id, []),
+        ))
+    return JobPage(data=data, total=total, page=page, limit=limit)
 
 
 async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> JobResults:
     first = (page - 1) * limit
     rows = (
         await session.execute(
-            select(col(JobLocation.index), col(JobLocation.input)["name"].astext,
+            select(col(JobLocation.index), col(JobLocation.origin_index),
+                   col(JobLocation.input)["name"].astext,
                    col(JobLocation.state), col(JobLocation.location_id),
                    col(JobLocation.charger_ids), col(JobLocation.error))
             .where(col(JobLocation.job_id) == job.id, col(JobLocation.index) >= first,
@@ -228,15 +313,103 @@ async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> Jo
     ).all()
     locations = [
         JobLocationResult(
-            index=index, name=name, status=state,
+            index=index, origin_index=index if origin is None else origin, name=name, status=state,
             location_id=location_id if state == JobStatus.READY else None,
             charger_ids=list(charger_ids or []) if state == JobStatus.READY else [],
             error=JobError(**error) if error else None,
         )
-        for index, name, state, location_id, charger_ids, error in rows
+        for index, origin, name, state, location_id, charger_ids, error in rows
     ]
     return JobResults(
         location_ids=[loc.location_id for loc in locations if loc.location_id],
         locations=locations, page=page, limit=limit, total=job.total,
     )
 
+
+
+# The FAILED locations of a job that a retry takes: retryable ones unless `everything`, and none
+# that a retry of the job has already taken up (one that did not end FAILED or CANCELLED), so a
+# second retry never provisions a location twice. `origin` is the index in the first request.
+RETRYABLE_LOCATIONS = text("""
+    SELECT jl.index, coalesce(jl.origin_index, jl.index) AS origin, jl.input
+    FROM ocpp.job_locations jl
+    WHERE jl.job_id = :job AND jl.state = :failed
+      AND (:everything OR coalesce((jl.error->>'retryable')::boolean, false))
+      AND NOT EXISTS (
+        SELECT 1 FROM ocpp.jobs r JOIN ocpp.job_locations rl ON rl.job_id = r.id
+        WHERE r.retry_of = jl.job_id AND rl.origin_index = coalesce(jl.origin_index, jl.index)
+          AND rl.state NOT IN (:failed, :cancelled))
+    ORDER BY jl.index""")
+
+
+def retry_hash(job_id: str, everything: bool) -> str:
+    """The 'body' of a retry, for its Idempotency-Key: which job, which locations."""
+    return hashlib.sha256(f"retry:{job_id}:{'all' if everything else 'retryable'}".encode()).hexdigest()
+
+
+async def create_retry_job(
+    session: AsyncSession, settings: Settings, original: Job, everything: bool, key: str | None
+) -> tuple[Job, bool]:
+    """(job, created): a new job of `original`'s FAILED locations, their stored input re-used.
+
+    Each keeps its index in the first request as `origin_index`; its own `index` is dense
+    (0..n-1) because the workflow fans out by index and the deterministic ids derive from
+    (job_id, index), which stay unique as the job id is new. The failed locations' rows were
+    compensated, so their charger identities are free, unless something took them since: the
+    same identity check as a POST's, under the same lock, answers 422 then."""
+    # plain values: a rollback below expires the ORM row
+    original_id, cpo_id, callback_url = original.id, original.cpo_id, original.callback_url
+    digest = retry_hash(original_id, everything)
+    if key is not None:
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is not None:
+            return existing, False
+    await lock_job_creation(session, cpo_id)
+    if key is not None:
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is not None:
+            await session.commit()
+            return existing, False
+    rows = (await session.execute(RETRYABLE_LOCATIONS, {
+        "job": original_id, "failed": JobStatus.FAILED.value, "cancelled": JobStatus.CANCELLED.value,
+        "everything": everything,
+    })).all()
+    if not rows:
+        await session.rollback()
+        which = "FAILED" if everything else "retryable FAILED"
+        raise ApiError(422, "NOTHING_TO_RETRY",
+                       f"job {original_id} has no {which} location left to retry"
+                       + ("" if everything else " (?all=true retries the others too)"))
+    await check_cpo_quota(session, settings, cpo_id, len(rows))
+    seen = {
+        charger["identity"]: f"locations[{origin}].chargers[{j}].identity"
+        for _index, origin, data in rows for j, charger in enumerate(data.get("chargers") or [])
+    }
+    conflicts = await identity_conflicts(session, cpo_id, seen)
+    if conflicts:
+        await session.rollback()
+        raise ApiError(422, "VALIDATION_ERROR",
+                       f"{len(conflicts)} charger identit(ies) taken since: "
+                       + ", ".join(e.field for e in conflicts[:10]), conflicts)
+    job = Job(id=new_job_id(), cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(rows),
+              idempotency_key=key, request_hash=digest, retry_of=original_id,
+              callback_url=callback_url)
+    session.add(job)
+    try:
+        await session.flush()
+        await session.execute(
+            insert(JobLocation),
+            [{"job_id": job.id, "index": n, "input": data, "state": JobStatus.PENDING,
+              "updated_at": job.created_at, "origin_index": origin}
+             for n, (_index, origin, data) in enumerate(rows)],
+        )
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        if key is None:
+            raise
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True

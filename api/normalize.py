@@ -3,6 +3,7 @@ locations (charger identities unique within the request and within the CPO)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -104,12 +105,47 @@ CLAIMED_BY_RUNNING_JOBS = text("""
       AND c.value->>'identity' = ANY(:identities)""")
 
 
-async def check_identities(session: AsyncSession, cpo_id: int, locations: list[LocationIn]) -> None:
-    """422 naming each charger whose identity repeats in the request, exists in the CPO, or
+async def identity_conflicts(session: AsyncSession, cpo_id: int, seen: dict[str, str]) -> list[FieldError]:
+    """A problem for each identity (-> the field that names it) that exists in the CPO, or
     belongs to a location of a running job of the CPO that has no outcome yet."""
+    if not seen:
+        return []
+    taken = set(
+        (await session.execute(
+            # one array parameter, not one per identity: PostgreSQL allows 65,535 parameters
+            select(col(ChargePoint.identity)).where(
+                col(ChargePoint.network_id) == cpo_id,
+                col(ChargePoint.identity) == any_(cast(list(seen), ARRAY(String))),
+            )
+        )).scalars()
+    )
+    # taken as well: those of the CPO's jobs still running whose locations have no outcome
+    # yet (their rows may not be written yet); the caller holds the CPO's job-creation lock
+    claimed = set(
+        (await session.execute(CLAIMED_BY_RUNNING_JOBS, {
+            "cpo": cpo_id, "running": JobStatus.PROVISIONING.value, "pending": JobStatus.PENDING.value,
+            "identities": list(seen),
+        })).scalars()
+    ) - taken
+    return [
+        FieldError(field=seen[identity], type="identity_taken",
+                   message=f"identity {identity!r} already exists in this CPO's network")
+        for identity in sorted(taken)
+    ] + [
+        FieldError(field=seen[identity], type="identity_taken",
+                   message=f"identity {identity!r} is being provisioned by a running job of this CPO")
+        for identity in sorted(claimed)
+    ]
+
+
+async def identity_problems(
+    session: AsyncSession, cpo_id: int, locations: Iterable[tuple[int, LocationIn]]
+) -> list[FieldError]:
+    """Every charger (of the locations, each with its index in the request) whose identity
+    repeats in the request, exists in the CPO, or is claimed by a running job of the CPO."""
     seen: dict[str, str] = {}
     errors: list[FieldError] = []
-    for i, loc in enumerate(locations):
+    for i, loc in locations:
         for j, charger in enumerate(loc.chargers or []):
             field = f"locations[{i}].chargers[{j}].identity"
             if charger.identity in seen:
@@ -119,33 +155,14 @@ async def check_identities(session: AsyncSession, cpo_id: int, locations: list[L
                 ))
             else:
                 seen[charger.identity] = field
-    if seen:
-        taken = set(
-            (await session.execute(
-                # one array parameter, not one per identity: PostgreSQL allows 65,535 parameters
-                select(col(ChargePoint.identity)).where(
-                    col(ChargePoint.network_id) == cpo_id,
-                    col(ChargePoint.identity) == any_(cast(list(seen), ARRAY(String))),
-                )
-            )).scalars()
-        )
-        # taken as well: those of the CPO's jobs still running whose locations have no outcome
-        # yet (their rows may not be written yet); the caller holds the CPO's job-creation lock
-        claimed = set(
-            (await session.execute(CLAIMED_BY_RUNNING_JOBS, {
-                "cpo": cpo_id, "running": JobStatus.PROVISIONING.value, "pending": JobStatus.PENDING.value,
-                "identities": list(seen),
-            })).scalars()
-        ) - taken
-        errors += [
-            FieldError(field=seen[identity], type="identity_taken",
-                       message=f"identity {identity!r} already exists in this CPO's network")
-            for identity in sorted(taken)
-        ] + [
-            FieldError(field=seen[identity], type="identity_taken",
-                       message=f"identity {identity!r} is being provisioned by a running job of this CPO")
-            for identity in sorted(claimed)
-        ]
+    errors += await identity_conflicts(session, cpo_id, seen)
+    return errors
+
+
+async def check_identities(session: AsyncSession, cpo_id: int, locations: list[LocationIn]) -> None:
+    """422 naming each charger whose identity repeats in the request, exists in the CPO, or
+    belongs to a location of a running job of the CPO that has no outcome yet."""
+    errors = await identity_problems(session, cpo_id, enumerate(locations))
     if errors:
         raise ApiError(422, "VALIDATION_ERROR",
                        f"{len(errors)} invalid field(s): " + ", ".join(e.field for e in errors[:10]),

@@ -136,6 +136,10 @@ class ChargerIn(BaseModel):
 
 
 
+# http(s) only, printable, no spaces; where it may lead is checked when it is called
+CallbackUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://[\x21-\x7e]+$")]
+
+
 class LocationIn(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -198,6 +202,9 @@ class BulkCreateRequest(BaseModel):
     )
 
     locations: list[LocationIn] = Field(min_length=1)
+    callback_url: CallbackUrl | None = Field(
+        default=None, description="where this job's completion callback goes (instead of the CPO's "
+        "webhook URL); signed with the CPO's webhook secret, so the CPO must have one (PUT …/webhook)")
 
 
 class BulkCreateAccepted(BaseModel):
@@ -205,6 +212,71 @@ class BulkCreateAccepted(BaseModel):
     status: JobStatus
     status_url: str
     workflow_run_id: str | None
+    retry_of: str | None = Field(default=None, description="the job this one retries, if any")
+
+
+class DryRunProblem(BaseModel):
+    index: int | None = Field(description="the location's index in `locations`; null for the body")
+    field: str = Field(description="e.g. `locations[3].address`")
+    code: str = Field(description="stable: the validator's type, or duplicate_identity, identity_taken…")
+    message: str
+
+
+class DryRunResult(BaseModel):
+    """`valid: false` with every problem at once, or `valid: true` with what the POST would do."""
+
+    valid: bool
+    problems: list[DryRunProblem] = Field(default_factory=list)
+    locations: int | None = None
+    chargers: int | None = None
+    timezones_derived: int | None = Field(
+        default=None, description="locations without a `timezone`, which is derived from coordinates")
+    timezones: dict[str, int] | None = Field(default=None, description="time zone -> locations")
+    templates_used: dict[str, int] | None = Field(default=None, description="template slug -> locations")
+
+
+class JobSummary(BaseModel):
+    job_id: str
+    status: JobStatus
+    progress: JobProgressOut
+    created_at: datetime
+    ended_at: datetime | None = Field(description="when the job ended (READY: provisioned_at)")
+    idempotency_key: str | None
+    retry_of: str | None
+    retries: list[str] = Field(description="ids of the jobs that retried this one, oldest first")
+
+
+class JobPage(BaseModel):
+    data: list[JobSummary]
+    total: int
+    page: int
+    limit: int
+
+
+class CallbackStatus(BaseModel):
+    url: str
+    event_id: str
+    attempts: int
+    last_status: str | None = Field(description="HTTP status of the last attempt, or why it failed")
+    last_attempt_at: datetime | None
+    delivered_at: datetime | None
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"example": {"url": "https://cpo.example.com/hooks/ocpplab"}})
+
+    url: CallbackUrl
+
+
+class WebhookOut(BaseModel):
+    url: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookIssued(WebhookOut):
+    secret: str = Field(description="signs every callback (Ocpplab-Signature); shown once")
 
 
 class JobError(BaseModel):
@@ -222,6 +294,8 @@ class JobProgressOut(BaseModel):
 
 class JobLocationResult(BaseModel):
     index: int
+    origin_index: int = Field(description="the location's index in the request that first carried "
+                              "it (a retry job's locations keep their original index here)")
     name: str | None
     status: str
     location_id: str | None
@@ -252,6 +326,11 @@ class JobStatusOut(BaseModel):
     provisioned_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    idempotency_key: str | None = None
+    retry_of: str | None = Field(default=None, description="the job this one retries")
+    retries: list[str] = Field(default_factory=list, description="the jobs that retried this one")
+    callback: CallbackStatus | None = Field(
+        default=None, description="the completion callback, once the job has ended and one is due")
 
 
 class CoordinatesOut(BaseModel):

@@ -16,6 +16,7 @@ from temporalio import activity
 
 from contracts.payloads import (
     ActivateInput,
+    CallbackInput,
     ChargerTaskInput,
     JobCounts,
     JobOutcome,
@@ -62,6 +63,18 @@ class JobState(ABC):
     @activity.defn
     @abstractmethod
     async def finalize_job(self, outcome: JobOutcome) -> None: ...
+
+
+class JobCallbacks(ABC):
+    """The signed completion callback of a job, to the CPO's receiver."""
+
+    @activity.defn
+    @abstractmethod
+    async def deliver_job_callback(self, job_id: str) -> str: ...
+
+    @activity.defn
+    @abstractmethod
+    async def start_job_callback(self, inp: CallbackInput) -> None: ...
 
 
 class EcsTasks(ABC):

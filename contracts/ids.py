@@ -44,6 +44,15 @@ def provision_workflow_id(job_id: str, index: int) -> str:
     return f"{job_id}/location-{index}"
 
 
+def callback_event_id(job_id: str) -> str:
+    """The id of a job's completion event: the same on every redelivery, so a receiver dedupes."""
+    return f"evt-{_hex(job_id, 'job.completed')}"
+
+
+def callback_workflow_id(job_id: str) -> str:
+    return f"{job_id}/callback"
+
+
 def sha256_hex(value: str) -> str:
     """How random secrets (API tokens, charger secrets) are stored: they need no slow hash."""
     return hashlib.sha256(value.encode()).hexdigest()

@@ -37,6 +37,8 @@ def job_tuning(settings: Settings) -> Tuning:
         ecs_local_starts=settings.ecs_activities_per_second is None,
         activity_timeout_seconds=settings.activity_timeout_seconds,
         workflow_task_timeout_seconds=settings.workflow_task_timeout_seconds,
+        callback_max_interval_seconds=settings.callback_max_interval_seconds,
+        callback_delivery_seconds=settings.callback_delivery_seconds,
     )
 
 

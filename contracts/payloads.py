@@ -32,6 +32,9 @@ class Tuning:
     # start-to-close of a child's workflow task: how soon a task lost with a crashed worker moves
     # on (the server's default is 10 s); a default so that jobs started before it still decode
     workflow_task_timeout_seconds: float = 10.0
+    # the job's completion callback (defaults: jobs started before callbacks existed still decode)
+    callback_max_interval_seconds: float = 300.0
+    callback_delivery_seconds: float = 6 * 3600.0
 
 
 @dataclass
@@ -237,3 +240,14 @@ class ReconcileReport:
     failed: int = 0  # terminated, failed or timed out: the job marked FAILED
     finalized: int = 0  # completed or cancelled: the final state the workflow would have written
     running: int = 0  # nothing to repair
+
+
+@dataclass
+class CallbackInput:
+    """The completion callback of a job: the event is built from the job's row when it is first
+    delivered; the bounds come from the job's tuning."""
+
+    job_id: str
+    max_interval_seconds: float
+    delivery_seconds: float
+    attempt_seconds: float

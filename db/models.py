@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Identity, Index, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
@@ -95,6 +95,9 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("cpo_id", "idempotency_key", name="uq_jobs_idempotency_key"),
         Index("ix_jobs_cpo_created", "cpo_id", "created_at"),
+        # the jobs list filtered by status, newest first (GET .../locations/jobs?status=)
+        Index("ix_jobs_cpo_status_created", "cpo_id", "status", "created_at"),
+        Index("ix_jobs_retry_of", "retry_of"),
         {"schema": SCHEMA},
     )
 
@@ -112,6 +115,52 @@ class Job(SQLModel, table=True):
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     provisioned_at: datetime | None = _ts(nullable=True)
+    # the job whose FAILED locations this job retries (POST .../jobs/{job_id}/retry)
+    retry_of: str | None = Field(
+        default=None, foreign_key=f"{SCHEMA}.jobs.id", ondelete="SET NULL", max_length=64
+    )
+    # where the completion callback goes; null: the CPO's webhook (if any) at the job's end
+    callback_url: str | None = Field(default=None, max_length=2048)
+
+
+class JobCallback(SQLModel, table=True):
+    """The completion callback of one job: its event (the exact body, signed anew per attempt)
+    and how delivering it went. Kept apart from `jobs` so its bookkeeping never moves the job's
+    own `updated_at`."""
+
+    __tablename__ = "job_callbacks"
+    __table_args__ = {"schema": SCHEMA}
+
+    job_id: str = Field(
+        primary_key=True, foreign_key=f"{SCHEMA}.jobs.id", ondelete="CASCADE", max_length=64
+    )
+    event_id: str = Field(max_length=64)
+    url: str = Field(max_length=2048)
+    payload: str
+    attempts: int = 0
+    last_status: str | None = Field(default=None, max_length=100)
+    last_attempt_at: datetime | None = _ts(nullable=True)
+    delivered_at: datetime | None = _ts(nullable=True)
+    created_at: datetime = _ts()
+
+
+class CpoWebhook(SQLModel, table=True):
+    """A CPO's default completion callback and the secret that signs every callback of its jobs.
+
+    The secret is kept as issued (it must sign, so a hash would not do), as `ocpi_partners`
+    keeps the token we present to an eMSP; it is shown once, and a new PUT replaces it."""
+
+    __tablename__ = "cpo_webhooks"
+    __table_args__ = {"schema": SCHEMA}
+
+    cpo_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey(f"{SCHEMA}.partner_operations.id", ondelete="CASCADE"),
+                         primary_key=True)
+    )
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=100)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
 
 
 class JobLocation(SQLModel, table=True):
@@ -133,6 +182,9 @@ class JobLocation(SQLModel, table=True):
     charger_ids: list[str] | None = _json()
     error: dict[str, Any] | None = _json()
     updated_at: datetime = _ts()
+    # in a retry job: the location's index in the request that first carried it (the root of the
+    # retry chain), so a client maps each result back to its own input; null in a first job
+    origin_index: int | None = None
 
 
 # --------------------------------------------------------------------------- OCPI (1-3)

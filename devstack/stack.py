@@ -189,6 +189,8 @@ class Stack:
             "WORKER_SET_CURRENT_VERSION": "true",
             # every peer of a dev stack (a fake eMSP, a script) is on this machine
             "EGRESS_ALLOW": json.dumps(list(LOOPBACK)),
+            # a job's completion callback may reach a receiver on this machine
+            "CALLBACK_ALLOW_PRIVATE": "true",
         }
         if self.ports.worker_metrics:
             for number in range(1, self.workers + 1):

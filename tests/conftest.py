@@ -106,6 +106,7 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
         ocpi_push_task_queue="test-ocpi-push",
         worker_versioning=False,  # the time-skipping test server has no worker deployments
         egress_allow=list(LOOPBACK),  # every fake peer of the suite is on 127.0.0.1
+        callback_allow_private=True,  # the tests' callback receivers listen on 127.0.0.1
     )
 
 

@@ -9,6 +9,9 @@ ROUTES = {
     "/ocpi/cpos/{cpo_id}/locations": {"get", "post"},
     "/ocpi/cpos/{cpo_id}/locations/{location_id}": {"get", "patch", "delete"},
     "/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}": {"get", "delete"},
+    "/ocpi/cpos/{cpo_id}/locations/jobs": {"get"},
+    "/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}/retry": {"post"},
+    "/ocpi/cpos/{cpo_id}/webhook": {"put", "get", "delete"},
     "/ocpp/templates/locations": {"get"},
 }
 
@@ -22,7 +25,11 @@ async def test_openapi_documents_every_route_and_error(app_client: httpx.AsyncCl
             assert "401" in responses, (path, method)
             assert "application/problem+json" in responses["401"]["content"], (path, method)
     bulk = spec["paths"]["/ocpi/cpos/{cpo_id}/locations"]["post"]
-    assert {"202", "413", "422", "503"} <= set(bulk["responses"])
+    assert {"200", "202", "413", "422", "503"} <= set(bulk["responses"])  # 200: the dry run
+    assert bulk["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/BulkCreateRequest")
+    assert "dry_run" in {p["name"] for p in bulk["parameters"]}
+    retry = spec["paths"]["/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}/retry"]["post"]
+    assert {"202", "404", "409", "422"} <= set(retry["responses"])
     example = spec["components"]["schemas"]["BulkCreateRequest"]["example"]["locations"][0]
     assert (example["name"], example["country"]) == ("Brussels Midi Hub", "BE")
     assert {"Problem", "LocationIn", "JobStatusOut", "LocationOut"} <= set(spec["components"]["schemas"])

@@ -18,6 +18,7 @@ from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ecs_tasks import EcsTaskActivities
+from activities.job_callback import JobCallbackActivities
 from activities.job_state import JobStateActivities
 from activities.location_changes import LocationChangeActivities
 from activities.location_rows import LocationRowsActivities
@@ -26,13 +27,14 @@ from activities.reconcile import JobReconcilerActivities
 from settings import Settings
 from worker.versioning import deployment_config
 from workflows.bulk_create import BulkCreateLocations
+from workflows.job_callback import JobCompletionCallback
 from workflows.location_changes import DecommissionLocation, LocationUpdates, UpdateLocation
 from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
 from workflows.reconcile import ReconcileJobs
 
 WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, LocationUpdates, UpdateLocation,
-             OcpiLocationPush, ReconcileJobs]
+             OcpiLocationPush, ReconcileJobs, JobCompletionCallback]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -64,6 +66,7 @@ def build_workers(
     ocpi_push = OcpiPushActivities(sessions, settings, client)
     rows = LocationRowsActivities(sessions, settings, on_ready=ocpi_push.notify_partners)
     job = JobStateActivities(sessions)
+    callbacks = JobCallbackActivities(sessions, settings, client)
     changes = LocationChangeActivities(sessions)
     ecs_acts = EcsTaskActivities(sessions, ecs, settings, secrets)
     ocpi = ocpi_push
@@ -83,6 +86,8 @@ def build_workers(
             job.record_location_outcome,
             job.finalize_job,
             job.cancel_pending_locations,
+            callbacks.deliver_job_callback,
+            callbacks.start_job_callback,
             changes.mark_location_decommissioning,
             changes.update_location_fields,
             ocpi.retire_location,

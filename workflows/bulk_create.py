@@ -15,10 +15,11 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.exceptions import CancelledError, ChildWorkflowError
 
-from contracts.activities import JobState
+from contracts.activities import JobCallbacks, JobState
 from contracts.ids import provision_workflow_id
 from contracts.payloads import (
     BulkCreateInput,
+    CallbackInput,
     CarriedProgress,
     JobCounts,
     JobOutcome,
@@ -149,6 +150,7 @@ class BulkCreateLocations:
             retry_policy=policy, summary="job CANCELLED", priority=interactive_priority(job.cpo_id),
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
+        await self._start_callback(job)
         raise asyncio.CancelledError
 
     @staticmethod
@@ -222,7 +224,31 @@ class BulkCreateLocations:
         self._status = status
         self._show()
         workflow.upsert_search_attributes([JOB_STATUS.value_set(status)])
+        await self._start_callback(job)
         return outcome
+
+    @staticmethod
+    async def _start_callback(job: BulkCreateInput) -> None:
+        """Hand the completion callback to its own workflow once the job's row holds the outcome,
+        without waiting for it (a receiver may be down for hours; the job has ended). A workflow
+        of its own, started by an activity, not a child: nothing ties it to the job's run. Started for
+        every job: whether a callback is due (a callback_url, or the CPO's webhook) is decided by
+        its activity when the job ends. Patched in: histories recorded before it start no child."""
+        if not workflow.patched("job-completion-callback"):
+            return
+        await workflow.execute_activity_method(
+            JobCallbacks.start_job_callback,
+            CallbackInput(job_id=job.job_id,
+                          max_interval_seconds=job.tuning.callback_max_interval_seconds,
+                          delivery_seconds=job.tuning.callback_delivery_seconds,
+                          attempt_seconds=CALLBACK_ATTEMPT_SECONDS),
+            start_to_close_timeout=_attempt(job), retry_policy=retry_policy(job.tuning, forever=True),
+            summary="start the completion callback",
+        )
+
+
+# one delivery attempt, database work included (the HTTP call's own deadline is a setting, shorter)
+CALLBACK_ATTEMPT_SECONDS = 60.0
 
 
 def _attempt(job: BulkCreateInput) -> timedelta:

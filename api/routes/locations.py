@@ -7,15 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.bulk_jobs import (
     cancel_and_wait,
     check_cpo_quota,
     create_or_reuse_job,
+    create_retry_job,
     job_status,
+    list_jobs,
     start_job_workflow,
 )
+from api.bulk_validation import callback_problems, parse_bulk, raise_problems, read_json
+from api.bulk_validation import dry_run as dry_run_bulk
 from api.deps import CpoDep, ReadCacheDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
@@ -25,6 +30,8 @@ from api.schemas import (
     BulkCreateAccepted,
     BulkCreateRequest,
     DecommissionAccepted,
+    DryRunResult,
+    JobPage,
     JobStatusOut,
     LocationOut,
     LocationPage,
@@ -64,10 +71,7 @@ async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) ->
     """413 before validating thousands of locations that would be refused anyway (after the
     token and the CPO are checked: an unauthenticated caller learns nothing about limits). The
     JSON parsed here is the one FastAPI validates (Starlette keeps it): one parse per body."""
-    try:
-        data = await request.json()
-    except ValueError:
-        return  # FastAPI answers 400 for a body that is not JSON
+    data = await read_json(request)  # 400 when it is not JSON; the route reuses this parse
     locations = data.get("locations") if isinstance(data, dict) else None
     if not isinstance(locations, list):
         return
@@ -105,12 +109,15 @@ async def _before_create(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulkCreateAccepted,
-    responses=error_responses(400, 401, 403, 404, 413, 422, 429, 500, 503),
+    responses={200: {"model": DryRunResult, "description": "dry run: every problem, or a summary"},
+               **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 500, 503)},
     summary="Bulk-create OCPI locations (durable)",
     dependencies=[Depends(limit_locations)],
+    # the body is parsed by the route (api/bulk_validation.py), so it is declared here
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/BulkCreateRequest"}}}}},
 )
 async def bulk_create_locations(
-    body: BulkCreateRequest,
     cpo: CpoDep,
     session: SessionDep,
     settings: SettingsDep,
@@ -121,11 +128,24 @@ async def bulk_create_locations(
         str | None,
         Header(max_length=255, description="repeat a POST safely: same key, same body, same job"),
     ] = None,
-) -> BulkCreateAccepted:
+    dry_run: Annotated[bool, Query(description="validate only: 200 with every problem or a summary; "
+                                               "nothing is written or started")] = False,
+) -> BulkCreateAccepted | JSONResponse:
     """Validates every location, writes the job and its locations in one transaction, starts the
-    `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started."""
+    `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started.
+    With `?dry_run=true` the same validation runs (limits, fields, charger identities against
+    the database and the running jobs, templates) and nothing is written or started."""
     cpo_id = cpo.id
+    data = await read_json(request)
+    if dry_run:
+        result = await dry_run_bulk(session, cpo_id, data)
+        return JSONResponse(result.model_dump(mode="json"))
+    parsed = parse_bulk(data)
+    raise_problems(parsed.problems)
+    body = parsed.body
+    assert body is not None  # no problems: it parsed
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
+    raise_problems(await callback_problems(session, cpo_id, body.callback_url))
     job, created = await create_or_reuse_job(
         session, cpo_id, body, idempotency_key,
         before_create=lambda: _before_create(session, settings, cpo_id, body),
@@ -139,6 +159,29 @@ async def bulk_create_locations(
     response.headers["Retry-After"] = str(settings.retry_after_seconds)
     return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
                               workflow_run_id=run_id)
+
+
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    responses=error_responses(401, 403, 404, 422, 503),
+    summary="List the CPO's bulk jobs",
+)
+async def list_cpo_jobs(
+    cpo: CpoDep,
+    session: SessionDep,
+    page: Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")] = 1,
+    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
+    status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
+    created_after: Annotated[AwareDatetime | None, Query(
+        description="only jobs created after this instant (RFC 3339, with its offset)")] = None,
+    created_before: Annotated[AwareDatetime | None, Query(
+        description="only jobs created before this instant (RFC 3339, with its offset)")] = None,
+) -> JobPage:
+    """Newest first, from PostgreSQL alone (no Temporal call): each job with its counts, its
+    times, the Idempotency-Key it was sent with, the job it retries and the jobs that retry it.
+    Registered before `/{location_id}`: a location id is `loc-…`, never `jobs`."""
+    return await list_jobs(session, cpo.id, page, limit, status, created_after, created_before)
 
 
 @router.get(
@@ -196,6 +239,47 @@ async def cancel_job(
     if body.status == JobStatus.CANCELLED:
         return body
     return JSONResponse(body.model_dump(mode="json"), status_code=202)
+
+
+@router.post(
+    "/jobs/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BulkCreateAccepted,
+    responses=error_responses(401, 403, 404, 409, 422, 429, 503),
+    summary="Retry the failed locations of a job",
+)
+async def retry_job(
+    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
+    cache: ReadCacheDep, request: Request, response: Response,
+    all: Annotated[bool, Query(description="every FAILED location, not only those whose "
+                                           "error.retryable is true")] = False,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=255, description="repeat a retry safely: same key, same job"),
+    ] = None,
+) -> BulkCreateAccepted:
+    """No body: a new job of the job's FAILED locations (retryable ones by default), each with
+    the input stored for it; its results carry each location's `origin_index` (its index in the
+    first request). `retry_of` on the new job, `retries` on the original. 409 while the job
+    runs; 422 when nothing is left to retry (a location a retry has taken up is not taken again,
+    unless that retry failed it too)."""
+    original = await job_of(session, cpo.id, job_id)
+    if not JobStatus(original.status).terminal:
+        raise ApiError(409, "JOB_RUNNING", f"job {job_id} is still {original.status}; retry it once it "
+                       "has ended", headers={"Retry-After": str(settings.retry_after_seconds)})
+    client = await temporal.get()  # before any row: if Temporal is down, write nothing
+    job, created = await create_retry_job(session, settings, original, all, idempotency_key)
+    bind_log_context(job_id=job.id)
+    with request.app.state.metrics.workflow_start.time():
+        run_id = await start_job_workflow(client, settings, session, job, created)
+    cache.statuses.forget(job_id)  # the original's status lists its retries at once
+    log.info("job %s %s: retry of %s, %d location(s)", job.id, "accepted" if created else "repeated",
+             job_id, job.total)
+    status_url = f"/ocpi/cpos/{cpo.id}/locations/jobs/{job.id}"
+    response.headers["Location"] = status_url
+    response.headers["Retry-After"] = str(settings.retry_after_seconds)
+    return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
+                              workflow_run_id=run_id, retry_of=job.retry_of)
 
 
 @router.get(
