@@ -6,9 +6,11 @@ each attempt is signed anew (`Ocpplab-Signature: t=<unix>,v1=<hex HMAC-SHA256(se
 "<t>.<body>")>`, Stripe's scheme) with the CPO's webhook secret. Temporal retries a failed
 attempt with backoff for a bounded time (workflows/job_callback.py); each attempt is recorded.
 
-The HTTP call is `post_callback`, one small function: no redirects, a total deadline, a cap on
-what is read, only http/https, non-public addresses refused unless `callback_allow_private`, and
-errors that never echo the receiver's answer. No database connection is held across it.
+The HTTP call is `post_callback`, through the same egress policy as the OCPI peers
+(contracts/egress.py): the address checked when connecting (DNS rebinding cannot steer it), no
+redirects, a total deadline, a cap on what is read, only http/https, non-public addresses
+refused unless `callback_allow_private` or `egress_allow` lists them, and errors that never echo
+the receiver's answer. No database connection is held across it.
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import ipaddress
 import json
-import socket
 import time
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import httpx
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -33,6 +33,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from contracts import activities as interfaces
+from contracts.egress import EgressPolicy, PeerUnusable, peer_request, resolve
 from contracts.ids import callback_event_id, callback_workflow_id
 from contracts.payloads import CallbackInput
 from contracts.vocabulary import JobStatus
@@ -59,31 +60,14 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest}"
 
 
-def _public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local
-                                 or ip.is_loopback or ip.is_unspecified or ip.is_private)
-
-
-async def _check_address(host: str, port: int) -> None:
-    """Every address the host resolves to must be public (a name that resolves to one private
-    address among public ones is refused too)."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as err:
-        raise CallbackFailed(f"cannot resolve {host}") from err
-    if not infos or not all(_public(str(info[4][0])) for info in infos):
-        raise CallbackRefused(f"{host} resolves to a non-public address")
-
-
 async def post_callback(
     url: str, body: bytes, headers: dict[str, str], *, deadline: float, max_bytes: int,
-    allow_private: bool = False,
+    allow_private: bool = False, allow: Sequence[str] = (),
 ) -> int:
-    """POST `body` to `url`; the receiver's HTTP status. Raises CallbackRefused (never call it
-    again) or CallbackFailed (try again later)."""
+    """POST `body` to `url` through the egress policy (contracts/egress.py: the address checked
+    at connect time and connected to, no redirects, a total deadline, a byte cap); the
+    receiver's HTTP status. Raises CallbackRefused (the URL may never be called: its scheme, or
+    an address the policy refuses now) or CallbackFailed (try again later)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise CallbackRefused("only http and https URLs with a host are called")
@@ -91,22 +75,21 @@ async def post_callback(
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as err:
         raise CallbackRefused("the URL's port is invalid") from err
+    entries = [*allow, *(["0.0.0.0/0", "::/0"] if allow_private else [])]
+    policy = EgressPolicy.from_entries(entries, max_bytes, deadline)
     try:
         async with asyncio.timeout(deadline):
-            if not allow_private:
-                await _check_address(parts.hostname, port)
-            async with httpx.AsyncClient(follow_redirects=False, timeout=deadline, trust_env=False) as client:
-                async with client.stream("POST", url, content=body, headers=headers) as response:
-                    read = 0
-                    async for chunk in response.aiter_raw():
-                        read += len(chunk)
-                        if read >= max_bytes:
-                            break
-                    return response.status_code
-    except TimeoutError as err:
-        raise CallbackFailed(f"no answer within {deadline:g} s") from err
-    except httpx.HTTPError as err:
-        raise CallbackFailed(type(err).__name__) from err
+            addresses = await resolve(parts.hostname, port)
+    except (OSError, TimeoutError) as err:
+        raise CallbackFailed(f"cannot resolve {parts.hostname}") from err
+    if not addresses or not all(policy.address_allowed(a) for a in addresses):
+        raise CallbackRefused(f"{parts.hostname} resolves to an address callbacks may not reach")
+    try:
+        response = await peer_request("POST", url, policy=policy, headers=headers, content=body,
+                                      max_bytes=max_bytes, deadline_seconds=deadline)
+    except PeerUnusable as err:  # refused at connect, unreachable, too slow, too big
+        raise CallbackFailed("the receiver could not be used") from err
+    return response.status
 
 
 def event_payload(job: Job) -> str:
@@ -176,7 +159,8 @@ class JobCallbackActivities(interfaces.JobCallbacks):
         try:
             status = await post_callback(url, body, headers, deadline=self.settings.callback_timeout_seconds,
                                          max_bytes=self.settings.callback_max_bytes,
-                                         allow_private=self.settings.callback_allow_private)
+                                         allow_private=self.settings.callback_allow_private,
+                                         allow=self.settings.egress_allow)
         except CallbackRefused as err:
             await self._record(job_id, f"refused: {err}", delivered=False)
             raise ApplicationError(str(err), type="CALLBACK_REFUSED", non_retryable=True) from err

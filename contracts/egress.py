@@ -262,9 +262,11 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
 async def peer_request(
     method: str, url: str, *, policy: EgressPolicy, headers: Mapping[str, str] | None = None,
     json: Any = None, max_bytes: int | None = None, deadline_seconds: float | None = None,
+    content: bytes | None = None,
 ) -> PeerResponse:
     """One call to a peer-chosen URL under `policy`; `PeerUnusable` on any failure. Any status
-    but 3xx is returned (the caller judges it); the whole call is bounded in time and bytes."""
+    but 3xx is returned (the caller judges it); the whole call is bounded in time and bytes.
+    The body is `json`, or `content` as is (a signed body must go byte for byte)."""
     cap = max_bytes or policy.max_bytes
     deadline = deadline_seconds or policy.deadline_seconds
     try:
@@ -274,7 +276,7 @@ async def peer_request(
             async with httpx.AsyncClient(
                 transport=_GuardedTransport(policy), follow_redirects=False, trust_env=False,
                 timeout=httpx.Timeout(deadline),
-            ) as client, client.stream(method, parsed, headers=sent, json=json) as response:
+            ) as client, client.stream(method, parsed, headers=sent, json=json, content=content) as response:
                 if 300 <= response.status_code < 400:
                     raise _Refused(f"redirect (HTTP {response.status_code})")
                 declared = response.headers.get("content-length", "")

@@ -15,10 +15,12 @@ import pytest
 import uvicorn
 from temporalio.worker import Worker
 
-from activities.job_callback import CallbackRefused, post_callback
+from activities.job_callback import CallbackFailed, CallbackRefused, post_callback
+from contracts import egress
 from devstack.procs import free_port
 from settings import ROOT
 from tests.helpers import create_cpo, location, submit, wait_for_job
+from tests.peers import http_response, peer
 
 
 def readme_verifier() -> Callable[[str, bytes, str], bool]:
@@ -143,3 +145,19 @@ async def test_callback_url_reaches_nothing_inside() -> None:
             await post_callback(url, b"{}", {}, deadline=2, max_bytes=10)
     with pytest.raises(CallbackRefused):
         await post_callback("file:///etc/passwd", b"{}", {}, deadline=2, max_bytes=10, allow_private=True)
+
+
+async def test_a_callback_url_cannot_be_rebound_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The callback goes through the OCPI egress policy: a name that resolves to a public
+    address when checked and to 127.0.0.1 when connecting reaches nothing."""
+    answers = iter([["93.184.216.34"], ["127.0.0.1"], ["127.0.0.1"]])
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    monkeypatch.setattr(egress, "resolve", rebinding)
+    async with peer("answer", http_response(b"{}")) as inside:
+        with pytest.raises(CallbackFailed):
+            await post_callback(f"http://rebind.example:{inside.port}/hook", b"{}", {}, deadline=5,
+                                max_bytes=1024)
+        assert inside.connections == 0
