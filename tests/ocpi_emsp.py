@@ -110,6 +110,8 @@ class FakeEmsp:
     base: str = ""
     down: bool = False
     refuse_patches: int = 0  # refuse this many PATCHes (OCPI 2001), as a strict Receiver may
+    hang: bool = False  # the Locations Receiver never answers
+    attempts: int = 0  # calls that reached the Locations Receiver
     versions_offered: tuple[str, ...] = ("2.2.1",)
     list_endpoints: bool = True
     # tokens: what we gave out (the CPO calls us with it) and what we were given (we call with)
@@ -197,6 +199,9 @@ class FakeEmsp:
 
         @app.api_route("/ocpi/emsp/2.2.1/locations/{cc}/{pid}/{location_id}", methods=["PUT", "PATCH"])
         async def receive(cc: str, pid: str, location_id: str, request: Request) -> JSONResponse:
+            self.attempts += 1
+            if self.hang:
+                await asyncio.sleep(3600)
             if self.down:
                 return JSONResponse({"error": "maintenance"}, status_code=503)
             if not allowed(request, self.token_for_cpo):
@@ -242,6 +247,7 @@ class FakeEmsp:
     async def stop(self) -> None:
         if self.server is not None and self.task is not None:
             self.server.should_exit = True
+            self.server.force_exit = self.hang  # requests that never end are not waited for
             await self.task
 
     # ------------------------------------------------------------------ client side
