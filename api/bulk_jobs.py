@@ -138,14 +138,20 @@ async def create_or_reuse_job(
         await before_create()
     try:
         return await create_job_rows(session, cpo_id, body, key, digest), True
-    except IntegrityError:
-        await session.rollback()
-        if key is None:
-            raise
-        existing = await find_idempotent(session, cpo_id, key, digest)
-        if existing is None:
-            raise
-        return existing, False
+    except IntegrityError as err:
+        return await _raced(session, cpo_id, key, digest, err), False
+
+
+async def _raced(
+    session: AsyncSession, cpo_id: int, key: str | None, digest: str, conflict: IntegrityError
+) -> Job:
+    """After a uniqueness conflict on insert: the job a concurrent repeat of the same
+    Idempotency-Key created meanwhile; any other conflict is raised again."""
+    await session.rollback()
+    existing = await find_idempotent(session, cpo_id, key, digest) if key is not None else None
+    if existing is None:
+        raise conflict
+    return existing
 
 
 async def start_job_workflow(
@@ -404,12 +410,6 @@ async def create_retry_job(
              for n, (_index, origin, data) in enumerate(rows)],
         )
         await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        if key is None:
-            raise
-        existing = await find_idempotent(session, cpo_id, key, digest)
-        if existing is None:
-            raise
-        return existing, False
+    except IntegrityError as err:
+        return await _raced(session, cpo_id, key, digest, err), False
     return job, True
