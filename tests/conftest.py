@@ -7,7 +7,6 @@ event loop, and the real FastAPI app over ASGI.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -22,23 +21,19 @@ import pytest_asyncio
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
 from contracts.egress import LOOPBACK
-from contracts.temporal import SEARCH_ATTRIBUTES
-from db.engine import make_engine, make_sessionmaker
+from db.engine import make_engine
 from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port, venv_binary
+from devstack.procs import free_port
 from settings import ROOT, Settings
 from tests.fault_proxy import FaultProxy
 from tests.helpers import ADMIN
-from worker.workers import build_workers
+from tests.suite_stack import asgi_client, running_workers, time_skipping
 
 
 @pytest.fixture(scope="session")
@@ -119,19 +114,8 @@ def ecs(moto: dict[str, Any]) -> Any:
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(venv_binary("temporal-test-server"))
-    )
-    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-             "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
-            namespace=env.client.namespace,
-        )
-    )
-    yield env
-    await env.shutdown()
+    async with time_skipping() as env:
+        yield env
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -145,12 +129,8 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
 async def workers(
     temporal: WorkflowEnvironment, settings: Settings, engine: AsyncEngine
 ) -> AsyncIterator[list[Worker]]:
-    async with ecs_client(settings) as ecs_async, secrets_client(settings) as sm:
-        built = build_workers(temporal.client, settings, make_sessionmaker(engine), ecs_async, sm)
-        runs = [asyncio.create_task(w.run()) for w in built]
+    async with running_workers(temporal.client, settings, engine) as built:
         yield built
-        await asyncio.gather(*(w.shutdown() for w in built))
-        await asyncio.gather(*runs, return_exceptions=True)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -158,11 +138,8 @@ async def app_client(
     settings: Settings, temporal: WorkflowEnvironment
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The real app over ASGI (lifespan run by hand), its Temporal client the test server's."""
-    app = create_app(settings, temporal_client=temporal.client)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client
+    async with asgi_client(create_app(settings, temporal_client=temporal.client)) as client:
+        yield client
 
 
 @pytest.fixture
@@ -172,10 +149,8 @@ def app_with(settings: Settings, temporal: WorkflowEnvironment) -> Any:
     @asynccontextmanager
     async def factory(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(settings.model_copy(update=overrides), temporal_client=temporal.client)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-                yield client
+        async with asgi_client(app) as client:
+            yield client
 
     return factory
 

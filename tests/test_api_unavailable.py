@@ -14,14 +14,13 @@ from api.problems import DATABASE_DOWN, TEMPORAL_DOWN
 from devstack.procs import free_port
 from settings import Settings
 from tests.helpers import ADMIN, create_cpo, location
+from tests.suite_stack import asgi_client
 
 
 async def call(settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            return await asyncio.wait_for(client.request(method, path, **kwargs), timeout=30)
+    async with asgi_client(app, "http://t") as client:
+        return await asyncio.wait_for(client.request(method, path, **kwargs), timeout=30)
 
 
 async def test_postgres_unreachable_is_503(settings: Settings) -> None:
@@ -64,10 +63,8 @@ async def test_unexpected_error_is_a_generic_500_that_leaks_nothing(settings: Se
 
     app = create_app(settings)
     app.dependency_overrides[get_principal] = boom
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            response = await client.get("/ocpp/templates/locations")
+    async with asgi_client(app, "http://t", raise_app_exceptions=False) as client:
+        response = await client.get("/ocpp/templates/locations")
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "INTERNAL_ERROR"

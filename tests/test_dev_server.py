@@ -31,6 +31,7 @@ from devstack.temporal import TemporalDevServer
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
+from tests.suite_stack import asgi_client
 from worker.replay import recent_query, replay_recent
 from worker.versioning import current_build_id, set_current_version
 from worker.workers import WORKFLOWS, build_workers
@@ -76,10 +77,8 @@ async def running(workers: list[Worker]) -> AsyncIterator[None]:
 @asynccontextmanager
 async def app_on(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, temporal_client=client)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-            yield http
+    async with asgi_client(app, "http://gateway.test") as http:
+        yield http
 
 
 async def test_failed_location_error_code_is_a_search_attribute(

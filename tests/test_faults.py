@@ -48,6 +48,7 @@ from devstack.temporal import TemporalDevServer, matching_config
 from settings import ROOT, Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import create_cpo, expected_counts, running_tasks, table_counts
+from tests.suite_stack import asgi_client
 from worker.audit import audit, render
 
 pytestmark = pytest.mark.faults
@@ -153,10 +154,8 @@ def stack() -> Iterator[FaultStack]:
 async def api(stack: FaultStack) -> AsyncIterator[httpx.AsyncClient]:
     assert stack.settings is not None
     app = create_app(stack.settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://faults", timeout=60) as client:
-            yield client
+    async with asgi_client(app, "http://faults", timeout=60) as client:
+        yield client
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -254,10 +253,8 @@ async def api_with(stack: FaultStack, **overrides: Any) -> AsyncIterator[httpx.A
     """A second in-process API whose settings differ (a job's tuning comes from the API)."""
     assert stack.settings is not None
     app = create_app(stack.settings.model_copy(update=overrides))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://faults", timeout=60) as client:
-            yield client
+    async with asgi_client(app, "http://faults", timeout=60) as client:
+        yield client
 
 
 def identity(tag: str, cpo_id: str, index: int, charger: int = 0) -> str:

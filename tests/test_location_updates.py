@@ -21,21 +21,17 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import EventType, IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ecs_client import ecs_client, secrets_client
 from activities.location_changes import LocationChangeActivities
 from api.app import create_app
 from contracts.payloads import LocationPatch, LocationUpdatesInput
-from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_sessionmaker
-from devstack.procs import venv_binary
 from settings import Settings
 from tests.helpers import create_cpo, location, submit, wait_for_job
-from worker.workers import build_workers
+from tests.suite_stack import asgi_client, running_workers, time_skipping
 from workflows.location_changes import LocationUpdates, updates_workflow_id
 
 
@@ -45,22 +41,10 @@ async def own_temporal(
 ) -> AsyncIterator[tuple[WorkflowEnvironment, httpx.AsyncClient]]:
     """A time-skipping server of its own, with its own workers and app (PATCHes wait 2 s): the
     shared one does not skip while other tests leave workflows on task queues nobody polls."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(venv_binary("temporal-test-server")))
-    keyword = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        search_attributes={name: keyword for name in SEARCH_ATTRIBUTES}, namespace=env.client.namespace))
-    async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
-        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs, sm)
-        runs = [asyncio.create_task(w.run()) for w in built]
+    async with time_skipping() as env, running_workers(env.client, settings, engine):
         app = create_app(settings.model_copy(update={"sync_wait_seconds": 2}), temporal_client=env.client)
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-                yield env, client
-        await asyncio.gather(*(w.shutdown() for w in built))
-        await asyncio.gather(*runs, return_exceptions=True)
-    await env.shutdown()
+        async with asgi_client(app) as client:
+            yield env, client
 
 
 async def ready_location(
@@ -155,10 +139,8 @@ async def real_time_app(
     server's time skipping, so retries back off in real time, as they do in production."""
     target = temporal.client.service_client.config.target_host
     app = create_app(settings.model_copy(update={"temporal_address": target, **overrides}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            yield client
+    async with asgi_client(app) as client:
+        yield client
 
 
 async def test_a_retried_earlier_patch_does_not_overwrite_a_later_one(

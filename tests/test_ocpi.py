@@ -18,22 +18,17 @@ import pytest_asyncio
 import uvicorn
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.ecs_client import ecs_client, secrets_client
 from api.app import create_app
-from contracts.temporal import SEARCH_ATTRIBUTES
-from db.engine import make_sessionmaker
-from devstack.procs import free_port, venv_binary
+from devstack.procs import free_port
 from settings import Settings
 from tests.conftest import ADMIN
 from tests.helpers import charger, location, unique, wait_for_job
 from tests.ocpi_emsp import FakeEmsp, check_connector, check_evse, check_location, token_header
-from worker.workers import build_workers
+from tests.suite_stack import running_workers, time_skipping
 from workflows.ocpi_push import OcpiLocationPush
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -72,21 +67,9 @@ async def own_temporal(
 ) -> AsyncIterator[tuple[WorkflowEnvironment, httpx.AsyncClient]]:
     """A time-skipping server of its own, with its own workers and gateway: workflows that other
     tests leave waiting on a task queue nobody polls would keep the shared one from skipping."""
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(venv_binary("temporal-test-server")))
-    types = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-             "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
-        namespace=env.client.namespace))
-    async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
-        built = build_workers(env.client, settings, make_sessionmaker(engine), ecs, sm)
-        runs = [asyncio.create_task(w.run()) for w in built]
+    async with time_skipping() as env, running_workers(env.client, settings, engine):
         async with serve_gateway(settings, env.client) as http:
             yield env, http
-        await asyncio.gather(*(w.shutdown() for w in built))
-        await asyncio.gather(*runs, return_exceptions=True)
-    await env.shutdown()
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -13,7 +13,7 @@ import asyncio
 import os
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,25 +22,19 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 import api.location_changes
-from activities.ecs_client import ecs_client, secrets_client
 from activities.ocpi_push import OcpiPushActivities
 from api.app import create_app
-from contracts.temporal import SEARCH_ATTRIBUTES
 from db.engine import make_sessionmaker
 from db.ocpi_clock import stamp_visible_change
-from devstack.procs import venv_binary
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import charger, location, unique, wait_for_job
 from tests.ocpi_emsp import FakeEmsp, check_location
+from tests.suite_stack import running_workers, time_skipping
 from tests.test_ocpi import new_cpo, provision, serve_gateway
-from worker.workers import build_workers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 _serial = iter(range(200, 10_000))
@@ -48,56 +42,17 @@ _serial = iter(range(200, 10_000))
 
 @dataclass
 class Stack:
-    """A time-skipping server with workers that can be restarted, and the gateway on a port."""
+    """A time-skipping server with its workers, and the gateway on a port."""
 
     env: WorkflowEnvironment
-    settings: Settings
-    engine: AsyncEngine
-    clients: tuple[Any, Any]
-    http: httpx.AsyncClient | None = None
-    built: list[Worker] = field(default_factory=list)
-    runs: list[asyncio.Task[None]] = field(default_factory=list)
-
-    def start_workers(self) -> None:
-        self.built = build_workers(
-            self.env.client, self.settings, make_sessionmaker(self.engine), *self.clients
-        )
-        self.runs = [asyncio.create_task(w.run()) for w in self.built]
-
-    async def stop_workers(self) -> None:
-        """As a worker that goes away: activities in flight are cancelled, not finished."""
-        await asyncio.gather(*(w.shutdown() for w in self.built))
-        await asyncio.gather(*self.runs, return_exceptions=True)
-
-    @property
-    def gateway(self) -> httpx.AsyncClient:
-        assert self.http is not None
-        return self.http
+    gateway: httpx.AsyncClient
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Stack]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(venv_binary("temporal-test-server"))
-    )
-    types = {
-        "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-        "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
-    }
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            search_attributes={name: types[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
-            namespace=env.client.namespace,
-        )
-    )
-    async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
-        built = Stack(env, settings, engine, (ecs, sm))
-        built.start_workers()
+    async with time_skipping() as env, running_workers(env.client, settings, engine):
         async with serve_gateway(settings, env.client) as http:
-            built.http = http
-            yield built
-        await built.stop_workers()
-    await env.shutdown()
+            yield Stack(env, http)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

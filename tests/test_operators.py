@@ -31,6 +31,7 @@ from observability.logs import TextFormatter, make_handler, request_context
 from observability.tracing import init_tracing, stop_tracing, temporal_plugins, traced_aws_client
 from settings import Settings
 from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
+from tests.suite_stack import asgi_client
 from worker import health
 from worker.telemetry import heartbeat, metrics_url, worker_runtime
 from worker.workers import build_workers
@@ -58,10 +59,8 @@ async def own_stack(
         runs = [asyncio.create_task(w.run()) for w in workers]
         app = create_app(own, temporal_client=client)
         try:
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as http:
-                    yield http
+            async with asgi_client(app, "http://gateway.test") as http:
+                yield http
         finally:
             await asyncio.gather(*(w.shutdown() for w in workers))
             await asyncio.gather(*runs, return_exceptions=True)
@@ -128,11 +127,10 @@ async def test_metrics_token_guards_the_api_endpoint(
 ) -> None:
     app = create_app(settings.model_copy(update={"api_metrics_token": "scrape-secret"}),
                      temporal_client=temporal.client)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            assert (await http.get("/metrics")).status_code == 401
-            ok = await http.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
-            assert ok.status_code == 200 and "ocpplab_api_requests_total" in ok.text
+    async with asgi_client(app, "http://t") as http:
+        assert (await http.get("/metrics")).status_code == 401
+        ok = await http.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+        assert ok.status_code == 200 and "ocpplab_api_requests_total" in ok.text
 
 
 async def test_one_trace_from_the_post_to_the_ecs_call(
@@ -225,9 +223,8 @@ async def test_readyz_names_what_is_down(
     async def readyz(**overrides: Any) -> httpx.Response:
         client = None if "temporal_address" in overrides else temporal.client
         app = create_app(settings.model_copy(update=overrides), temporal_client=client)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-                return await asyncio.wait_for(http.get("/readyz"), timeout=20)
+        async with asgi_client(app, "http://t") as http:
+            return await asyncio.wait_for(http.get("/readyz"), timeout=20)
 
     no_temporal = await readyz(temporal_address=f"127.0.0.1:{free_port()}")
     assert no_temporal.status_code == 503

@@ -20,13 +20,11 @@ import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from activities.ecs_client import ecs_client, secrets_client
-from db.engine import make_sessionmaker
 from settings import Settings
 from tests.helpers import charger, location, unique, wait_for_job
 from tests.ocpi_emsp import FakeEmsp
+from tests.suite_stack import running_workers
 from tests.test_ocpi import new_cpo, serve_gateway
-from worker.workers import build_workers
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 LOCATIONS = 24
@@ -41,13 +39,9 @@ async def isolated(
         "ocpi_push_task_queue": "isolation-push", "worker_max_concurrent_activities": 4,
         "ocpi_push_attempt_timeout_seconds": 60.0,
     })
-    async with ecs_client(own) as ecs, secrets_client(own) as sm:
-        built = build_workers(temporal.client, own, make_sessionmaker(engine), ecs, sm)
-        runs = [asyncio.create_task(w.run()) for w in built]
+    async with running_workers(temporal.client, own, engine):
         async with serve_gateway(own, temporal.client) as client:  # on a port: the eMSP calls back
             yield client, own
-        await asyncio.gather(*(w.shutdown() for w in built), return_exceptions=True)
-        await asyncio.gather(*runs, return_exceptions=True)
 
 
 async def timed_job(client: httpx.AsyncClient, cpo: dict[str, Any], prefix: str) -> float:

@@ -25,6 +25,7 @@ from contracts.vocabulary import ERRORS, ErrorCode
 from db.engine import make_sessionmaker
 from settings import Settings
 from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
+from tests.suite_stack import asgi_client
 from workflows.reconcile import ReconcileJobs
 
 
@@ -91,10 +92,9 @@ async def test_a_start_that_timed_out_is_accepted_and_the_reconciler_starts_it(
 
     cpo_id, token = await create_cpo(app_client, admin)
     app = create_app(settings, temporal_client=TimingOut(temporal.client))  # type: ignore[arg-type]
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            accepted = await submit(client, cpo_id, token,
-                                    [location("Slow start", [charger(unique("RECD"))])])
+    async with asgi_client(app, "http://t") as client:
+        accepted = await submit(client, cpo_id, token,
+                                [location("Slow start", [charger(unique("RECD"))])])
     assert accepted["workflow_run_id"] is None
     assert (await reconcile(temporal, settings)).started >= 1
     done = await wait_for_job(app_client, accepted["status_url"], token)
