@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import string
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -137,3 +138,19 @@ def api_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[byt
         if proc.poll() is None:
             proc.terminate()
         proc.wait(timeout=30)
+
+
+async def eventually(
+    condition: Callable[[], bool | Awaitable[bool]], what: str, timeout: float = 60.0, every: float = 0.1
+) -> None:
+    """Until `condition()` (a plain or an async callable) is true; fails naming `what` after
+    `timeout` seconds. The one polling loop of the suite."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(every)

@@ -30,7 +30,7 @@ from devstack.procs import free_port
 from devstack.temporal import TemporalDevServer
 from settings import Settings
 from tests.fault_proxy import Fault, FaultProxy
-from tests.helpers import charger, create_cpo, location, submit, unique, wait_for_job
+from tests.helpers import charger, create_cpo, eventually, location, submit, unique, wait_for_job
 from tests.suite_stack import asgi_client
 from worker.replay import recent_query, replay_recent
 from worker.versioning import current_build_id, set_current_version
@@ -176,13 +176,6 @@ async def build_of(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
     return info.deployment_version.build_id, VersioningBehaviorProto.Name(info.behavior)
 
 
-async def wait_until(check: Any, what: str, timeout: float = 30) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
-
-
 async def test_deploy_a_new_version_under_a_running_job(
     dev_server: TemporalDevServer, dev_client: Client, settings: Settings, engine: AsyncEngine,
     admin: dict[str, str],
@@ -211,7 +204,7 @@ async def test_deploy_a_new_version_under_a_running_job(
 
             async def both_held() -> bool:
                 return gated.calls >= 2
-            await wait_until(both_held, "version A's two children in RunTask")
+            await eventually(both_held, "version A's two children in RunTask", timeout=30, every=0.2)
 
             version_b_workflows = [BulkCreateLocationsB,
                                    *(w for w in WORKFLOWS if w is not BulkCreateLocations)]

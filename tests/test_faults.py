@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +47,7 @@ from devstack.procs import free_port
 from devstack.temporal import TemporalDevServer, matching_config
 from settings import ROOT, Settings
 from tests.fault_proxy import Fault, FaultProxy
-from tests.helpers import create_cpo, expected_counts, running_tasks, table_counts
+from tests.helpers import create_cpo, eventually, expected_counts, running_tasks, table_counts
 from tests.suite_stack import asgi_client
 from worker.audit import audit, render
 
@@ -389,9 +389,9 @@ async def test_worker_killed_during_a_compensation_and_a_decommission(
 
     async with api_with(stack, sync_wait_seconds=1) as quick:
         second = await small_job(api, "KCMP", chargers, arm)
-        await wait_until(lambda: slow_stops.injected >= 1, "the compensation's StopTask")
+        await eventually(lambda: slow_stops.injected >= 1, "the compensation's StopTask")
         deleting = await quick.delete(url, headers=first.token)
-        await wait_until(lambda: slow_stops.injected >= 2, "the decommission's StopTask")
+        await eventually(lambda: slow_stops.injected >= 2, "the decommission's StopTask")
     assert deleting.status_code == 202, deleting.text  # not finished within 1 s: its StopTask waits
     # caught in the middle: both locations' tasks still run, and their rows are there
     assert running_of(stack, second, 0, 2) == [1, 0] and running_of(stack, first, 0, 2) == [1, 1]
@@ -401,7 +401,7 @@ async def test_worker_killed_during_a_compensation_and_a_decommission(
     second_result = await second.wait_end(stack)
     assert second_result["status"] == "FAILED"
     assert second_result["results"]["locations"][0]["error"]["code"] == "ECS_INVALID_PARAMETER"
-    await wait_until_async(lambda: location_state(db, deleted), "REMOVED", "the decommission")
+    await eventually(lambda: state_is(db, deleted, "REMOVED"), "the decommission", timeout=90)
     assert (await api.get(url, headers=first.token)).status_code == 404
     assert running_of(stack, second, 0, 2) == [0, 0] and running_of(stack, first, 0, 2) == [0, 0]
     await check_small(stack, db, second, second_result, chargers, "kill -9 during a compensation")
@@ -432,7 +432,7 @@ async def test_ecs_unreachable_longer_than_the_retry_budget(
                 return False
             return all(str(step).startswith("compensating") for step in steps)
 
-        await wait_until_async(compensating, True, "the first two locations' retry budget")
+        await eventually(compensating, "the first two locations' retry budget", timeout=90, every=0.2)
         for fault in outage:  # ECS is back
             fault.remaining = 0
         result = await job.wait_end(stack)
@@ -445,27 +445,15 @@ async def test_ecs_unreachable_longer_than_the_retry_budget(
     await check_small(stack, db, job, result, chargers, "ECS unreachable beyond the retry budget")
 
 
+async def state_is(db: AsyncEngine, location_id: str, status: str) -> bool:
+    return await location_state(db, location_id) == status
+
+
 async def location_state(db: AsyncEngine, location_id: str) -> str | None:
     async with db.connect() as conn:
         found = (await conn.execute(text("SELECT status FROM ocpp.ocpi_locations WHERE id = :i"),
                                     {"i": location_id})).scalar_one_or_none()
     return None if found is None else str(found)
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.1)
-
-
-async def wait_until_async(
-    probe: Callable[[], Awaitable[Any]], expected: Any, what: str, timeout: float = 90
-) -> None:
-    deadline = time.monotonic() + timeout
-    while (await probe()) != expected:
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.2)
 
 
 async def test_same_body_posted_twice_at_once_without_a_key(
@@ -520,9 +508,9 @@ async def test_delete_of_locations_while_their_job_runs(
     async with api_with(stack, child_window=2) as api:
         job = await small_job(api, "DJOB", chargers, arm)
         provisioning = ids.location_id(job.job_id, 2)
-        await wait_until(lambda: slow[0].injected >= 1, "location 2's RunTask")
+        await eventually(lambda: slow[0].injected >= 1, "location 2's RunTask")
         ready = ids.location_id(job.job_id, 0)
-        await wait_until_async(lambda: location_state(db, ready), "ACTIVE", "location 0 READY")
+        await eventually(lambda: state_is(db, ready, "ACTIVE"), "location 0 READY", timeout=90)
         assert await location_state(db, provisioning) == "PROVISIONING"
         refused = await api.delete(f"/ocpi/cpos/{job.cpo_id}/locations/{provisioning}", headers=job.token)
         removed = await api.delete(f"/ocpi/cpos/{job.cpo_id}/locations/{ready}", headers=job.token)

@@ -26,7 +26,7 @@ from api.app import create_app
 from devstack.procs import free_port
 from settings import Settings
 from tests.conftest import ADMIN
-from tests.helpers import charger, location, unique, wait_for_job
+from tests.helpers import charger, eventually, location, unique, wait_for_job
 from tests.ocpi_emsp import FakeEmsp, check_connector, check_evse, check_location, token_header
 from tests.suite_stack import running_workers, time_skipping
 from workflows.ocpi_push import OcpiLocationPush
@@ -103,13 +103,6 @@ async def provision(
     return list(job["results"]["location_ids"])
 
 
-async def until(condition: Any, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
-
-
 def pushes(emsp: FakeEmsp, location_id: str) -> list[tuple[str, dict[str, Any]]]:
     return [(r.method, r.body) for r in emsp.received if r.path.endswith(f"/{location_id}")]
 
@@ -149,7 +142,7 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
         location("OCPI Gent", [charger(unique("OC-CH"), connector_type="CHAdeMO", max_power_kw=50)],
                  city="Gent"),
     ])
-    await until(lambda: all(pushes(emsp, i) for i in ids))
+    await eventually(lambda: all(pushes(emsp, i) for i in ids), "a push of every location")
     pulled, pages = await emsp.pull_all(gateway, f"{locations_url}?limit=2")
     assert [p.headers["x-total-count"] for p in pages] == ["3", "3"]
     assert [p.headers["x-limit"] for p in pages] == ["2", "2"]
@@ -197,7 +190,7 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
                                   json={"name": "OCPI Empty (renamed)", "coordinates": {
                                       "latitude": 51.2172, "longitude": 4.4211}}, headers=cpo["bearer"])
     assert patched.status_code == 200
-    await until(lambda: len(emsp.received) > before)
+    await eventually(lambda: len(emsp.received) > before, "the next push")
     method, body = pushes(emsp, ids[1])[-1]
     assert method == "PATCH" and set(body) == {"name", "coordinates", "last_updated"}
     assert body["name"] == "OCPI Empty (renamed)" and body["coordinates"]["latitude"] == "51.217200"
@@ -210,7 +203,7 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
     assert deleted.status_code == 204
     assert (await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[0]}",
                               headers=cpo["bearer"])).status_code == 404
-    await until(lambda: len(emsp.received) > before)
+    await eventually(lambda: len(emsp.received) > before, "the next push")
     method, body = pushes(emsp, ids[0])[-1]
     assert method == "PUT" and {e["status"] for e in body["evses"]} == {"REMOVED"}
     assert body["last_updated"] > midi["last_updated"]
