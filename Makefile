@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
 
-.PHONY: run test test-faults lint bench audit replay clean clean-data deps
+.PHONY: run test test-faults lint docs bench audit replay clean clean-data deps
 
 deps: $(SYNCED)
 
@@ -34,6 +34,9 @@ test-faults: $(SYNCED)  ## only the fault-injection suite
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy api contracts observability workflows activities worker db devstack tests bench settings.py
+
+docs: $(SYNCED)  ## regenerate docs/configuration.md from settings.py (a test fails when it is stale)
+	$(PY) -m devstack.config_doc
 
 bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
 	$(PY) -m bench $(BENCH_ARGS)
