@@ -43,7 +43,8 @@ class Settings(BaseSettings):
         description="the admin bearer token; several comma-separated tokens may be valid at once, so one "
         "can be rotated without downtime")
     max_locations_per_request: int = Field(
-        default=10_000, ge=1, description="locations in one bulk body (more: 413, with the limit in the body)")
+        default=10_000, ge=1,
+        description="locations in one bulk body (more: 413, with the limit in the body)")
     max_chargers_per_request: int = Field(
         default=50_000, ge=1, description="chargers in one bulk body, template chargers included")
     # checked from Content-Length, or while a chunked body streams, before anything is parsed
@@ -63,7 +64,9 @@ class Settings(BaseSettings):
         default=False,
         description="a development stack (`make run`, the tests): default and short secrets are accepted; "
         "anywhere else they stop the process")
-    retry_after_seconds: int = Field(default=2, description="the Retry-After of a 202 (poll its status this often) and of a 409 on a running job")
+    retry_after_seconds: int = Field(
+        default=2,
+        description="the Retry-After of a 202 (poll its status this often) and of a 409 on a running job")
     sync_wait_seconds: float = Field(
         default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"
     )
@@ -155,11 +158,13 @@ class Settings(BaseSettings):
     temporal_tls_client_key_path: str | None = Field(
         default=None, description="mTLS: the client certificate's private key (PEM file)")
     temporal_tls_server_ca_cert_path: str | None = Field(
-        default=None, description="the CA that signed the server's certificate, when not a public one (PEM file)")
+        default=None,
+        description="the CA that signed the server's certificate, when not a public one (PEM file)")
     temporal_tls_server_name: str | None = Field(
         default=None, description="the server name (SNI) to expect, when it is not the address's host")
     temporal_profile: str | None = Field(
-        default=None, description="the profile of the Temporal configuration file to use (default: `default`)")
+        default=None,
+        description="the profile of the Temporal configuration file to use (default: `default`)")
     temporal_config_file: str | None = Field(
         default=None,
         description="the Temporal configuration file (TOML, with profiles); default: the SDK's "

@@ -11,7 +11,6 @@ import json
 import sys
 import types
 import typing
-from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
