@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11+ and make): `make run` and `make test`.
 # uv is bootstrapped into .uv/ with the system Python; it installs the locked dependencies
-# (uv.lock) into .venv/. Every binary (PostgreSQL, Temporal, moto) comes from those wheels.
+# (uv.lock) into .venv/: the runtime, and the dev and devstack groups. Every binary (PostgreSQL,
+# Temporal, moto) comes from those wheels.
 
 PYTHON ?= python3
 UV_VERSION := 0.13.9
@@ -19,7 +20,7 @@ $(UV):
 	.uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(SYNCED): $(UV) uv.lock pyproject.toml
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --group dev --group devstack
 	touch $@
 
 run: $(SYNCED)  ## PostgreSQL, Temporal dev server + UI, moto, worker and API, until Ctrl-C
