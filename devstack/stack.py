@@ -60,10 +60,9 @@ def worker_nice(default: int = 10) -> int:
 
 
 def workers_from_env(default: int = 2) -> int:
-    """`WORKERS=1 make run`: how many `python -m worker` processes the stack runs. Default 2:
-    measured on this 2-core box (bench, 300 locations x 1 charger with 20 pollers), 37.7 s with
-    two worker processes against 49.3 s with one, for the same worker CPU in total (24 s): one
-    Python event loop runs workflow tasks and activities one at a time."""
+    """`WORKERS=1 make run`: how many `python -m worker` processes the stack runs. Default 2: one
+    Python event loop runs workflow tasks and activities one at a time, so a second process uses
+    the second core of a small box."""
     value = os.environ.get("WORKERS", "").strip()
     if not value:
         return default

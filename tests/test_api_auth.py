@@ -1,6 +1,6 @@
 """The auth matrix: every route x {no token, bad token, admin, own CPO token, other CPO token}.
 
-Rules (README): 401 with `WWW-Authenticate: Bearer` without a valid token; a CPO token acts only
+Rules (docs/security.md): 401 with `WWW-Authenticate: Bearer` without a valid token; a CPO token acts only
 on its own cpo_id (403 elsewhere, whether or not that CPO exists); creating CPOs is admin-only.
 """
 

@@ -86,7 +86,7 @@ async def test_failed_location_error_code_is_a_search_attribute(
     fault_proxy: FaultProxy, admin: dict[str, str],
 ) -> None:
     """A job with a failed location carries the location's error code in `ErrorCode`, so a
-    visibility query (the README runbook's) finds it; a READY job of the same CPO does not. And
+    visibility query (the runbook's, docs/operations.md) finds it; a READY job of the same CPO does not. And
     the priority keys: bulk for the jobs and their children, interactive for a PATCH."""
     own = own_settings(settings, dev_server, worker_versioning=False)
     sessions = make_sessionmaker(engine)

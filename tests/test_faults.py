@@ -577,7 +577,7 @@ async def test_two_workers_one_killed(stack: FaultStack, api: httpx.AsyncClient,
                       + (" (timed out at {:.1f}s, started again at {:.1f}s)".format(*phases[what])
                          if what in phases else "")
                       for what, seconds in sorted(stalls.items(), key=lambda kv: -kv[1])[:3]))
-    assert worst < 30  # a generous bound: the figure is printed, the target is in the README
+    assert worst < 30  # a generous bound: the figure is printed, the target is in docs/performance.md
 
 
 async def recovery_after_kill(

@@ -1,6 +1,6 @@
 """`make replay`: replay recent histories from a running server against the current workflow code.
 
-The gate before a deploy (README "Deploy"): a change to workflow code that would make a running
+The gate before a deploy (docs/deploy.md): a change to workflow code that would make a running
 workflow fail on replay (a non-determinism error) shows here, against real histories, before any
 worker with that code polls. Reaches the server of `.data/stack.env` (or TEMPORAL_ADDRESS...).
 

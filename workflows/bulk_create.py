@@ -34,7 +34,7 @@ from workflows.retries import location_error, retry_policy
 
 # A versioned worker pins every workflow (worker/versioning.py): a run stays on the build that
 # started it, its children too; at each continue-as-new the next run starts on the deployment's
-# current version (README "Deploy"). Not in the decorator: an unversioned worker would refuse it.
+# current version (docs/deploy.md). Not in the decorator: an unversioned worker would refuse it.
 @workflow.defn(name="BulkCreateLocations")
 class BulkCreateLocations:
     def __init__(self) -> None:

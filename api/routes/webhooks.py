@@ -2,7 +2,7 @@
 secret that signs every callback of its jobs (also those sent to a bulk POST's `callback_url`).
 
 The secret is returned once, by the PUT that creates it; each PUT issues a new one (rotation).
-It is stored as issued, not hashed: the worker needs it to sign (README "Completion callbacks").
+It is stored as issued, not hashed: the worker needs it to sign (docs/api.md, "Completion callbacks").
 """
 
 from __future__ import annotations
