@@ -54,6 +54,7 @@ import os
 import string
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,20 @@ T = TypeVar("T")
 
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+# A client error (the API unreachable, a connection reset while polling, a 5xx) is counted
+# against the scenario and the client goes on; a poller gives up after this many in a row.
+MAX_CONSECUTIVE_ERRORS = 50
+
+
+def error_kind(err: BaseException) -> str:
+    """How an error is counted: its type, e.g. `ReadError`, `ConnectError`, `HTTP 503`."""
+    if isinstance(err, httpx.HTTPStatusError):
+        return f"HTTP {err.response.status_code}"
+    if isinstance(err, PostRefused):
+        return f"POST answered {err.status}"
+    return type(err).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +155,14 @@ STATUS_ROUTE = "/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}"
 BULK_ROUTE = "/ocpi/cpos/{cpo_id}/locations"
 
 
+class PostRefused(RuntimeError):
+    """A POST that did not answer 202."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"POST answered {status}: {text[:500]}")
+        self.status = status
+
+
 @dataclass
 class Row:
     what: str
@@ -154,6 +177,7 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     cpu: list[tuple[str, float, CpuUsage]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    errors: dict[str, Counter[str]] = field(default_factory=dict)  # scenario → error kind → count
 
     def add(self, what: str, value: str, target: str = "", baseline: str = "",
             met: bool | None = None) -> None:
@@ -184,6 +208,11 @@ class Report:
             print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
             for c in cells:
                 print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
+        if self.errors:
+            print("\nclient errors per scenario (counted, never fatal):")
+            for scenario, counts in self.errors.items():
+                detail = ", ".join(f"{kind} {count}" for kind, count in counts.most_common())
+                print(f"  {scenario}: {sum(counts.values())}" + (f" ({detail})" if detail else ""))
         for note in self.notes:
             print(f"- {note}")
 
@@ -225,6 +254,7 @@ class Bench:
         self.http: httpx.AsyncClient
         self.temporal: Client
         self.baseline_rate: dict[int, float] = {}  # chargers per location → locations/s
+        self.scenario = ""  # the one running: client errors are counted against it
         self.client_lag: list[float] = []  # the bench's own event-loop lag while it polls
 
     async def run(self) -> None:
@@ -233,7 +263,19 @@ class Bench:
             self.http = http
             self.temporal = await connect(self.settings)
             for name in self.args.scenarios:
-                await getattr(self, name)()
+                self.scenario = name
+                self.report.errors[name] = Counter()
+                try:
+                    await getattr(self, name)()
+                except Exception as err:  # recorded; the next scenarios still run
+                    self.error(err)
+                    self.report.notes.append(f"{name}: aborted by {type(err).__name__}: {err}"[:500])
+                    say(f"{name}: aborted by {type(err).__name__}: {err}")
+
+    def error(self, err: BaseException | str) -> None:
+        """Count a client error against the running scenario."""
+        kind = err if isinstance(err, str) else error_kind(err)
+        self.report.errors.setdefault(self.scenario, Counter())[kind] += 1
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -251,7 +293,7 @@ class Bench:
         response = await self.http.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, content=content)
         elapsed = time.perf_counter() - started
         if response.status_code != 202:
-            raise RuntimeError(f"POST answered {response.status_code}: {response.text[:500]}")
+            raise PostRefused(response.status_code, response.text)
         return dict(response.json()), elapsed
 
     async def prepare(self, label: str) -> None:
@@ -292,11 +334,24 @@ class Bench:
 
         async def poller(number: int) -> None:
             await asyncio.sleep(interval * number / pollers)
+            failed = 0  # in a row
             while not done.is_set():
                 started = time.perf_counter()
-                response = await self.http.get(status_url, headers=token)
+                try:
+                    response = await self.http.get(status_url, headers=token)
+                    if response.status_code != 200:
+                        self.error(f"status GET answered {response.status_code}")
+                    status = response.json() if response.status_code == 200 else {}
+                    failed = 0
+                except (httpx.HTTPError, ValueError) as err:  # transport error, or a body not JSON
+                    self.error(err)
+                    failed += 1
+                    if failed >= MAX_CONSECUTIVE_ERRORS:
+                        say(f"a poller gave up after {failed} errors in a row ({error_kind(err)})")
+                        return
+                    await asyncio.sleep(interval)
+                    continue
                 latencies.append(time.perf_counter() - started)
-                status = response.json() if response.status_code == 200 else {}
                 if status.get("status", "PROVISIONING") not in ("PENDING", "PROVISIONING"):
                     final.update(status)
                     done.set()
@@ -305,6 +360,7 @@ class Bench:
 
         probe = asyncio.create_task(loop_lag(done, self.client_lag))
         await asyncio.gather(*(poller(i) for i in range(pollers)))
+        done.set()  # every poller gave up: the probe stops too
         await probe
         return final
 
@@ -448,7 +504,11 @@ class Bench:
                 # each client is a CPO of its own (one CPO would soon hit its running-jobs quota)
                 client_cpo, client_token = await self.cpo()
                 for _ in queue:
-                    accepted, seconds = await self.post(client_cpo, client_token, content)
+                    try:
+                        accepted, seconds = await self.post(client_cpo, client_token, content)
+                    except (httpx.HTTPError, PostRefused) as err:  # counted, the client goes on
+                        self.error(err)
+                        continue
                     latencies.append(seconds)
                     jobs.append(accepted["job_id"])
 
@@ -510,7 +570,7 @@ class Bench:
             for fair in (False, True):
                 label = (f"fairness {'on' if fair else 'off'}, ECS "
                          f"{f'{rate}/s' if rate else 'unlimited'}")
-                seconds, note = await small_job_beside_a_big_cpo(a, fair, rate, label)
+                seconds, note = await small_job_beside_a_big_cpo(a, fair, rate, label, self.error)
                 self.report.add(
                     f"{label}: another CPO's 1 x 2 job beside {a.fair_jobs} jobs of "
                     f"{a.fair_locations} x 2", f"READY in {seconds:.1f} s ({note})",
@@ -519,6 +579,7 @@ class Bench:
 
 async def small_job_beside_a_big_cpo(
     args: argparse.Namespace, fairness: bool, ecs_rate: int | None, label: str,
+    on_error: Callable[[BaseException], None],
 ) -> tuple[float, str]:
     """The fairness scenario on a stack of its own (the dev server's fairness is set at its
     start, the ECS rate limit at the workers'): seconds from the POST of the small job to its
@@ -557,7 +618,7 @@ async def small_job_beside_a_big_cpo(
                 await asyncio.sleep(args.fair_warmup)
                 started = time.perf_counter()
                 accepted = await post(small_cpo, small_token, 1, "SMALL")
-                final = await poll(http, accepted["status_url"], small_token)
+                final = await poll(http, accepted["status_url"], small_token, on_error)
                 seconds = time.perf_counter() - started
                 done = 0
                 for job in big_jobs:
@@ -572,9 +633,19 @@ async def small_job_beside_a_big_cpo(
 
 
 async def poll(http: httpx.AsyncClient, status_url: str, token: dict[str, str],
-               interval: float = 0.1) -> dict[str, Any]:
+               on_error: Callable[[BaseException], None], interval: float = 0.1) -> dict[str, Any]:
+    failed = 0
     while True:
-        status = (await http.get(status_url, headers=token)).json()
+        try:
+            status = (await http.get(status_url, headers=token)).json()
+            failed = 0
+        except (httpx.HTTPError, ValueError) as err:
+            on_error(err)
+            failed += 1
+            if failed >= MAX_CONSECUTIVE_ERRORS:
+                raise
+            await asyncio.sleep(interval)
+            continue
         if status.get("status") not in ("PENDING", "PROVISIONING"):
             return dict(status)
         await asyncio.sleep(interval)
