@@ -35,7 +35,8 @@ lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy api contracts observability workflows activities worker db devstack tests bench settings.py
 
-bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
+bench: $(SYNCED)  ## throughput of the product against the floor, a durable peer and a direct baseline
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --group bench
 	$(PY) -m bench $(BENCH_ARGS)
 
 audit: $(SYNCED)  ## compare the database with ECS (needs `make run` in another terminal)

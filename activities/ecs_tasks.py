@@ -58,6 +58,51 @@ def tag_value(text: str) -> str:
     return re.sub(r"[^\w\s.:/=+\-@]", "_", text)[:256]
 
 
+def secret_request(settings: Settings, inp: ChargerTaskInput) -> dict[str, Any]:
+    """CreateSecret's arguments for one charger (the bench's floor sends the very same)."""
+    return dict(
+        Name=charger_secret_name(settings, inp.deployment_id),
+        SecretString=charger_secret(settings.charger_secret_key, inp.deployment_id),
+        Description=f"OCPP basic-auth secret of {inp.identity}",
+        Tags=[{"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
+              {"Key": "ocpplab:location-id", "Value": inp.location_id},
+              {"Key": "ocpplab:job-id", "Value": inp.job_id}],
+    )
+
+
+def run_task_request(settings: Settings, inp: ChargerTaskInput, secret_arn: str) -> dict[str, Any]:
+    """RunTask's arguments for one charger (the bench's floor sends the very same)."""
+    s = settings
+    env = [
+        {"name": "CHARGER_IDENTITY", "value": inp.identity},
+        {"name": "CSMS_URL", "value": s.csms_url},
+        {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
+        {"name": "CHARGER_SECRET_ARN", "value": secret_arn},
+    ]
+    return dict(
+        cluster=s.ecs_cluster,
+        taskDefinition=s.ecs_task_definition,
+        launchType="FARGATE",
+        count=1,
+        clientToken=inp.deployment_id,
+        startedBy=inp.deployment_id,
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": s.ecs_subnets,
+                "securityGroups": s.ecs_security_groups,
+                "assignPublicIp": "ENABLED" if s.ecs_assign_public_ip else "DISABLED",
+            }
+        },
+        overrides={"containerOverrides": [{"name": s.ecs_container_name, "environment": env}]},
+        tags=[
+            {"key": "ocpplab:deployment-id", "value": inp.deployment_id},
+            {"key": "ocpplab:location-id", "value": inp.location_id},
+            {"key": "ocpplab:job-id", "value": inp.job_id},
+            {"key": "ocpplab:charger-identity", "value": tag_value(inp.identity)},
+        ],
+    )
+
+
 class EcsTaskActivities(interfaces.EcsTasks):
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], ecs: Any, settings: Settings, secrets: Any
@@ -146,15 +191,10 @@ class EcsTaskActivities(interfaces.EcsTasks):
 
     async def _put_secret(self, inp: ChargerTaskInput) -> str:
         """Create the charger's secret, or update it when an earlier attempt created it; its ARN."""
-        name = charger_secret_name(self.settings, inp.deployment_id)
-        value = charger_secret(self.settings.charger_secret_key, inp.deployment_id)
+        request = secret_request(self.settings, inp)
+        name, value = request["Name"], request["SecretString"]
         try:
-            created = await self.secrets.create_secret(
-                Name=name, SecretString=value, Description=f"OCPP basic-auth secret of {inp.identity}",
-                Tags=[{"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
-                      {"Key": "ocpplab:location-id", "Value": inp.location_id},
-                      {"Key": "ocpplab:job-id", "Value": inp.job_id}],
-            )
+            created = await self.secrets.create_secret(**request)
             return str(created["ARN"])
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "ResourceExistsException":
@@ -176,37 +216,9 @@ class EcsTaskActivities(interfaces.EcsTasks):
 
     async def _run_task(self, inp: ChargerTaskInput, secret_arn: str) -> tuple[dict[str, Any], bool]:
         """The task RunTask started, and whether botocore had to send the call more than once."""
-        s = self.settings
-        env = [
-            {"name": "CHARGER_IDENTITY", "value": inp.identity},
-            {"name": "CSMS_URL", "value": s.csms_url},
-            {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
-            {"name": "CHARGER_SECRET_ARN", "value": secret_arn},
-        ]
         started = time.monotonic()
         try:
-            response = await self.ecs.run_task(
-                cluster=s.ecs_cluster,
-                taskDefinition=s.ecs_task_definition,
-                launchType="FARGATE",
-                count=1,
-                clientToken=inp.deployment_id,
-                startedBy=inp.deployment_id,
-                networkConfiguration={
-                    "awsvpcConfiguration": {
-                        "subnets": s.ecs_subnets,
-                        "securityGroups": s.ecs_security_groups,
-                        "assignPublicIp": "ENABLED" if s.ecs_assign_public_ip else "DISABLED",
-                    }
-                },
-                overrides={"containerOverrides": [{"name": s.ecs_container_name, "environment": env}]},
-                tags=[
-                    {"key": "ocpplab:deployment-id", "value": inp.deployment_id},
-                    {"key": "ocpplab:location-id", "value": inp.location_id},
-                    {"key": "ocpplab:job-id", "value": inp.job_id},
-                    {"key": "ocpplab:charger-identity", "value": tag_value(inp.identity)},
-                ],
-            )
+            response = await self.ecs.run_task(**run_task_request(self.settings, inp, secret_arn))
         except ClientError as err:
             metrics.run_task(time.monotonic() - started, "error")
             raise permanent_or_raise(err) from err
