@@ -27,8 +27,7 @@ import time
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
@@ -45,6 +44,37 @@ from settings import Settings
 
 POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
+
+
+# The two writes of every start, each one statement (one round trip) prepared once: a start's
+# database work was most of the worker's activity CPU (profiled: docs/performance.md), a third of
+# it in building SQLAlchemy statements and going through the ORM's bulk-update path.
+
+# PENDING → LAUNCHING, only from PENDING; the row lock the UPDATE takes is the fence (a concurrent
+# `stop_location_tasks` that marked STOPPING first leaves nothing to update).
+CLAIM = text(
+    "UPDATE ocpp.charger_deployments SET state = :launching, updated_at = :now"
+    " WHERE id = :deployment_id AND state = :pending RETURNING id"
+)
+
+# The task's row and the deployment STARTING, under the deployment's row lock, unless the
+# deployment is being undone (STOPPING) or gone; returns the state found (no row: gone).
+RECORD = text("""
+    WITH deployment AS (
+        SELECT id, state FROM ocpp.charger_deployments WHERE id = :deployment_id FOR UPDATE
+    ), task AS (
+        INSERT INTO ocpp.ecs_tasks (task_arn, deployment_id, cluster, task_definition_arn,
+                                    last_status, desired_status, started_at, created_at, updated_at)
+        SELECT :task_arn, d.id, :cluster, :task_definition_arn, :last_status, :desired_status,
+               CAST(:started_at AS timestamptz), :now, :now
+        FROM deployment d WHERE d.state <> :stopping
+        ON CONFLICT (deployment_id)
+        DO UPDATE SET task_arn = EXCLUDED.task_arn, updated_at = EXCLUDED.updated_at
+    ), starting AS (
+        UPDATE ocpp.charger_deployments c SET state = :starting, updated_at = :now
+        FROM deployment d WHERE c.id = d.id AND d.state IN (:pending, :launching)
+    )
+    SELECT state FROM deployment""")
 
 
 def _undone(deployment_id: str) -> ApplicationError:
@@ -127,13 +157,13 @@ class EcsTaskActivities(interfaces.EcsTasks):
         RunTask whose answer was lost, so it must look for that task first. A deployment being
         undone (STOPPING, or its rows gone) is never started again."""
         async with self.sessions() as session, session.begin():
-            state = await self._locked_state(session, deployment_id)
-            if state == DeploymentState.PENDING:
-                await session.execute(
-                    update(ChargerDeployment).where(col(ChargerDeployment.id) == deployment_id)
-                    .values(state=DeploymentState.LAUNCHING, updated_at=utcnow())
-                )
+            claimed = (await session.execute(CLAIM, {
+                "deployment_id": deployment_id, "now": utcnow(),
+                "pending": DeploymentState.PENDING.value, "launching": DeploymentState.LAUNCHING.value,
+            })).first()
+            if claimed is not None:
                 return True
+            state = await self._locked_state(session, deployment_id)
         if state is None or state == DeploymentState.STOPPING:
             raise _undone(deployment_id)
         return False
@@ -250,30 +280,22 @@ class EcsTaskActivities(interfaces.EcsTasks):
             task_arn=task["taskArn"], deployment_id=deployment_id, cluster=self.settings.ecs_cluster,
             task_definition_arn=task.get("taskDefinitionArn", self.settings.ecs_task_definition),
             last_status=task.get("lastStatus", "PROVISIONING"),
-            desired_status=task.get("desiredStatus", "RUNNING"), created_at=now, updated_at=now,
+            desired_status=task.get("desiredStatus", "RUNNING"), now=now,
             started_at=(task.get("startedAt") or task.get("createdAt") or now)
             if task.get("lastStatus") == "RUNNING" else None,
-        )
-        stmt = insert(EcsTask).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["deployment_id"],
-            set_={"task_arn": stmt.excluded.task_arn, "updated_at": now},
+            stopping=DeploymentState.STOPPING.value, starting=DeploymentState.STARTING.value,
+            pending=DeploymentState.PENDING.value, launching=DeploymentState.LAUNCHING.value,
         )
         async with self.sessions() as session, session.begin():
-            state = await self._locked_state(session, deployment_id)
+            # one statement: lock the deployment, and unless it is being undone, write the task's
+            # row and move the deployment to STARTING
+            state = (await session.execute(RECORD, values)).scalar_one_or_none()
             if state is None or state == DeploymentState.STOPPING:
                 # the compensation (or a decommission) got here first and may have looked for
                 # tasks (and deleted secrets) before these existed: undo them ourselves
                 await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
                 await self._delete_secret(deployment_id)
                 raise _undone(deployment_id)
-            await session.execute(stmt)
-            await session.execute(
-                update(ChargerDeployment)
-                .where(col(ChargerDeployment.id) == deployment_id,
-                       col(ChargerDeployment.state).in_([DeploymentState.PENDING, DeploymentState.LAUNCHING]))
-                .values(state=DeploymentState.STARTING, updated_at=now)
-            )
 
     @activity.defn
     async def wait_tasks_running(self, inp: WaitTasksInput) -> None:
