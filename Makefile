@@ -39,7 +39,8 @@ lint: $(SYNCED)
 docs: $(SYNCED)  ## regenerate docs/configuration.md from settings.py (a test fails when it is stale)
 	$(PY) -m devstack.config_doc
 
-bench: $(SYNCED)  ## throughput of the product against a bare asyncio baseline
+bench: $(SYNCED)  ## throughput of the product against the floor, a durable peer and a direct baseline
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet --group bench
 	$(PY) -m bench $(BENCH_ARGS)
 
 audit: $(SYNCED)  ## compare the database with ECS (needs `make run` in another terminal)

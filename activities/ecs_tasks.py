@@ -27,8 +27,7 @@ import time
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy import or_, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
@@ -47,6 +46,37 @@ POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 
 
+# The two writes of every start, each one statement (one round trip) prepared once: a start's
+# database work was most of the worker's activity CPU (profiled: docs/performance.md), a third of
+# it in building SQLAlchemy statements and going through the ORM's bulk-update path.
+
+# PENDING → LAUNCHING, only from PENDING; the row lock the UPDATE takes is the fence (a concurrent
+# `stop_location_tasks` that marked STOPPING first leaves nothing to update).
+CLAIM = text(
+    "UPDATE ocpp.charger_deployments SET state = :launching, updated_at = :now"
+    " WHERE id = :deployment_id AND state = :pending RETURNING id"
+)
+
+# The task's row and the deployment STARTING, under the deployment's row lock, unless the
+# deployment is being undone (STOPPING) or gone; returns the state found (no row: gone).
+RECORD = text("""
+    WITH deployment AS (
+        SELECT id, state FROM ocpp.charger_deployments WHERE id = :deployment_id FOR UPDATE
+    ), task AS (
+        INSERT INTO ocpp.ecs_tasks (task_arn, deployment_id, cluster, task_definition_arn,
+                                    last_status, desired_status, started_at, created_at, updated_at)
+        SELECT :task_arn, d.id, :cluster, :task_definition_arn, :last_status, :desired_status,
+               CAST(:started_at AS timestamptz), :now, :now
+        FROM deployment d WHERE d.state <> :stopping
+        ON CONFLICT (deployment_id)
+        DO UPDATE SET task_arn = EXCLUDED.task_arn, updated_at = EXCLUDED.updated_at
+    ), starting AS (
+        UPDATE ocpp.charger_deployments c SET state = :starting, updated_at = :now
+        FROM deployment d WHERE c.id = d.id AND d.state IN (:pending, :launching)
+    )
+    SELECT state FROM deployment""")
+
+
 def _undone(deployment_id: str) -> ApplicationError:
     return ApplicationError(f"deployment {deployment_id} is being undone; not starting it",
                             type=ErrorCode.CANCELLED.value, non_retryable=True)
@@ -56,6 +86,51 @@ def tag_value(text: str) -> str:
     """An AWS tag value takes letters, digits, spaces and `_ . : / = + - @` only: a charger
     identity may hold `*` (OCPP allows it), which RunTask would refuse for good."""
     return re.sub(r"[^\w\s.:/=+\-@]", "_", text)[:256]
+
+
+def secret_request(settings: Settings, inp: ChargerTaskInput) -> dict[str, Any]:
+    """CreateSecret's arguments for one charger (the bench's floor sends the very same)."""
+    return dict(
+        Name=charger_secret_name(settings, inp.deployment_id),
+        SecretString=charger_secret(settings.charger_secret_key, inp.deployment_id),
+        Description=f"OCPP basic-auth secret of {inp.identity}",
+        Tags=[{"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
+              {"Key": "ocpplab:location-id", "Value": inp.location_id},
+              {"Key": "ocpplab:job-id", "Value": inp.job_id}],
+    )
+
+
+def run_task_request(settings: Settings, inp: ChargerTaskInput, secret_arn: str) -> dict[str, Any]:
+    """RunTask's arguments for one charger (the bench's floor sends the very same)."""
+    s = settings
+    env = [
+        {"name": "CHARGER_IDENTITY", "value": inp.identity},
+        {"name": "CSMS_URL", "value": s.csms_url},
+        {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
+        {"name": "CHARGER_SECRET_ARN", "value": secret_arn},
+    ]
+    return dict(
+        cluster=s.ecs_cluster,
+        taskDefinition=s.ecs_task_definition,
+        launchType="FARGATE",
+        count=1,
+        clientToken=inp.deployment_id,
+        startedBy=inp.deployment_id,
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": s.ecs_subnets,
+                "securityGroups": s.ecs_security_groups,
+                "assignPublicIp": "ENABLED" if s.ecs_assign_public_ip else "DISABLED",
+            }
+        },
+        overrides={"containerOverrides": [{"name": s.ecs_container_name, "environment": env}]},
+        tags=[
+            {"key": "ocpplab:deployment-id", "value": inp.deployment_id},
+            {"key": "ocpplab:location-id", "value": inp.location_id},
+            {"key": "ocpplab:job-id", "value": inp.job_id},
+            {"key": "ocpplab:charger-identity", "value": tag_value(inp.identity)},
+        ],
+    )
 
 
 class EcsTaskActivities(interfaces.EcsTasks):
@@ -82,13 +157,13 @@ class EcsTaskActivities(interfaces.EcsTasks):
         RunTask whose answer was lost, so it must look for that task first. A deployment being
         undone (STOPPING, or its rows gone) is never started again."""
         async with self.sessions() as session, session.begin():
-            state = await self._locked_state(session, deployment_id)
-            if state == DeploymentState.PENDING:
-                await session.execute(
-                    update(ChargerDeployment).where(col(ChargerDeployment.id) == deployment_id)
-                    .values(state=DeploymentState.LAUNCHING, updated_at=utcnow())
-                )
+            claimed = (await session.execute(CLAIM, {
+                "deployment_id": deployment_id, "now": utcnow(),
+                "pending": DeploymentState.PENDING.value, "launching": DeploymentState.LAUNCHING.value,
+            })).first()
+            if claimed is not None:
                 return True
+            state = await self._locked_state(session, deployment_id)
         if state is None or state == DeploymentState.STOPPING:
             raise _undone(deployment_id)
         return False
@@ -146,15 +221,10 @@ class EcsTaskActivities(interfaces.EcsTasks):
 
     async def _put_secret(self, inp: ChargerTaskInput) -> str:
         """Create the charger's secret, or update it when an earlier attempt created it; its ARN."""
-        name = charger_secret_name(self.settings, inp.deployment_id)
-        value = charger_secret(self.settings.charger_secret_key, inp.deployment_id)
+        request = secret_request(self.settings, inp)
+        name, value = request["Name"], request["SecretString"]
         try:
-            created = await self.secrets.create_secret(
-                Name=name, SecretString=value, Description=f"OCPP basic-auth secret of {inp.identity}",
-                Tags=[{"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
-                      {"Key": "ocpplab:location-id", "Value": inp.location_id},
-                      {"Key": "ocpplab:job-id", "Value": inp.job_id}],
-            )
+            created = await self.secrets.create_secret(**request)
             return str(created["ARN"])
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "ResourceExistsException":
@@ -176,37 +246,9 @@ class EcsTaskActivities(interfaces.EcsTasks):
 
     async def _run_task(self, inp: ChargerTaskInput, secret_arn: str) -> tuple[dict[str, Any], bool]:
         """The task RunTask started, and whether botocore had to send the call more than once."""
-        s = self.settings
-        env = [
-            {"name": "CHARGER_IDENTITY", "value": inp.identity},
-            {"name": "CSMS_URL", "value": s.csms_url},
-            {"name": "DEPLOYMENT_ID", "value": inp.deployment_id},
-            {"name": "CHARGER_SECRET_ARN", "value": secret_arn},
-        ]
         started = time.monotonic()
         try:
-            response = await self.ecs.run_task(
-                cluster=s.ecs_cluster,
-                taskDefinition=s.ecs_task_definition,
-                launchType="FARGATE",
-                count=1,
-                clientToken=inp.deployment_id,
-                startedBy=inp.deployment_id,
-                networkConfiguration={
-                    "awsvpcConfiguration": {
-                        "subnets": s.ecs_subnets,
-                        "securityGroups": s.ecs_security_groups,
-                        "assignPublicIp": "ENABLED" if s.ecs_assign_public_ip else "DISABLED",
-                    }
-                },
-                overrides={"containerOverrides": [{"name": s.ecs_container_name, "environment": env}]},
-                tags=[
-                    {"key": "ocpplab:deployment-id", "value": inp.deployment_id},
-                    {"key": "ocpplab:location-id", "value": inp.location_id},
-                    {"key": "ocpplab:job-id", "value": inp.job_id},
-                    {"key": "ocpplab:charger-identity", "value": tag_value(inp.identity)},
-                ],
-            )
+            response = await self.ecs.run_task(**run_task_request(self.settings, inp, secret_arn))
         except ClientError as err:
             metrics.run_task(time.monotonic() - started, "error")
             raise permanent_or_raise(err) from err
@@ -238,30 +280,22 @@ class EcsTaskActivities(interfaces.EcsTasks):
             task_arn=task["taskArn"], deployment_id=deployment_id, cluster=self.settings.ecs_cluster,
             task_definition_arn=task.get("taskDefinitionArn", self.settings.ecs_task_definition),
             last_status=task.get("lastStatus", "PROVISIONING"),
-            desired_status=task.get("desiredStatus", "RUNNING"), created_at=now, updated_at=now,
+            desired_status=task.get("desiredStatus", "RUNNING"), now=now,
             started_at=(task.get("startedAt") or task.get("createdAt") or now)
             if task.get("lastStatus") == "RUNNING" else None,
-        )
-        stmt = insert(EcsTask).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["deployment_id"],
-            set_={"task_arn": stmt.excluded.task_arn, "updated_at": now},
+            stopping=DeploymentState.STOPPING.value, starting=DeploymentState.STARTING.value,
+            pending=DeploymentState.PENDING.value, launching=DeploymentState.LAUNCHING.value,
         )
         async with self.sessions() as session, session.begin():
-            state = await self._locked_state(session, deployment_id)
+            # one statement: lock the deployment, and unless it is being undone, write the task's
+            # row and move the deployment to STARTING
+            state = (await session.execute(RECORD, values)).scalar_one_or_none()
             if state is None or state == DeploymentState.STOPPING:
                 # the compensation (or a decommission) got here first and may have looked for
                 # tasks (and deleted secrets) before these existed: undo them ourselves
                 await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
                 await self._delete_secret(deployment_id)
                 raise _undone(deployment_id)
-            await session.execute(stmt)
-            await session.execute(
-                update(ChargerDeployment)
-                .where(col(ChargerDeployment.id) == deployment_id,
-                       col(ChargerDeployment.state).in_([DeploymentState.PENDING, DeploymentState.LAUNCHING]))
-                .values(state=DeploymentState.STARTING, updated_at=now)
-            )
 
     @activity.defn
     async def wait_tasks_running(self, inp: WaitTasksInput) -> None:

@@ -8,6 +8,14 @@ its target, the direct baseline measured in the same run, and met / not met. Not
 number; the targets are printed, never asserted.
 
 Scenarios (`--scenarios`, comma-separated; default all):
+- floor     the product's work per location with nothing around it (bench/floor.py): the same
+            rows of the 10 tables, one Secrets Manager secret and one RunTask per charger, from
+            one asyncio script with raw SQL (psycopg, no SQLAlchemy, no engine),
+            `--floor-concurrency` (32) locations in flight; same PostgreSQL and moto, its own
+            process. `--locations` x `--chargers`.
+- peer      the same steps as DBOS Transact workflows (bench/peer.py), one per location, every
+            step checkpointed in PostgreSQL (its system database in the same embedded
+            PostgreSQL), `--floor-concurrency` in flight; its own process.
 - baseline  the same activity code (write_location_rows, start_charger_task, activate_location)
             called straight from one asyncio loop, `--baseline-concurrency` locations in flight,
             no Temporal; same PostgreSQL and moto. `--locations` x `--chargers`.
@@ -40,6 +48,11 @@ printed: that is where the bottleneck shows.
     make bench                                        # full size: 1,000 x 2, 10,000 x 1
     make bench BENCH_ARGS="--locations 300 --chargers 1 --big 2000"     # a quick look
     make bench BENCH_ARGS="--scenarios baseline,product"
+    make bench BENCH_ARGS="--scenarios floor,peer,product --locations 200"   # the ratios, quickly
+
+After the scenarios: the product's time against the floor's (floor time / product time: "ours at
+X x the floor") and the peer's (peer time / product time), from the same invocation, and the CPU
+of every process per location of each scenario that provisioned locations.
     WORKERS=1 make bench                              # as `WORKERS=1 make run`
     CHILD_WINDOW=200 make bench                       # any setting reaches the stack's processes
 """
@@ -54,6 +67,7 @@ import os
 import string
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +85,7 @@ from api.schemas import BulkCreateRequest
 from bench import server_side
 from bench.histories import JobHistories, job_histories
 from bench.procstats import CpuSnapshot, CpuUsage, RssSampler
+from bench.runner import ScenarioProcess, stack_settings
 from bench.workload import body, pct
 from contracts.job_start import job_tuning
 from contracts.payloads import ActivateInput, ChargerTaskInput, ProvisionInput
@@ -79,12 +94,26 @@ from db.engine import make_engine, make_sessionmaker
 from devstack.stack import Ports, Stack, workers_from_env
 from settings import Settings
 
-SCENARIOS = ("baseline", "product", "latency", "big", "fairness")
+SCENARIOS = ("floor", "peer", "baseline", "product", "latency", "big", "fairness")
 T = TypeVar("T")
 
 
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+# A client error (the API unreachable, a connection reset while polling, a 5xx) is counted
+# against the scenario and the client goes on; a poller gives up after this many in a row.
+MAX_CONSECUTIVE_ERRORS = 50
+
+
+def error_kind(err: BaseException) -> str:
+    """How an error is counted: its type, e.g. `ReadError`, `ConnectError`, `HTTP 503`."""
+    if isinstance(err, httpx.HTTPStatusError):
+        return f"HTTP {err.response.status_code}"
+    if isinstance(err, PostRefused):
+        return f"POST answered {err.status}"
+    return type(err).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +169,14 @@ STATUS_ROUTE = "/ocpi/cpos/{cpo_id}/locations/jobs/{job_id}"
 BULK_ROUTE = "/ocpi/cpos/{cpo_id}/locations"
 
 
+class PostRefused(RuntimeError):
+    """A POST that did not answer 202."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"POST answered {status}: {text[:500]}")
+        self.status = status
+
+
 @dataclass
 class Row:
     what: str
@@ -152,8 +189,10 @@ class Row:
 @dataclass
 class Report:
     rows: list[Row] = field(default_factory=list)
-    cpu: list[tuple[str, float, CpuUsage]] = field(default_factory=list)
+    # (scenario label, wall seconds, CPU, locations provisioned: 0 where it is not the point)
+    cpu: list[tuple[str, float, CpuUsage, int]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    errors: dict[str, Counter[str]] = field(default_factory=dict)  # scenario → error kind → count
 
     def add(self, what: str, value: str, target: str = "", baseline: str = "",
             met: bool | None = None) -> None:
@@ -173,23 +212,41 @@ class Report:
         for row in table:
             print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
         if self.cpu:
-            names = sorted({n for _, _, usage in self.cpu for n in usage.procs}, key=_proc_order)
+            names = sorted({n for _, _, usage, _ in self.cpu for n in usage.procs}, key=_proc_order)
             print("\nCPU seconds per scenario (process and its children; box = whole machine, 2 cores"
                   " shared with others):")
             head = ["scenario", "wall s", *names, "box busy", "box iowait"]
             cells = [[label, f"{wall:.1f}", *(f"{usage.procs.get(n, 0.0):.1f}" for n in names),
                       f"{usage.box_busy:.1f}", f"{usage.box_iowait:.1f}"]
-                     for label, wall, usage in self.cpu]
-            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-            print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-            for c in cells:
-                print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
+                     for label, wall, usage, _ in self.cpu]
+            _table(head, cells)
+            per = [(label, usage, n) for label, _, usage, n in self.cpu if n]
+            if per:
+                print("\nCPU ms per location (same processes; `all` counts every one: the baseline runs"
+                      " in the bench's process, for the product the bench is its polling clients):")
+                head = ["scenario", *names, "all"]
+                cells = [[label, *(f"{usage.procs.get(p, 0.0) * 1000 / n:.1f}" for p in names),
+                          f"{sum(usage.procs.values()) * 1000 / n:.1f}"]
+                         for label, usage, n in per]
+                _table(head, cells)
+        if self.errors:
+            print("\nclient errors per scenario (counted, never fatal):")
+            for scenario, counts in self.errors.items():
+                detail = ", ".join(f"{kind} {count}" for kind, count in counts.most_common())
+                print(f"  {scenario}: {sum(counts.values())}" + (f" ({detail})" if detail else ""))
         for note in self.notes:
             print(f"- {note}")
 
 
+def _table(head: list[str], cells: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
+    print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+    for c in cells:
+        print("  ".join(v.rjust(w) for v, w in zip(c, widths, strict=True)))
+
+
 def _proc_order(name: str) -> tuple[int, str]:
-    order = ["temporal", "postgres", "moto", "worker", "api", "bench"]
+    order = ["temporal", "postgres", "moto", "worker", "api", "floor", "peer", "bench"]
     kind = name.split("-")[0]
     return (order.index(kind) if kind in order else len(order), name)
 
@@ -208,23 +265,15 @@ class Bench:
         self.stack = stack
         self.env = env
         self.report = Report()
-        self.settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            admin_token=env["ADMIN_TOKEN"], charger_secret_key=env["CHARGER_SECRET_KEY"],
-            database_url=env["DATABASE_URL"],
-            temporal_address=env["TEMPORAL_ADDRESS"], temporal_namespace=env["TEMPORAL_NAMESPACE"],
-            aws_endpoint_url=env["AWS_ENDPOINT_URL"], aws_region=env["AWS_REGION"],
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-            ecs_cluster=env["ECS_CLUSTER"], ecs_task_definition=env["ECS_TASK_DEFINITION"],
-            ecs_subnets=json.loads(env["ECS_SUBNETS"]),
-            ecs_security_groups=json.loads(env["ECS_SECURITY_GROUPS"]),
-            db_pool_size=20,  # the baseline's own pool: 100 in flight, 40 connections at most
-        )
+        # the baseline's own pool: 100 in flight, 40 connections at most
+        self.settings = stack_settings(env, db_pool_size=20)
         self.admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
         self.parties = ("".join(p) for p in itertools.product(string.ascii_uppercase, repeat=3))
         self.http: httpx.AsyncClient
         self.temporal: Client
         self.baseline_rate: dict[int, float] = {}  # chargers per location → locations/s
+        self.scenario = ""  # the one running: client errors are counted against it
+        self.seconds: dict[str, float] = {}  # floor / peer / baseline / product: time of the run
         self.client_lag: list[float] = []  # the bench's own event-loop lag while it polls
 
     async def run(self) -> None:
@@ -233,7 +282,43 @@ class Bench:
             self.http = http
             self.temporal = await connect(self.settings)
             for name in self.args.scenarios:
-                await getattr(self, name)()
+                self.scenario = name
+                self.report.errors[name] = Counter()
+                try:
+                    await getattr(self, name)()
+                except Exception as err:  # recorded; the next scenarios still run
+                    self.error(err)
+                    self.report.notes.append(f"{name}: aborted by {type(err).__name__}: {err}"[:500])
+                    say(f"{name}: aborted by {type(err).__name__}: {err}")
+            self.compare()
+
+    def compare(self) -> None:
+        """The product (and the direct baseline) against the floor and the peer, same run."""
+        t = self.seconds
+        size = f"{self.args.locations} x {self.args.chargers}"
+        if "product" in t and "floor" in t:
+            ratio = t["floor"] / t["product"]
+            self.report.add(f"product {size} against the floor (floor time / product time)",
+                            f"ours at {ratio:.2f}x the floor ({t['product']:.1f} s vs {t['floor']:.1f} s)",
+                            target=">= 0.5x", met=ratio >= 0.5)
+        if "product" in t and "peer" in t:
+            ratio = t["peer"] / t["product"]
+            self.report.add(f"product {size} against the peer (peer time / product time)",
+                            f"{ratio:.2f}x the peer's throughput ({t['product']:.1f} s vs {t['peer']:.1f} s)",
+                            target=">= 1.5x", met=ratio >= 1.5)
+        if "baseline" in t and "floor" in t:
+            ratio = t["baseline"] / t["floor"]
+            self.report.add(f"direct baseline {size}: the activity code's time / the floor's",
+                            f"{ratio:.2f}x ({t['baseline']:.1f} s vs {t['floor']:.1f} s)",
+                            target="<= 1.2x", met=ratio <= 1.2)
+        if "peer" in t and "floor" in t:
+            self.report.add(f"peer {size} against the floor (floor time / peer time)",
+                            f"{t['floor'] / t['peer']:.2f}x")
+
+    def error(self, err: BaseException | str) -> None:
+        """Count a client error against the running scenario."""
+        kind = err if isinstance(err, str) else error_kind(err)
+        self.report.errors.setdefault(self.scenario, Counter())[kind] += 1
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -251,7 +336,7 @@ class Bench:
         response = await self.http.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, content=content)
         elapsed = time.perf_counter() - started
         if response.status_code != 202:
-            raise RuntimeError(f"POST answered {response.status_code}: {response.text[:500]}")
+            raise PostRefused(response.status_code, response.text)
         return dict(response.json()), elapsed
 
     async def prepare(self, label: str) -> None:
@@ -272,14 +357,17 @@ class Bench:
         if waited > 1:
             say(f"{label}: waited {waited:.0f}s for the stack to drain")
 
-    async def measured(self, label: str, work: Callable[[], Awaitable[T]]) -> T:
-        """Run `work`, recording the CPU seconds of every process of the stack meanwhile."""
-        pids = {**self.stack.pids(), "bench": os.getpid()}
+    async def measured(self, label: str, work: Callable[[], Awaitable[T]],
+                       extra: dict[str, int] | None = None, locations: int = 0) -> T:
+        """Run `work`, recording the CPU seconds of every process of the stack meanwhile (and of
+        `extra` processes: a floor's or a peer's). `locations`: per-location CPU is printed."""
+        pids = {**self.stack.pids(), "bench": os.getpid(), **(extra or {})}
         before = CpuSnapshot.take(pids)
         started = time.perf_counter()
         result = await work()
         wall = time.perf_counter() - started
-        self.report.cpu.append((label, wall, CpuUsage.between(before, CpuSnapshot.take(pids))))
+        usage = CpuUsage.between(before, CpuSnapshot.take(pids))
+        self.report.cpu.append((label, wall, usage, locations))
         return result
 
     async def poll_until_done(
@@ -292,11 +380,24 @@ class Bench:
 
         async def poller(number: int) -> None:
             await asyncio.sleep(interval * number / pollers)
+            failed = 0  # in a row
             while not done.is_set():
                 started = time.perf_counter()
-                response = await self.http.get(status_url, headers=token)
+                try:
+                    response = await self.http.get(status_url, headers=token)
+                    if response.status_code != 200:
+                        self.error(f"status GET answered {response.status_code}")
+                    status = response.json() if response.status_code == 200 else {}
+                    failed = 0
+                except (httpx.HTTPError, ValueError) as err:  # transport error, or a body not JSON
+                    self.error(err)
+                    failed += 1
+                    if failed >= MAX_CONSECUTIVE_ERRORS:
+                        say(f"a poller gave up after {failed} errors in a row ({error_kind(err)})")
+                        return
+                    await asyncio.sleep(interval)
+                    continue
                 latencies.append(time.perf_counter() - started)
-                status = response.json() if response.status_code == 200 else {}
                 if status.get("status", "PROVISIONING") not in ("PENDING", "PROVISIONING"):
                     final.update(status)
                     done.set()
@@ -305,6 +406,7 @@ class Bench:
 
         probe = asyncio.create_task(loop_lag(done, self.client_lag))
         await asyncio.gather(*(poller(i) for i in range(pollers)))
+        done.set()  # every poller gave up: the probe stops too
         await probe
         return final
 
@@ -359,6 +461,36 @@ class Bench:
 
     # -- scenarios --------------------------------------------------------------------------
 
+    async def floor(self) -> None:
+        await self.side_scenario("floor", "bench.floor", "raw SQL + aioboto3, no engine")
+
+    async def peer(self) -> None:
+        await self.side_scenario("peer", "bench.peer", "DBOS Transact workflows, steps checkpointed")
+
+    async def side_scenario(self, name: str, module: str, what: str) -> None:
+        """The floor or the peer, in a process of its own (bench/runner.py) on the same stack."""
+        a = self.args
+        n, chargers = a.locations, a.chargers
+        await self.prepare(name)
+        cpo_id, _ = await self.cpo()
+        spec = {"cpo_id": int(cpo_id), "locations": n, "chargers": chargers,
+                "tag": f"{name.upper()}{cpo_id}", "concurrency": a.floor_concurrency}
+        say(f"{name}: {n} x {chargers}, {a.floor_concurrency} in flight, {what}")
+        async with ScenarioProcess(module, self.env, spec) as child:
+            result = await self.measured(f"{name} {n}x{chargers}", child.go,
+                                         extra={name: child.pid}, locations=n)
+        for kind, count in result["errors"].items():  # its own locations that failed
+            self.report.errors[name][kind] += count
+        seconds = float(result["seconds"])
+        self.seconds[name] = seconds
+        done = f"{result['active_locations']} active, {result['task_rows']} task rows" + (
+            f", {result['checkpoints']} step checkpoints" if "checkpoints" in result else "")
+        self.report.add(f"{name} {n} x {chargers} ({what}): time / throughput",
+                        f"{seconds:.1f} s, {n / seconds:.1f} loc/s ({done})")
+        if result["active_locations"] != n or result["task_rows"] != n * chargers:
+            self.report.notes.append(f"{name}: only {done} of {n} locations x {chargers} chargers"
+                                     + "".join(f"; first error: {e}" for e in result["first_error"]))
+
     async def baseline(self) -> None:
         n, chargers = self.args.locations, self.args.chargers
         await self.prepare("baseline")
@@ -367,8 +499,10 @@ class Bench:
         seconds = await self.measured(
             f"baseline {n}x{chargers}",
             lambda: baseline(self.settings, int(cpo_id), n, chargers, self.args.baseline_concurrency),
+            locations=n,
         )
         self.baseline_rate[chargers] = n / seconds
+        self.seconds["baseline"] = seconds
         self.report.add(f"direct baseline {n} x {chargers}: time / throughput",
                         f"{seconds:.1f} s, {n / seconds:.1f} loc/s",
                         baseline=f"{n / seconds:.1f} loc/s (fresh ECS)")
@@ -383,7 +517,9 @@ class Bench:
         elapsed, answered, latencies, _, job_id = await self.measured(
             f"product {n}x{chargers}",
             lambda: self.run_job(n, chargers, a.pollers, a.poll_interval, "PROD"),
+            locations=n,
         )
+        self.seconds["product"] = elapsed
         rate = n / elapsed
         base = self.baseline_rate.get(chargers)
         self.report.add(
@@ -448,7 +584,11 @@ class Bench:
                 # each client is a CPO of its own (one CPO would soon hit its running-jobs quota)
                 client_cpo, client_token = await self.cpo()
                 for _ in queue:
-                    accepted, seconds = await self.post(client_cpo, client_token, content)
+                    try:
+                        accepted, seconds = await self.post(client_cpo, client_token, content)
+                    except (httpx.HTTPError, PostRefused) as err:  # counted, the client goes on
+                        self.error(err)
+                        continue
                     latencies.append(seconds)
                     jobs.append(accepted["job_id"])
 
@@ -510,7 +650,7 @@ class Bench:
             for fair in (False, True):
                 label = (f"fairness {'on' if fair else 'off'}, ECS "
                          f"{f'{rate}/s' if rate else 'unlimited'}")
-                seconds, note = await small_job_beside_a_big_cpo(a, fair, rate, label)
+                seconds, note = await small_job_beside_a_big_cpo(a, fair, rate, label, self.error)
                 self.report.add(
                     f"{label}: another CPO's 1 x 2 job beside {a.fair_jobs} jobs of "
                     f"{a.fair_locations} x 2", f"READY in {seconds:.1f} s ({note})",
@@ -519,6 +659,7 @@ class Bench:
 
 async def small_job_beside_a_big_cpo(
     args: argparse.Namespace, fairness: bool, ecs_rate: int | None, label: str,
+    on_error: Callable[[BaseException], None],
 ) -> tuple[float, str]:
     """The fairness scenario on a stack of its own (the dev server's fairness is set at its
     start, the ECS rate limit at the workers'): seconds from the POST of the small job to its
@@ -557,7 +698,7 @@ async def small_job_beside_a_big_cpo(
                 await asyncio.sleep(args.fair_warmup)
                 started = time.perf_counter()
                 accepted = await post(small_cpo, small_token, 1, "SMALL")
-                final = await poll(http, accepted["status_url"], small_token)
+                final = await poll(http, accepted["status_url"], small_token, on_error)
                 seconds = time.perf_counter() - started
                 done = 0
                 for job in big_jobs:
@@ -572,9 +713,19 @@ async def small_job_beside_a_big_cpo(
 
 
 async def poll(http: httpx.AsyncClient, status_url: str, token: dict[str, str],
-               interval: float = 0.1) -> dict[str, Any]:
+               on_error: Callable[[BaseException], None], interval: float = 0.1) -> dict[str, Any]:
+    failed = 0
     while True:
-        status = (await http.get(status_url, headers=token)).json()
+        try:
+            status = (await http.get(status_url, headers=token)).json()
+            failed = 0
+        except (httpx.HTTPError, ValueError) as err:
+            on_error(err)
+            failed += 1
+            if failed >= MAX_CONSECUTIVE_ERRORS:
+                raise
+            await asyncio.sleep(interval)
+            continue
         if status.get("status") not in ("PENDING", "PROVISIONING"):
             return dict(status)
         await asyncio.sleep(interval)
@@ -616,6 +767,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--posts", type=int, default=200, help="bodies posted in the latency scenario")
     parser.add_argument("--post-size", type=int, default=10, help="locations per posted body")
     parser.add_argument("--baseline-concurrency", type=int, default=100, help="baseline locations in flight")
+    parser.add_argument("--floor-concurrency", type=int, default=32, help="floor / peer locations in flight")
     parser.add_argument("--history-sample", type=int, default=50, help="child histories fetched per job")
     parser.add_argument("--fair-jobs", type=int, default=5, help="fairness: the big CPO's jobs")
     parser.add_argument("--fair-locations", type=int, default=300,
