@@ -37,7 +37,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError
 
 from api.app import create_app
-from bench.histories import work_by_identity
 from contracts import ids
 from contracts.temporal import connect
 from db.engine import make_engine
@@ -50,6 +49,7 @@ from tests.fault_proxy import Fault, FaultProxy
 from tests.helpers import create_cpo, eventually, expected_counts, running_tasks, table_counts
 from tests.suite_stack import asgi_client
 from worker.audit import audit, render
+from worker.histories import work_by_identity
 
 pytestmark = pytest.mark.faults
 
