@@ -21,6 +21,7 @@ from api.read_cache import ReadCaches
 from api.request_log import RequestLogContext
 from api.routes import cpos, health, locations, templates, tokens, webhooks
 from api.schemas import BulkCreateRequest
+from api.state import Services
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
 from observability.tracing import fastapi_telemetry, init_tracing
@@ -42,6 +43,7 @@ def create_app(
     left alone in tests."""
     settings = settings or get_settings()
     ocpi_app = create_ocpi_app()
+    metrics = ApiMetrics()
     init_tracing(settings.otel_exporter_otlp_endpoint, "ocpplab-api")
 
     @asynccontextmanager
@@ -50,18 +52,14 @@ def create_app(
         if configure_logs:  # after uvicorn set up its loggers, which this takes over
             configure_logging(settings.log_format, settings.log_level)
         engine = make_engine(settings)
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.sessions = make_sessionmaker(engine)
-        app.state.temporal = TemporalConnector(settings, temporal_client)
-        app.state.inflight = {}  # CPO id -> requests being served (api.deps.limit_inflight)
-        app.state.read_cache = ReadCaches(settings.auth_cache_seconds, settings.status_cache_seconds,
-                                          settings.status_cache_max_bytes)
-        app.state.handshakes = HandshakeSlots(settings.ocpi_handshakes_per_cpo,
-                                              settings.ocpi_handshakes_per_process)
-        # the OCPI sub-app shares them
-        for name in ("settings", "engine", "sessions", "temporal", "read_cache", "handshakes"):
-            setattr(ocpi_app.state, name, getattr(app.state, name))
+        app.state.services = ocpi_app.state.services = Services(
+            settings=settings, engine=engine, sessions=make_sessionmaker(engine),
+            temporal=TemporalConnector(settings, temporal_client),
+            read_cache=ReadCaches(settings.auth_cache_seconds, settings.status_cache_seconds,
+                                  settings.status_cache_max_bytes),
+            handshakes=HandshakeSlots(settings.ocpi_handshakes_per_cpo, settings.ocpi_handshakes_per_process),
+            metrics=metrics,
+        )
         if configure_logs:  # the process's own app (not a test's)
             # The ~170,000 objects of start-up (modules, the app, the schemas) live as long as
             # the process: out of the collector's sight, a full collection takes ~0.1 ms instead
@@ -76,8 +74,7 @@ def create_app(
                   lifespan=lifespan, telemetry=fastapi_telemetry())  # type: ignore[arg-type]
     problems.install(app)
     app.add_middleware(BodyGuard)
-    app.state.metrics = ApiMetrics()
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestLogContext)  # outermost: every line of the request has its context
     app.add_api_route("/metrics", metrics_endpoint, include_in_schema=False)
     app.include_router(health.router)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.deps import authenticate
 from api.ocpi.transport import CLIENT_ERROR, SERVER_ERROR, OcpiError, identify, ocpi_json
 from api.problems import DATABASE_DOWN, ApiError, is_db_down, problem_response
+from api.state import services
 
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 OCPI_PREFIX = "/ocpi/cpo/"  # the eMSPs' OCPI interface: `Authorization: Token ...`
@@ -51,7 +52,7 @@ class BodyGuard:
                     503, "DATABASE_UNAVAILABLE", DATABASE_DOWN,
                     headers={"Retry-After": "5"}))
                 return
-        limit: int = scope["app"].state.settings.max_body_bytes
+        limit: int = scope["app"].state.services.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and not _within(declared, limit):
             await _refuse(request, send, ApiError(
@@ -63,7 +64,7 @@ class BodyGuard:
     async def _ocpi(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
         """OCPI: the `Token` is checked first (an OCPI 401 envelope), then the body is capped at
         `ocpi_max_body_bytes` (a credentials object is well under 1 KiB)."""
-        state = scope["app"].state
+        state = services(request)
         cpo_id = scope["path"][len(OCPI_PREFIX):].partition("/")[0]
         try:
             caller = await identify(state.sessions, state.settings, cpo_id,
@@ -104,8 +105,8 @@ class BodyGuard:
     @staticmethod
     async def _principal(request: Request) -> Any:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        return await authenticate(scheme, token.strip(), request.app.state.settings,
-                                  request.app.state.sessions, request.app.state.read_cache)
+        return await authenticate(scheme, token.strip(), services(request).settings,
+                                  services(request).sessions, services(request).read_cache)
 
 
 def _within(declared: str, limit: int) -> bool:

@@ -18,6 +18,7 @@ from temporalio.client import Client
 
 from api.problems import TEMPORAL_DOWN, ApiError
 from api.read_cache import KnownToken, ReadCaches
+from api.state import services
 from contracts.ids import sha256_hex
 from contracts.temporal import connect
 from db.models import ApiToken, PartnerOperation, utcnow
@@ -30,12 +31,12 @@ bearer = HTTPBearer(auto_error=False, description="admin token, or the CPO's own
 
 async def get_settings(request: Request) -> Settings:
     # async: a plain `def` dependency is run on a thread pool, a thread hop on every request
-    settings: Settings = request.app.state.settings
+    settings: Settings = services(request).settings
     return settings
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
+    async with services(request).sessions() as session:
         yield session
 
 
@@ -64,7 +65,7 @@ class TemporalConnector:
 
 
 async def get_temporal(request: Request) -> TemporalConnector:
-    connector: TemporalConnector = request.app.state.temporal
+    connector: TemporalConnector = services(request).temporal
     return connector
 
 
@@ -116,7 +117,7 @@ async def get_principal(
     if credentials is None:
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
     return await authenticate(credentials.scheme, credentials.credentials, settings,
-                              request.app.state.sessions, request.app.state.read_cache)
+                              services(request).sessions, services(request).read_cache)
 
 
 async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -153,8 +154,8 @@ async def get_cpo(
     cpo_number = int(cpo_id)
     if not principal.is_admin and principal.cpo_id != cpo_number:
         raise ApiError(403, "FORBIDDEN", "this token may only act on its own CPO")
-    cache: ReadCaches = request.app.state.read_cache
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    cache: ReadCaches = services(request).read_cache
+    sessions: async_sessionmaker[AsyncSession] = services(request).sessions
 
     async def lookup() -> Cpo | None:
         async with sessions() as own:
@@ -176,7 +177,7 @@ CpoDep = Annotated[Cpo, Depends(get_cpo)]
 
 
 async def get_read_cache(request: Request) -> ReadCaches:
-    cache: ReadCaches = request.app.state.read_cache
+    cache: ReadCaches = services(request).read_cache
     return cache
 
 
@@ -186,8 +187,8 @@ ReadCacheDep = Annotated[ReadCaches, Depends(get_read_cache)]
 async def limit_inflight(cpo: Annotated[Cpo, Depends(get_cpo)], request: Request) -> AsyncIterator[None]:
     """429 when one CPO already has `max_inflight_requests_per_cpo` requests being served by this
     API process (PATCH, DELETE and cancel may wait on Temporal: one CPO must not hold them all)."""
-    counts: dict[int, int] = request.app.state.inflight
-    settings: Settings = request.app.state.settings
+    counts: dict[int, int] = services(request).inflight
+    settings: Settings = services(request).settings
     if counts.get(cpo.id, 0) >= settings.max_inflight_requests_per_cpo:
         raise ApiError(429, "TOO_MANY_REQUESTS",
                        f"this CPO has {settings.max_inflight_requests_per_cpo} requests in flight; retry "

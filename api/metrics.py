@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.problems import problem_response
+from api.state import services
 
 # One label for every request no route took: unknown paths (scanners cannot blow up the series)
 # and the requests the body guard refused before routing (401/413 on a bulk POST).
@@ -86,11 +87,11 @@ class MetricsMiddleware:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    token: str | None = request.app.state.settings.api_metrics_token
+    token: str | None = services(request).settings.api_metrics_token
     if token:
         scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             return problem_response(request, 401, "UNAUTHORIZED", "the metrics token is required",
                                     headers={"WWW-Authenticate": "Bearer"})
-    metrics: ApiMetrics = request.app.state.metrics
+    metrics: ApiMetrics = services(request).metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -141,7 +141,7 @@ def _json_size(entry: tuple[float, Any]) -> int:
 
 
 class ReadCaches:
-    """The API process's caches (`app.state.read_cache`)."""
+    """The API process's caches (`services(request).read_cache`)."""
 
     def __init__(self, auth_seconds: float, status_seconds: float,
                  status_max_bytes: int = 64 * 1024 * 1024) -> None:

@@ -48,7 +48,7 @@ async def serve_gateway(settings: Settings, client: Client) -> AsyncIterator[htt
         if server.started:
             break
         await asyncio.sleep(0.02)
-    app.state.temporal._client = client
+    app.state.services.temporal._client = client
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         yield http
     server.should_exit = True

@@ -83,7 +83,7 @@ async def test_unknown_tokens_are_not_remembered(app_with: Any, admin: dict[str,
         for n in range(3):
             bad = {"Authorization": f"Bearer cpo_not-a-token-{n}"}
             assert (await api.get(f"/ocpi/cpos/{cpo_id}/locations", headers=bad)).status_code == 401
-        cache = api._transport.app.state.read_cache  # type: ignore[attr-defined]
+        cache = api._transport.app.state.services.read_cache  # type: ignore[attr-defined]
         assert len(cache.tokens) == 0
 
 

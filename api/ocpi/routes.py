@@ -36,6 +36,7 @@ from api.ocpi.transport import (
     ocpi_json,
     unauthorized,
 )
+from api.state import services
 from contracts.ids import sha256_hex
 from db.models import OcpiPartner, OcpiTokenA, PartnerOperation, utcnow
 from db.ocpi_wire import location_by_id, location_page
@@ -141,14 +142,14 @@ def apply_credentials(partner: OcpiPartner, body: CredentialsIn, peer: PeerVersi
 
 
 def sessions_of(request: Request) -> async_sessionmaker[AsyncSession]:
-    sessions: async_sessionmaker[AsyncSession] = request.app.state.sessions
+    sessions: async_sessionmaker[AsyncSession] = services(request).sessions
     return sessions
 
 
 @asynccontextmanager
 async def handshake_slot(request: Request, cpo_id: int) -> AsyncIterator[None]:
     """Refused at once (429, OCPI 2000) when this CPO, or this process, has its handshakes."""
-    slots: HandshakeSlots = request.app.state.handshakes
+    slots: HandshakeSlots = services(request).handshakes
     async with slots.take(cpo_id) as taken:
         if not taken:
             raise OcpiError(429, CLIENT_ERROR, "too many credentials handshakes at once; retry later",

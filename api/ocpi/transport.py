@@ -25,6 +25,7 @@ from sqlmodel import col
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.problems import DATABASE_DOWN, is_db_down
+from api.state import services
 from contracts.ids import sha256_hex
 from db.models import OcpiPartner, OcpiTokenA, utcnow
 from db.ocpi_wire import ocpi_datetime
@@ -156,7 +157,7 @@ async def get_caller(
     known: Caller | None = getattr(request.state, "ocpi_caller", None)
     if known is not None:
         return known
-    return await identify(request.app.state.sessions, request.app.state.settings, cpo_id, authorization)
+    return await identify(services(request).sessions, services(request).settings, cpo_id, authorization)
 
 
 async def registered(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

@@ -42,6 +42,7 @@ from api.schemas import (
     TokenAInfo,
     TokenAOut,
 )
+from api.state import services
 from contracts.ids import sha256_hex
 from db.models import ApiToken, OcpiPartner, OcpiTokenA, PartnerOperation, utcnow
 from settings import Settings
@@ -190,7 +191,7 @@ def _failed(err: Exception) -> ApiError:
 
 @asynccontextmanager
 async def _slot(request: Request, cpo_id: int) -> AsyncIterator[None]:
-    slots: HandshakeSlots = request.app.state.handshakes
+    slots: HandshakeSlots = services(request).handshakes
     async with slots.take(cpo_id) as taken:
         if not taken:
             raise ApiError(429, "TOO_MANY_HANDSHAKES", "too many OCPI handshakes at once for this CPO "

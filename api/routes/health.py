@@ -14,6 +14,7 @@ from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 
 from api.deps import get_temporal
 from api.problems import PROBLEM_JSON, TITLES, Problem, error_responses
+from api.state import services
 
 log = logging.getLogger("api.health")
 router = APIRouter(tags=["Health"])
@@ -26,7 +27,7 @@ async def healthz() -> dict[str, str]:
 
 
 async def _postgres(request: Request) -> None:
-    async with request.app.state.sessions() as session:
+    async with services(request).sessions() as session:
         await session.execute(text("SELECT 1"))
 
 

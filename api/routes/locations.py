@@ -38,6 +38,7 @@ from api.schemas import (
     LocationPatchIn,
     UpdateAccepted,
 )
+from api.state import services
 from contracts.vocabulary import JobStatus, LocationStatus
 from db.catalog import location_templates
 from db.models import Job
@@ -151,7 +152,7 @@ async def bulk_create_locations(
         before_create=lambda: _before_create(session, settings, cpo_id, body),
     )
     bind_log_context(job_id=job.id)
-    with request.app.state.metrics.workflow_start.time():
+    with services(request).metrics.workflow_start.time():
         run_id = await start_job_workflow(client, settings, session, job, created)
     log.info("job %s %s: %d location(s)", job.id, "accepted" if created else "repeated", job.total)
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
@@ -200,7 +201,7 @@ async def get_job_status(
     api/read_cache.py: at most `status_cache_seconds` old for a job polled often);
     once the job has ended, `results` holds one page of its locations by index (100 by default),
     so a poll stays small."""
-    sessions = request.app.state.sessions
+    sessions = services(request).sessions
 
     async def read() -> JobStatusOut:
         # its own session: a background refresh outlives the request's
@@ -270,7 +271,7 @@ async def retry_job(
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
     job, created = await create_retry_job(session, settings, original, all, idempotency_key)
     bind_log_context(job_id=job.id)
-    with request.app.state.metrics.workflow_start.time():
+    with services(request).metrics.workflow_start.time():
         run_id = await start_job_workflow(client, settings, session, job, created)
     cache.statuses.forget(job_id)  # the original's status lists its retries at once
     log.info("job %s %s: retry of %s, %d location(s)", job.id, "accepted" if created else "repeated",
