@@ -53,10 +53,13 @@ def create_app(
             configure_logging(settings.log_format, settings.log_level)
         engine = make_engine(settings)
         app.state.services = ocpi_app.state.services = Services(
-            settings=settings, engine=engine, sessions=make_sessionmaker(engine),
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
             temporal=TemporalConnector(settings, temporal_client),
-            read_cache=ReadCaches(settings.auth_cache_seconds, settings.status_cache_seconds,
-                                  settings.status_cache_max_bytes),
+            read_cache=ReadCaches(
+                settings.auth_cache_seconds, settings.status_cache_seconds, settings.status_cache_max_bytes
+            ),
             handshakes=HandshakeSlots(settings.ocpi_handshakes_per_cpo, settings.ocpi_handshakes_per_process),
             metrics=metrics,
         )
@@ -70,8 +73,13 @@ def create_app(
         finally:
             await engine.dispose()
 
-    app = FastAPI(title="OCPPLAB Gateway API", version="0.1.0", description=DESCRIPTION,
-                  lifespan=lifespan, telemetry=fastapi_telemetry())  # type: ignore[arg-type]
+    app = FastAPI(
+        title="OCPPLAB Gateway API",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        telemetry=fastapi_telemetry(),  # type: ignore[arg-type]
+    )
     problems.install(app)
     app.add_middleware(BodyGuard)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -92,8 +100,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's document, plus the bulk body's schemas: the bulk POST parses its body itself
     (api/bulk_validation.py), so FastAPI does not collect them from the route."""
     if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes)
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
         body = BulkCreateRequest.model_json_schema(ref_template="#/components/schemas/{model}")
         found = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in {**body.pop("$defs", {}), "BulkCreateRequest": body}.items():

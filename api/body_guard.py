@@ -48,16 +48,24 @@ class BodyGuard:
             except Exception as err:
                 if not is_db_down(err):
                     raise
-                await _refuse(request, send, ApiError(
-                    503, "DATABASE_UNAVAILABLE", DATABASE_DOWN,
-                    headers={"Retry-After": "5"}))
+                await _refuse(
+                    request,
+                    send,
+                    ApiError(503, "DATABASE_UNAVAILABLE", DATABASE_DOWN, headers={"Retry-After": "5"}),
+                )
                 return
         limit: int = scope["app"].state.services.settings.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and not _within(declared, limit):
-            await _refuse(request, send, ApiError(
-                413, "PAYLOAD_TOO_LARGE",
-                f"the body is larger than {limit} bytes; split the locations over several requests"))
+            await _refuse(
+                request,
+                send,
+                ApiError(
+                    413,
+                    "PAYLOAD_TOO_LARGE",
+                    f"the body is larger than {limit} bytes; split the locations over several requests",
+                ),
+            )
             return
         await self.app(scope, _counting(receive, limit), send)
 
@@ -65,26 +73,30 @@ class BodyGuard:
         """OCPI: the `Token` is checked first (an OCPI 401 envelope), then the body is capped at
         `ocpi_max_body_bytes` (a credentials object is well under 1 KiB)."""
         state = services(request)
-        cpo_id = scope["path"][len(OCPI_PREFIX):].partition("/")[0]
+        cpo_id = scope["path"][len(OCPI_PREFIX) :].partition("/")[0]
         try:
-            caller = await identify(state.sessions, state.settings, cpo_id,
-                                    request.headers.get("authorization"))
+            caller = await identify(
+                state.sessions, state.settings, cpo_id, request.headers.get("authorization")
+            )
         except OcpiError as err:
-            await _refuse_ocpi(request, send, ocpi_json(None, err.status_code, err.message, err.http_status,
-                                                        err.headers))
+            await _refuse_ocpi(
+                request, send, ocpi_json(None, err.status_code, err.message, err.http_status, err.headers)
+            )
             return
         except Exception as err:
             if not is_db_down(err):
                 raise
-            await _refuse_ocpi(request, send, ocpi_json(None, SERVER_ERROR, DATABASE_DOWN, 503,
-                                                        {"Retry-After": "5"}))
+            await _refuse_ocpi(
+                request, send, ocpi_json(None, SERVER_ERROR, DATABASE_DOWN, 503, {"Retry-After": "5"})
+            )
             return
         scope.setdefault("state", {})["ocpi_caller"] = caller  # api.ocpi.transport.get_caller
         limit: int = state.settings.ocpi_max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and not _within(declared, limit):
-            await _refuse_ocpi(request, send, ocpi_json(
-                None, CLIENT_ERROR, f"the body is larger than {limit} bytes", 413))
+            await _refuse_ocpi(
+                request, send, ocpi_json(None, CLIENT_ERROR, f"the body is larger than {limit} bytes", 413)
+            )
             return
         # A credentials object is small: read it here, whole, and refuse it here past the limit
         # (an error raised from `receive` would reach the sub-app's middleware as a group).
@@ -95,8 +107,11 @@ class BodyGuard:
                 return  # the client went away
             body += message.get("body", b"")
             if len(body) > limit:
-                await _refuse_ocpi(request, send, ocpi_json(
-                    None, CLIENT_ERROR, f"the body is larger than {limit} bytes", 413))
+                await _refuse_ocpi(
+                    request,
+                    send,
+                    ocpi_json(None, CLIENT_ERROR, f"the body is larger than {limit} bytes", 413),
+                )
                 return
             if not message.get("more_body", False):
                 break
@@ -105,8 +120,13 @@ class BodyGuard:
     @staticmethod
     async def _principal(request: Request) -> Any:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        return await authenticate(scheme, token.strip(), services(request).settings,
-                                  services(request).sessions, services(request).read_cache)
+        return await authenticate(
+            scheme,
+            token.strip(),
+            services(request).settings,
+            services(request).sessions,
+            services(request).read_cache,
+        )
 
 
 def _within(declared: str, limit: int) -> bool:

@@ -55,17 +55,12 @@ def request_hash(body: BulkCreateRequest) -> str:
     return hashlib.sha256(body.model_dump_json(exclude=exclude).encode()).hexdigest()
 
 
-async def find_idempotent(
-    session: AsyncSession, cpo_id: int, key: str, digest: str
-) -> Job | None:
+async def find_idempotent(session: AsyncSession, cpo_id: int, key: str, digest: str) -> Job | None:
     job = (
-        await session.execute(
-            select(Job).where(col(Job.cpo_id) == cpo_id, col(Job.idempotency_key) == key)
-        )
+        await session.execute(select(Job).where(col(Job.cpo_id) == cpo_id, col(Job.idempotency_key) == key))
     ).scalar_one_or_none()
     if job is not None and job.request_hash != digest:
-        raise ApiError(422, "IDEMPOTENCY_KEY_REUSED",
-                       "this Idempotency-Key was used with a different body")
+        raise ApiError(422, "IDEMPOTENCY_KEY_REUSED", "this Idempotency-Key was used with a different body")
     return job
 
 
@@ -84,19 +79,31 @@ async def lock_job_creation(session: AsyncSession, cpo_id: int) -> None:
 async def check_cpo_quota(session: AsyncSession, settings: Settings, cpo_id: int, locations: int) -> None:
     """429 when the CPO already runs its share: so many jobs, or so many locations queued. A soft
     limit (two racing POSTs may both pass): it exists so one CPO cannot fill the queues for all."""
-    running, queued = (await session.execute(
-        select(func.count(), func.coalesce(func.sum(col(Job.total)), 0))
-        .where(col(Job.cpo_id) == cpo_id, col(Job.status) == JobStatus.PROVISIONING)
-    )).one()
+    running, queued = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(col(Job.total)), 0)).where(
+                col(Job.cpo_id) == cpo_id, col(Job.status) == JobStatus.PROVISIONING
+            )
+        )
+    ).one()
     retry = {"Retry-After": "30"}
     if running >= settings.max_running_jobs_per_cpo:
-        raise ApiError(429, "TOO_MANY_JOBS", f"this CPO already runs {running} jobs (the limit is "
-                       f"{settings.max_running_jobs_per_cpo}); retry when one has ended", headers=retry)
+        raise ApiError(
+            429,
+            "TOO_MANY_JOBS",
+            f"this CPO already runs {running} jobs (the limit is "
+            f"{settings.max_running_jobs_per_cpo}); retry when one has ended",
+            headers=retry,
+        )
     if queued + locations > settings.max_queued_locations_per_cpo:
-        raise ApiError(429, "TOO_MANY_QUEUED_LOCATIONS",
-                       f"this CPO's running jobs hold {queued} locations; with {locations} more it would "
-                       f"pass its limit of {settings.max_queued_locations_per_cpo}; retry when some "
-                       "have been provisioned", headers=retry)
+        raise ApiError(
+            429,
+            "TOO_MANY_QUEUED_LOCATIONS",
+            f"this CPO's running jobs hold {queued} locations; with {locations} more it would "
+            f"pass its limit of {settings.max_queued_locations_per_cpo}; retry when some "
+            "have been provisioned",
+            headers=retry,
+        )
 
 
 async def create_job_rows(
@@ -104,8 +111,15 @@ async def create_job_rows(
 ) -> Job:
     """The job row and one `job_locations` row per location, in one transaction."""
     job_id = new_job_id()
-    job = Job(id=job_id, cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(body.locations),
-              idempotency_key=key, request_hash=digest, callback_url=body.callback_url)
+    job = Job(
+        id=job_id,
+        cpo_id=cpo_id,
+        status=JobStatus.PROVISIONING,
+        total=len(body.locations),
+        idempotency_key=key,
+        request_hash=digest,
+        callback_url=body.callback_url,
+    )
     session.add(job)
     await session.flush()
     inputs = (normalized_json(loc, job_id, i) for i, loc in enumerate(body.locations))
@@ -115,7 +129,10 @@ async def create_job_rows(
 
 
 async def create_or_reuse_job(
-    session: AsyncSession, cpo_id: int, body: BulkCreateRequest, key: str | None,
+    session: AsyncSession,
+    cpo_id: int,
+    body: BulkCreateRequest,
+    key: str | None,
     before_create: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Job, bool]:
     """(job, created). With an Idempotency-Key, a repeat (even a concurrent one, even long after
@@ -175,14 +192,16 @@ async def start_job_workflow(
             await session.commit()
         if err.status == RPCStatusCode.UNAVAILABLE:
             log.warning("Temporal unreachable, job %s not started: %s", job.id, err)
-            raise ApiError(503, "TEMPORAL_UNAVAILABLE", f"{TEMPORAL_DOWN} (nothing was started)",
-                           headers={"Retry-After": "5"}) from err
+            raise ApiError(
+                503,
+                "TEMPORAL_UNAVAILABLE",
+                f"{TEMPORAL_DOWN} (nothing was started)",
+                headers={"Retry-After": "5"},
+            ) from err
         raise
     run_id = handle.first_execution_run_id or handle.result_run_id
     if run_id and job.workflow_run_id != run_id:
-        await session.execute(
-            update(Job).where(col(Job.id) == job.id).values(workflow_run_id=run_id)
-        )
+        await session.execute(update(Job).where(col(Job.id) == job.id).values(workflow_run_id=run_id))
         await session.commit()
         job.workflow_run_id = run_id
     return job.workflow_run_id
@@ -220,17 +239,34 @@ async def job_status(session: AsyncSession, job: Job, page: int = 1, limit: int 
     retries = (await retries_of(session, [job.id])).get(job.id, [])
     callback = await session.get(JobCallback, job.id)
     return JobStatusOut(
-        job_id=job.id, job_type=job.job_type, status=status, workflow_run_id=job.workflow_run_id,
+        job_id=job.id,
+        job_type=job.job_type,
+        status=status,
+        workflow_run_id=job.workflow_run_id,
         error=error,
-        progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
-                                in_progress=max(job.total - succeeded - failed, 0)),
-        results=results, provisioned_at=job.provisioned_at, created_at=job.created_at,
-        updated_at=job.updated_at, idempotency_key=job.idempotency_key, retry_of=job.retry_of,
+        progress=JobProgressOut(
+            total=job.total,
+            succeeded=succeeded,
+            failed=failed,
+            in_progress=max(job.total - succeeded - failed, 0),
+        ),
+        results=results,
+        provisioned_at=job.provisioned_at,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        idempotency_key=job.idempotency_key,
+        retry_of=job.retry_of,
         retries=retries,
-        callback=None if callback is None else CallbackStatus(
-            url=callback.url, event_id=callback.event_id, attempts=callback.attempts,
-            last_status=callback.last_status, last_attempt_at=callback.last_attempt_at,
-            delivered_at=callback.delivered_at),
+        callback=None
+        if callback is None
+        else CallbackStatus(
+            url=callback.url,
+            event_id=callback.event_id,
+            attempts=callback.attempts,
+            last_status=callback.last_status,
+            last_attempt_at=callback.last_attempt_at,
+            delivered_at=callback.delivered_at,
+        ),
     )
 
 
@@ -239,7 +275,8 @@ async def retries_of(session: AsyncSession, job_ids: list[str]) -> dict[str, lis
     if not job_ids:
         return {}
     rows = await session.execute(
-        select(col(Job.retry_of), col(Job.id)).where(col(Job.retry_of).in_(job_ids))
+        select(col(Job.retry_of), col(Job.id))
+        .where(col(Job.retry_of).in_(job_ids))
         .order_by(col(Job.created_at), col(Job.id))
     )
     found: dict[str, list[str]] = {}
@@ -257,8 +294,13 @@ def ended_at(job: Job) -> datetime | None:
 
 
 async def list_jobs(
-    session: AsyncSession, cpo_id: int, page: int, limit: int, status: JobStatus | None,
-    created_after: datetime | None, created_before: datetime | None,
+    session: AsyncSession,
+    cpo_id: int,
+    page: int,
+    limit: int,
+    status: JobStatus | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
 ) -> JobPage:
     """A CPO's jobs, newest first (ties by id, so pages are stable), from the jobs table alone:
     `ix_jobs_cpo_created` (or `ix_jobs_cpo_status_created` with a status) serves the page.
@@ -271,10 +313,17 @@ async def list_jobs(
     if created_before is not None:
         where.append(col(Job.created_at) < created_before)
     total = int((await session.execute(select(func.count()).select_from(Job).where(*where))).scalar_one())
-    jobs = list((await session.execute(
-        select(Job).where(*where).order_by(col(Job.created_at).desc(), col(Job.id).desc())
-        .offset((page - 1) * limit).limit(limit)
-    )).scalars())
+    jobs = list(
+        (
+            await session.execute(
+                select(Job)
+                .where(*where)
+                .order_by(col(Job.created_at).desc(), col(Job.id).desc())
+                .offset((page - 1) * limit)
+                .limit(limit)
+            )
+        ).scalars()
+    )
     running = [j.id for j in jobs if not JobStatus(j.status).terminal]
     live: dict[str, dict[str, int]] = {}
     if running:
@@ -294,13 +343,23 @@ async def list_jobs(
             failed = states.get(JobStatus.FAILED, 0) + states.get(JobStatus.CANCELLED, 0)
         else:
             succeeded, failed = job.succeeded, job.failed
-        data.append(JobSummary(
-            job_id=job.id, status=JobStatus(job.status),
-            progress=JobProgressOut(total=job.total, succeeded=succeeded, failed=failed,
-                                    in_progress=max(job.total - succeeded - failed, 0)),
-            created_at=job.created_at, ended_at=ended_at(job), idempotency_key=job.idempotency_key,
-            retry_of=job.retry_of, retries=retries.get(job.id, []),
-        ))
+        data.append(
+            JobSummary(
+                job_id=job.id,
+                status=JobStatus(job.status),
+                progress=JobProgressOut(
+                    total=job.total,
+                    succeeded=succeeded,
+                    failed=failed,
+                    in_progress=max(job.total - succeeded - failed, 0),
+                ),
+                created_at=job.created_at,
+                ended_at=ended_at(job),
+                idempotency_key=job.idempotency_key,
+                retry_of=job.retry_of,
+                retries=retries.get(job.id, []),
+            )
+        )
     return JobPage(data=data, total=total, page=page, limit=limit)
 
 
@@ -308,18 +367,29 @@ async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> Jo
     first = (page - 1) * limit
     rows = (
         await session.execute(
-            select(col(JobLocation.index), col(JobLocation.origin_index),
-                   col(JobLocation.input)["name"].astext,
-                   col(JobLocation.state), col(JobLocation.location_id),
-                   col(JobLocation.charger_ids), col(JobLocation.error))
-            .where(col(JobLocation.job_id) == job.id, col(JobLocation.index) >= first,
-                   col(JobLocation.index) < first + limit)
+            select(
+                col(JobLocation.index),
+                col(JobLocation.origin_index),
+                col(JobLocation.input)["name"].astext,
+                col(JobLocation.state),
+                col(JobLocation.location_id),
+                col(JobLocation.charger_ids),
+                col(JobLocation.error),
+            )
+            .where(
+                col(JobLocation.job_id) == job.id,
+                col(JobLocation.index) >= first,
+                col(JobLocation.index) < first + limit,
+            )
             .order_by(col(JobLocation.index))
         )
     ).all()
     locations = [
         JobLocationResult(
-            index=index, origin_index=index if origin is None else origin, name=name, status=state,
+            index=index,
+            origin_index=index if origin is None else origin,
+            name=name,
+            status=state,
             location_id=location_id if state == JobStatus.READY else None,
             charger_ids=list(charger_ids or []) if state == JobStatus.READY else [],
             error=JobError(**error) if error else None,
@@ -328,9 +398,11 @@ async def _results(session: AsyncSession, job: Job, page: int, limit: int) -> Jo
     ]
     return JobResults(
         location_ids=[loc.location_id for loc in locations if loc.location_id],
-        locations=locations, page=page, limit=limit, total=job.total,
+        locations=locations,
+        page=page,
+        limit=limit,
+        total=job.total,
     )
-
 
 
 # The FAILED locations of a job that a retry takes: retryable ones unless `everything`, and none
@@ -376,38 +448,68 @@ async def create_retry_job(
         if existing is not None:
             await session.commit()
             return existing, False
-    rows = (await session.execute(RETRYABLE_LOCATIONS, {
-        "job": original_id, "failed": JobStatus.FAILED.value, "cancelled": JobStatus.CANCELLED.value,
-        "everything": everything,
-    })).all()
+    rows = (
+        await session.execute(
+            RETRYABLE_LOCATIONS,
+            {
+                "job": original_id,
+                "failed": JobStatus.FAILED.value,
+                "cancelled": JobStatus.CANCELLED.value,
+                "everything": everything,
+            },
+        )
+    ).all()
     if not rows:
         await session.rollback()
         which = "FAILED" if everything else "retryable FAILED"
-        raise ApiError(422, "NOTHING_TO_RETRY",
-                       f"job {original_id} has no {which} location left to retry"
-                       + ("" if everything else " (?all=true retries the others too)"))
+        raise ApiError(
+            422,
+            "NOTHING_TO_RETRY",
+            f"job {original_id} has no {which} location left to retry"
+            + ("" if everything else " (?all=true retries the others too)"),
+        )
     await check_cpo_quota(session, settings, cpo_id, len(rows))
     seen = {
         charger["identity"]: f"locations[{origin}].chargers[{j}].identity"
-        for _index, origin, data in rows for j, charger in enumerate(data.get("chargers") or [])
+        for _index, origin, data in rows
+        for j, charger in enumerate(data.get("chargers") or [])
     }
     conflicts = await identity_conflicts(session, cpo_id, seen)
     if conflicts:
         await session.rollback()
-        raise ApiError(422, "VALIDATION_ERROR",
-                       f"{len(conflicts)} charger identit(ies) taken since: "
-                       + ", ".join(e.field for e in conflicts[:10]), conflicts)
-    job = Job(id=new_job_id(), cpo_id=cpo_id, status=JobStatus.PROVISIONING, total=len(rows),
-              idempotency_key=key, request_hash=digest, retry_of=original_id,
-              callback_url=callback_url)
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            f"{len(conflicts)} charger identit(ies) taken since: "
+            + ", ".join(e.field for e in conflicts[:10]),
+            conflicts,
+        )
+    job = Job(
+        id=new_job_id(),
+        cpo_id=cpo_id,
+        status=JobStatus.PROVISIONING,
+        total=len(rows),
+        idempotency_key=key,
+        request_hash=digest,
+        retry_of=original_id,
+        callback_url=callback_url,
+    )
     session.add(job)
     try:
         await session.flush()
         await session.execute(
             insert(JobLocation),
-            [{"job_id": job.id, "index": n, "input": data, "state": JobStatus.PENDING,
-              "updated_at": job.created_at, "origin_index": origin}
-             for n, (_index, origin, data) in enumerate(rows)],
+            [
+                {
+                    "job_id": job.id,
+                    "index": n,
+                    "input": data,
+                    "state": JobStatus.PENDING,
+                    "updated_at": job.created_at,
+                    "origin_index": origin,
+                }
+                for n, (_index, origin, data) in enumerate(rows)
+            ],
         )
         await session.commit()
     except IntegrityError as err:

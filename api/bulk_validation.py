@@ -52,11 +52,17 @@ def parse_bulk(data: Any) -> ParsedBulk:
         body = BulkCreateRequest.model_validate(data)
     except ValidationError as err:
         problems = validation_errors(err.errors())
-        bad = {e["loc"][1] for e in err.errors()
-               if len(e["loc"]) > 1 and e["loc"][0] == "locations" and isinstance(e["loc"][1], int)}
+        bad = {
+            e["loc"][1]
+            for e in err.errors()
+            if len(e["loc"]) > 1 and e["loc"][0] == "locations" and isinstance(e["loc"][1], int)
+        }
         raw = data.get("locations") if isinstance(data, dict) else None
-        valid = [(i, LocationIn.model_validate(loc)) for i, loc in enumerate(raw)
-                 if i not in bad] if isinstance(raw, list) else []
+        valid = (
+            [(i, LocationIn.model_validate(loc)) for i, loc in enumerate(raw) if i not in bad]
+            if isinstance(raw, list)
+            else []
+        )
         return ParsedBulk(None, problems, valid)
     return ParsedBulk(body, [], list(enumerate(body.locations)))
 
@@ -65,16 +71,24 @@ async def callback_problems(session: AsyncSession, cpo_id: int, callback_url: st
     """A per-request callback_url is signed with the CPO's webhook secret: the CPO needs one."""
     if callback_url is None or await session.get(CpoWebhook, cpo_id) is not None:
         return []
-    return [FieldError(field="callback_url", type="webhook_not_configured",
-                       message="callbacks are signed with the CPO's webhook secret: set one first "
-                               "with PUT /ocpi/cpos/{cpo_id}/webhook")]
+    return [
+        FieldError(
+            field="callback_url",
+            type="webhook_not_configured",
+            message="callbacks are signed with the CPO's webhook secret: set one first "
+            "with PUT /ocpi/cpos/{cpo_id}/webhook",
+        )
+    ]
 
 
 def raise_problems(problems: list[FieldError]) -> None:
     if problems:
-        raise ApiError(422, "VALIDATION_ERROR",
-                       f"{len(problems)} invalid field(s): " + ", ".join(e.field for e in problems[:10]),
-                       problems)
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            f"{len(problems)} invalid field(s): " + ", ".join(e.field for e in problems[:10]),
+            problems,
+        )
 
 
 async def dry_run(session: AsyncSession, cpo_id: int, data: Any) -> DryRunResult:
@@ -85,9 +99,13 @@ async def dry_run(session: AsyncSession, cpo_id: int, data: Any) -> DryRunResult
     if isinstance(callback, str) and not any(p.field == "callback_url" for p in problems):
         problems += await callback_problems(session, cpo_id, callback)
     if problems or parsed.body is None:
-        return DryRunResult(valid=False, problems=[
-            DryRunProblem(index=_index_of(p.field), field=p.field, code=p.type, message=p.message)
-            for p in problems])
+        return DryRunResult(
+            valid=False,
+            problems=[
+                DryRunProblem(index=_index_of(p.field), field=p.field, code=p.type, message=p.message)
+                for p in problems
+            ],
+        )
     templates = location_templates()
     chargers = 0
     zones: Counter[str] = Counter()
@@ -104,14 +122,20 @@ async def dry_run(session: AsyncSession, cpo_id: int, data: Any) -> DryRunResult
             zones[timezone_for(loc.coordinates.latitude, loc.coordinates.longitude)] += 1
         else:
             zones[loc.timezone] += 1
-    return DryRunResult(valid=True, locations=len(parsed.body.locations), chargers=chargers,
-                        timezones_derived=derived, timezones=dict(zones), templates_used=dict(used))
+    return DryRunResult(
+        valid=True,
+        locations=len(parsed.body.locations),
+        chargers=chargers,
+        timezones_derived=derived,
+        timezones=dict(zones),
+        templates_used=dict(used),
+    )
 
 
 def _index_of(path: str) -> int | None:
     """`locations[3].address` -> 3."""
     if path.startswith("locations["):
-        number = path[len("locations["):].split("]", 1)[0]
+        number = path[len("locations[") :].split("]", 1)[0]
         if number.isdigit():
             return int(number)
     return None

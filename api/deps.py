@@ -55,12 +55,15 @@ class TemporalConnector:
                 if self._client is None:
                     try:
                         self._client = await asyncio.wait_for(
-                            connect(self.settings, plugins=temporal_plugins()), timeout=5)
+                            connect(self.settings, plugins=temporal_plugins()), timeout=5
+                        )
                     except Exception as err:
-                        log.warning("Temporal cannot be reached at %s: %r",
-                                    self.settings.temporal_address, err)
-                        raise ApiError(503, "TEMPORAL_UNAVAILABLE", TEMPORAL_DOWN,
-                                       headers={"Retry-After": "5"}) from err
+                        log.warning(
+                            "Temporal cannot be reached at %s: %r", self.settings.temporal_address, err
+                        )
+                        raise ApiError(
+                            503, "TEMPORAL_UNAVAILABLE", TEMPORAL_DOWN, headers={"Retry-After": "5"}
+                        ) from err
         return self._client
 
 
@@ -78,8 +81,13 @@ class Principal:
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
-async def authenticate(scheme: str | None, token: str | None, settings: Settings,
-                       sessions: async_sessionmaker[AsyncSession], cache: ReadCaches) -> Principal:
+async def authenticate(
+    scheme: str | None,
+    token: str | None,
+    settings: Settings,
+    sessions: async_sessionmaker[AsyncSession],
+    cache: ReadCaches,
+) -> Principal:
     """Who the bearer token is, or 401. Used by the routes and, before a body is read, by
     `api.body_guard` (which hands its answer on in `request.state.principal`). A known CPO token
     is remembered for `auth_cache_seconds` (api/read_cache.py): a poll then needs no query."""
@@ -92,12 +100,15 @@ async def authenticate(scheme: str | None, token: str | None, settings: Settings
     async def lookup() -> KnownToken | None:
         now = utcnow()
         async with sessions() as session:  # its own session: a background refresh outlives the request
-            row = (await session.execute(
-                select(col(ApiToken.cpo_id), col(ApiToken.expires_at)).where(
-                    col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None),
-                    or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
+            row = (
+                await session.execute(
+                    select(col(ApiToken.cpo_id), col(ApiToken.expires_at)).where(
+                        col(ApiToken.token_hash) == token_hash,
+                        col(ApiToken.revoked_at).is_(None),
+                        or_(col(ApiToken.expires_at).is_(None), col(ApiToken.expires_at) > now),
+                    )
                 )
-            )).first()
+            ).first()
         return None if row is None else KnownToken(cpo_id=int(row[0]), expires_at=row[1])
 
     known = await cache.tokens.get(token_hash, lookup)
@@ -116,8 +127,13 @@ async def get_principal(
         return known
     if credentials is None:
         raise ApiError(401, "UNAUTHORIZED", "a bearer token is required", headers=UNAUTHORIZED)
-    return await authenticate(credentials.scheme, credentials.credentials, settings,
-                              services(request).sessions, services(request).read_cache)
+    return await authenticate(
+        credentials.scheme,
+        credentials.credentials,
+        settings,
+        services(request).sessions,
+        services(request).read_cache,
+    )
 
 
 async def require_admin(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
@@ -128,8 +144,12 @@ async def require_admin(principal: Annotated[Principal, Depends(get_principal)])
 
 CpoIdPath = Annotated[
     str,
-    Path(pattern=r"^[0-9]+$", max_length=18, description="the CPO id returned by POST /ocpi/cpos",
-         examples=["42"]),
+    Path(
+        pattern=r"^[0-9]+$",
+        max_length=18,
+        description="the CPO id returned by POST /ocpi/cpos",
+        examples=["42"],
+    ),
 ]
 
 
@@ -190,9 +210,13 @@ async def limit_inflight(cpo: Annotated[Cpo, Depends(get_cpo)], request: Request
     counts: dict[int, int] = services(request).inflight
     settings: Settings = services(request).settings
     if counts.get(cpo.id, 0) >= settings.max_inflight_requests_per_cpo:
-        raise ApiError(429, "TOO_MANY_REQUESTS",
-                       f"this CPO has {settings.max_inflight_requests_per_cpo} requests in flight; retry "
-                       "when one has been answered", headers={"Retry-After": "1"})
+        raise ApiError(
+            429,
+            "TOO_MANY_REQUESTS",
+            f"this CPO has {settings.max_inflight_requests_per_cpo} requests in flight; retry "
+            "when one has been answered",
+            headers={"Retry-After": "1"},
+        )
     counts[cpo.id] = counts.get(cpo.id, 0) + 1
     try:
         yield

@@ -36,10 +36,15 @@ def patch_columns(body: LocationPatchIn) -> dict[str, Any]:
     sent = body.model_dump(exclude_unset=True, mode="json")
     nulls = sorted(REQUIRED & {k for k, v in sent.items() if v is None})
     if nulls:
-        raise ApiError(422, "VALIDATION_ERROR", f"{', '.join(nulls)} cannot be null", [
-            FieldError(field=k, message="this field is required and cannot be null", type="null")
-            for k in nulls
-        ])
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            f"{', '.join(nulls)} cannot be null",
+            [
+                FieldError(field=k, message="this field is required and cannot be null", type="null")
+                for k in nulls
+            ],
+        )
     return ocpi_columns(sent)
 
 
@@ -60,12 +65,15 @@ async def apply_patch(
         try:
             handle = await client.start_workflow(
                 LocationUpdates.run,
-                LocationUpdatesInput(cpo_id=cpo_id, location_id=location_id,
-                                     step_seconds=settings.activity_timeout_seconds),
-                id=workflow_id, task_queue=settings.task_queue,
+                LocationUpdatesInput(
+                    cpo_id=cpo_id, location_id=location_id, step_seconds=settings.activity_timeout_seconds
+                ),
+                id=workflow_id,
+                task_queue=settings.task_queue,
                 start_signal="change",
-                start_signal_args=[LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns,
-                                                 change_id=change_id)],
+                start_signal_args=[
+                    LocationPatch(cpo_id=cpo_id, location_id=location_id, fields=columns, change_id=change_id)
+                ],
                 static_summary=f"PATCHes of {location_id}",
                 priority=interactive_priority(cpo_id),
                 task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
@@ -90,8 +98,9 @@ async def wait_applied(handle: WorkflowHandle[Any, Any], change_id: str, seconds
         if remaining <= 0:
             return False
         try:
-            await asyncio.wait_for(handle.execute_update(LocationUpdates.applied, change_id),
-                                   timeout=remaining)
+            await asyncio.wait_for(
+                handle.execute_update(LocationUpdates.applied, change_id), timeout=remaining
+            )
             return True
         except TimeoutError:
             return False
@@ -102,20 +111,22 @@ async def wait_applied(handle: WorkflowHandle[Any, Any], change_id: str, seconds
             await asyncio.sleep(min(0.1, max(remaining, 0)))
 
 
-async def decommission(
-    client: Client, settings: Settings, cpo_id: int, location_id: str
-) -> str | None:
+async def decommission(client: Client, settings: Settings, cpo_id: int, location_id: str) -> str | None:
     """Run DecommissionLocation (one per location at a time); its id if it is still running."""
     workflow_id = f"decommission/{location_id}"
     handle = await client.start_workflow(
         DecommissionLocation.run,
-        LocationRef(cpo_id=cpo_id, location_id=location_id, ecs_task_queue=settings.ecs_task_queue,
-                    step_seconds=settings.activity_timeout_seconds),
-        id=workflow_id, task_queue=settings.task_queue,
+        LocationRef(
+            cpo_id=cpo_id,
+            location_id=location_id,
+            ecs_task_queue=settings.ecs_task_queue,
+            step_seconds=settings.activity_timeout_seconds,
+        ),
+        id=workflow_id,
+        task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"Decommission {location_id}",
         priority=interactive_priority(cpo_id),
         task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
     )
     return None if await wait_closed(handle, settings.sync_wait_seconds) else workflow_id
-

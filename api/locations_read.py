@@ -17,31 +17,52 @@ from db.models import ChargePoint, ChargerDeployment, OcpiLocation, OcppLocation
 
 async def chargers_of(session: AsyncSession, location_ids: Sequence[str]) -> dict[str, list[ChargerOut]]:
     rows = await session.execute(
-        select(col(ChargerDeployment.ocpi_location_id), col(ChargerDeployment.id),
-               col(ChargerDeployment.state), col(ChargePoint.identity),
-               col(ChargePoint.connector_type), col(ChargePoint.ocpp_version))
+        select(
+            col(ChargerDeployment.ocpi_location_id),
+            col(ChargerDeployment.id),
+            col(ChargerDeployment.state),
+            col(ChargePoint.identity),
+            col(ChargePoint.connector_type),
+            col(ChargePoint.ocpp_version),
+        )
         .join(ChargePoint, col(ChargePoint.id) == col(ChargerDeployment.charge_point_id))
         .where(col(ChargerDeployment.ocpi_location_id).in_(location_ids))
         .order_by(col(ChargerDeployment.ocpi_location_id), col(ChargePoint.position))
     )
     chargers: dict[str, list[ChargerOut]] = defaultdict(list)
     for location_id, dep_id, state, identity, connector_type, ocpp_version in rows.all():
-        chargers[location_id].append(ChargerOut(
-            id=dep_id, identity=identity, connector_type=connector_type,
-            ocpp_version=ocpp_version, status=state,
-        ))
+        chargers[location_id].append(
+            ChargerOut(
+                id=dep_id,
+                identity=identity,
+                connector_type=connector_type,
+                ocpp_version=ocpp_version,
+                status=state,
+            )
+        )
     return chargers
 
 
 def location_out(loc: OcpiLocation, ocpp: OcppLocation | None, chargers: list[ChargerOut]) -> LocationOut:
     return LocationOut(
-        id=loc.id, ocpp_location_id=ocpp.id if ocpp else None, slug=ocpp.slug if ocpp else None,
-        name=loc.name, address=loc.address, city=loc.city, postal_code=loc.postal_code,
-        state=loc.state, country=country_alpha2(loc.country),
+        id=loc.id,
+        ocpp_location_id=ocpp.id if ocpp else None,
+        slug=ocpp.slug if ocpp else None,
+        name=loc.name,
+        address=loc.address,
+        city=loc.city,
+        postal_code=loc.postal_code,
+        state=loc.state,
+        country=country_alpha2(loc.country),
         coordinates=CoordinatesOut(latitude=float(loc.latitude), longitude=float(loc.longitude)),
-        timezone=loc.time_zone, owner_name=loc.owner_name, public=loc.publish,
-        twentyfourseven=loc.twentyfourseven, status=loc.status,
-        chargers=chargers, created_at=loc.created_at, updated_at=loc.last_updated,
+        timezone=loc.time_zone,
+        owner_name=loc.owner_name,
+        public=loc.publish,
+        twentyfourseven=loc.twentyfourseven,
+        status=loc.status,
+        chargers=chargers,
+        created_at=loc.created_at,
+        updated_at=loc.last_updated,
     )
 
 
@@ -71,8 +92,9 @@ async def get_location(session: AsyncSession, cpo_id: int, location_id: str) -> 
 async def location_status(session: AsyncSession, cpo_id: int, location_id: str) -> str | None:
     return (
         await session.execute(
-            select(col(OcpiLocation.status))
-            .where(col(OcpiLocation.id) == location_id, col(OcpiLocation.network_id) == cpo_id)
+            select(col(OcpiLocation.status)).where(
+                col(OcpiLocation.id) == location_id, col(OcpiLocation.network_id) == cpo_id
+            )
         )
     ).scalar_one_or_none()
 

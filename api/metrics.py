@@ -35,17 +35,25 @@ class ApiMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
-            "ocpplab_api_requests", "HTTP requests by route template, method and status",
-            ["route", "method", "status"], registry=self.registry)
+            "ocpplab_api_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
-            "ocpplab_api_request_duration_seconds", "HTTP request latency by route template and method",
-            ["route", "method"], registry=self.registry,
-            buckets=LATENCY_BUCKETS)
+            "ocpplab_api_request_duration_seconds",
+            "HTTP request latency by route template and method",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
         # the part of a bulk POST's latency spent in Temporal (start or find the job's workflow)
         self.workflow_start = Histogram(
             "ocpplab_api_workflow_start_duration_seconds",
             "Time to start (or find) a job's workflow in Temporal, within a bulk POST",
-            registry=self.registry, buckets=LATENCY_BUCKETS)
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
 
 
 def route_label(scope: Scope, root_path: str) -> str:
@@ -55,7 +63,7 @@ def route_label(scope: Scope, root_path: str) -> str:
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     if not template:
         return UNROUTED
-    return scope.get("root_path", "")[len(root_path):] + template
+    return scope.get("root_path", "")[len(root_path) :] + template
 
 
 class MetricsMiddleware:
@@ -91,7 +99,12 @@ async def metrics_endpoint(request: Request) -> Response:
     if token:
         scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            return problem_response(request, 401, "UNAUTHORIZED", "the metrics token is required",
-                                    headers={"WWW-Authenticate": "Bearer"})
+            return problem_response(
+                request,
+                401,
+                "UNAUTHORIZED",
+                "the metrics token is required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     metrics: ApiMetrics = services(request).metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -49,8 +49,9 @@ def ocpi_columns(fields: dict[str, Any]) -> dict[str, Any]:
         else:
             columns[RENAMED.get(key, key)] = value
     if "coordinates" in fields and fields.get("timezone") is None:
-        columns["time_zone"] = timezone_for(fields["coordinates"]["latitude"],
-                                            fields["coordinates"]["longitude"])
+        columns["time_zone"] = timezone_for(
+            fields["coordinates"]["latitude"], fields["coordinates"]["longitude"]
+        )
     return columns
 
 
@@ -60,12 +61,18 @@ def template_chargers(slug: str, job_id: str, index: int) -> list[NormalizedChar
     chargers: list[NormalizedCharger] = []
     for group in location_templates()[slug].charger_groups:
         for _ in range(group.count):
-            chargers.append(NormalizedCharger(
-                identity=f"{slug}-{job_id[4:16]}-{index}-{len(chargers) + 1}",
-                vendor=group.brand[:20], model=group.model[:20], ocpp_version=group.ocpp_version,
-                connector_type=group.connector_type, max_power_kw=group.max_power_kw,
-                evses=group.evses, capabilities=list(group.capabilities),
-            ))
+            chargers.append(
+                NormalizedCharger(
+                    identity=f"{slug}-{job_id[4:16]}-{index}-{len(chargers) + 1}",
+                    vendor=group.brand[:20],
+                    model=group.model[:20],
+                    ocpp_version=group.ocpp_version,
+                    connector_type=group.connector_type,
+                    max_power_kw=group.max_power_kw,
+                    evses=group.evses,
+                    capabilities=list(group.capabilities),
+                )
+            )
     return chargers
 
 
@@ -81,18 +88,29 @@ def normalized_json(loc: LocationIn, job_id: str, index: int) -> str:
     else:
         chargers = [c.model_dump() for c in loc.chargers or []]
     coordinates = {"latitude": loc.coordinates.latitude, "longitude": loc.coordinates.longitude}
-    columns = ocpi_columns({"coordinates": coordinates, "country": loc.country,
-                            "timezone": loc.timezone, "public": loc.public})
-    return to_json({
-        "name": loc.name, "address": loc.address, "city": loc.city, "postal_code": loc.postal_code,
-        "state": loc.state, "country": columns["country"], "latitude": columns["latitude"],
-        "longitude": columns["longitude"], "time_zone": columns["time_zone"],
-        "publish": columns["publish"], "owner_name": loc.owner_name,
-        "parking_type": loc.parking_type.value if loc.parking_type else None,
-        "facilities": [f.value for f in loc.facilities] if loc.facilities else None,
-        "twentyfourseven": loc.twentyfourseven,
-        "template": loc.template, "chargers": chargers,
-    }).decode()
+    columns = ocpi_columns(
+        {"coordinates": coordinates, "country": loc.country, "timezone": loc.timezone, "public": loc.public}
+    )
+    return to_json(
+        {
+            "name": loc.name,
+            "address": loc.address,
+            "city": loc.city,
+            "postal_code": loc.postal_code,
+            "state": loc.state,
+            "country": columns["country"],
+            "latitude": columns["latitude"],
+            "longitude": columns["longitude"],
+            "time_zone": columns["time_zone"],
+            "publish": columns["publish"],
+            "owner_name": loc.owner_name,
+            "parking_type": loc.parking_type.value if loc.parking_type else None,
+            "facilities": [f.value for f in loc.facilities] if loc.facilities else None,
+            "twentyfourseven": loc.twentyfourseven,
+            "template": loc.template,
+            "chargers": chargers,
+        }
+    ).decode()
 
 
 # Identities of the chargers of a CPO's running jobs whose locations have no outcome yet
@@ -111,29 +129,47 @@ async def identity_conflicts(session: AsyncSession, cpo_id: int, seen: dict[str,
     if not seen:
         return []
     taken = set(
-        (await session.execute(
-            # one array parameter, not one per identity: PostgreSQL allows 65,535 parameters
-            select(col(ChargePoint.identity)).where(
-                col(ChargePoint.network_id) == cpo_id,
-                col(ChargePoint.identity) == any_(cast(list(seen), ARRAY(String))),
+        (
+            await session.execute(
+                # one array parameter, not one per identity: PostgreSQL allows 65,535 parameters
+                select(col(ChargePoint.identity)).where(
+                    col(ChargePoint.network_id) == cpo_id,
+                    col(ChargePoint.identity) == any_(cast(list(seen), ARRAY(String))),
+                )
             )
-        )).scalars()
+        ).scalars()
     )
     # taken as well: those of the CPO's jobs still running whose locations have no outcome
     # yet (their rows may not be written yet); the caller holds the CPO's job-creation lock
-    claimed = set(
-        (await session.execute(CLAIMED_BY_RUNNING_JOBS, {
-            "cpo": cpo_id, "running": JobStatus.PROVISIONING.value, "pending": JobStatus.PENDING.value,
-            "identities": list(seen),
-        })).scalars()
-    ) - taken
+    claimed = (
+        set(
+            (
+                await session.execute(
+                    CLAIMED_BY_RUNNING_JOBS,
+                    {
+                        "cpo": cpo_id,
+                        "running": JobStatus.PROVISIONING.value,
+                        "pending": JobStatus.PENDING.value,
+                        "identities": list(seen),
+                    },
+                )
+            ).scalars()
+        )
+        - taken
+    )
     return [
-        FieldError(field=seen[identity], type="identity_taken",
-                   message=f"identity {identity!r} already exists in this CPO's network")
+        FieldError(
+            field=seen[identity],
+            type="identity_taken",
+            message=f"identity {identity!r} already exists in this CPO's network",
+        )
         for identity in sorted(taken)
     ] + [
-        FieldError(field=seen[identity], type="identity_taken",
-                   message=f"identity {identity!r} is being provisioned by a running job of this CPO")
+        FieldError(
+            field=seen[identity],
+            type="identity_taken",
+            message=f"identity {identity!r} is being provisioned by a running job of this CPO",
+        )
         for identity in sorted(claimed)
     ]
 
@@ -149,10 +185,13 @@ async def identity_problems(
         for j, charger in enumerate(loc.chargers or []):
             field = f"locations[{i}].chargers[{j}].identity"
             if charger.identity in seen:
-                errors.append(FieldError(
-                    field=field, type="duplicate_identity",
-                    message=f"identity {charger.identity!r} repeats {seen[charger.identity]}",
-                ))
+                errors.append(
+                    FieldError(
+                        field=field,
+                        type="duplicate_identity",
+                        message=f"identity {charger.identity!r} repeats {seen[charger.identity]}",
+                    )
+                )
             else:
                 seen[charger.identity] = field
     errors += await identity_conflicts(session, cpo_id, seen)
@@ -164,6 +203,9 @@ async def check_identities(session: AsyncSession, cpo_id: int, locations: list[L
     belongs to a location of a running job of the CPO that has no outcome yet."""
     errors = await identity_problems(session, cpo_id, enumerate(locations))
     if errors:
-        raise ApiError(422, "VALIDATION_ERROR",
-                       f"{len(errors)} invalid field(s): " + ", ".join(e.field for e in errors[:10]),
-                       errors)
+        raise ApiError(
+            422,
+            "VALIDATION_ERROR",
+            f"{len(errors)} invalid field(s): " + ", ".join(e.field for e in errors[:10]),
+            errors,
+        )

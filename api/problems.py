@@ -43,7 +43,11 @@ class Problem(BaseModel):
 
 class ApiError(Exception):
     def __init__(
-        self, status: int, code: str, detail: str, errors: list[FieldError] | None = None,
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
@@ -55,32 +59,57 @@ class ApiError(Exception):
 
 
 TITLES = {
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
 DEFAULT_CODES = {
-    400: "MALFORMED_BODY", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED", 409: "CONFLICT", 413: "PAYLOAD_TOO_LARGE",
-    415: "UNSUPPORTED_MEDIA_TYPE", 422: "VALIDATION_ERROR", 429: "TOO_MANY_REQUESTS",
+    400: "MALFORMED_BODY",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
 
 
 def problem_response(
-    request: Request, status: int, code: str, detail: str | None,
-    errors: list[FieldError] | None = None, headers: dict[str, str] | None = None,
+    request: Request,
+    status: int,
+    code: str,
+    detail: str | None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body = Problem(
-        type=f"urn:ocpplab:problem:{code.lower()}", title=TITLES.get(status, "Error"),
-        status=status, code=code, detail=detail, instance=request.url.path, errors=errors,
+        type=f"urn:ocpplab:problem:{code.lower()}",
+        title=TITLES.get(status, "Error"),
+        status=status,
+        code=code,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
     )
     return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON,
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
         headers=headers,
     )
 
@@ -100,8 +129,11 @@ def field_path(loc: tuple[Any, ...] | list[Any]) -> str:
 
 def validation_errors(raw: list[dict[str, Any]] | Any) -> list[FieldError]:
     return [
-        FieldError(field=field_path(e.get("loc", ())), message=e.get("msg", "invalid"),
-                   type=e.get("type", "value_error"))
+        FieldError(
+            field=field_path(e.get("loc", ())),
+            message=e.get("msg", "invalid"),
+            type=e.get("type", "value_error"),
+        )
         for e in raw
     ]
 
@@ -127,23 +159,26 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     return problem_response(
-        request, status, DEFAULT_CODES.get(status, "ERROR"), str(exc.detail),
+        request,
+        status,
+        DEFAULT_CODES.get(status, "ERROR"),
+        str(exc.detail),
         headers=dict(exc.headers) if exc.headers else None,
     )
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:
     log.warning("database unreachable: %s", exc)
-    return problem_response(request, 503, "DATABASE_UNAVAILABLE", DATABASE_DOWN,
-                            headers={"Retry-After": "5"})
+    return problem_response(request, 503, "DATABASE_UNAVAILABLE", DATABASE_DOWN, headers={"Retry-After": "5"})
 
 
 async def _temporal(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RPCError)
     if exc.status in (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED):
         log.warning("Temporal unreachable: %s", exc)
-        return problem_response(request, 503, "TEMPORAL_UNAVAILABLE", TEMPORAL_DOWN,
-                                headers={"Retry-After": "5"})
+        return problem_response(
+            request, 503, "TEMPORAL_UNAVAILABLE", TEMPORAL_DOWN, headers={"Retry-After": "5"}
+        )
     return await _unexpected(request, exc)
 
 
@@ -181,10 +216,10 @@ def install(app: FastAPI) -> None:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer."""
     return {
-        s: {"model": Problem, "description": TITLES.get(s, "Error"),
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        s: {
+            "model": Problem,
+            "description": TITLES.get(s, "Error"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
         for s in statuses
     }
-
-
-

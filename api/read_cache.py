@@ -70,7 +70,8 @@ class Refreshed(Generic[K, V]):
         self.max_age = max(max_age, fresh)
         # by entries, or (status pages, whose size varies from bytes to megabytes) by bytes
         self._entries: LRUCache[K, tuple[float, V]] = (
-            LRUCache(MAX_ENTRIES) if max_bytes is None else LRUCache(max_bytes, getsizeof=_json_size))
+            LRUCache(MAX_ENTRIES) if max_bytes is None else LRUCache(max_bytes, getsizeof=_json_size)
+        )
         self._loading: dict[K, asyncio.Task[V | None]] = {}
         self._generation = 0  # a clear or forget voids the reads already under way
 
@@ -143,12 +144,14 @@ def _json_size(entry: tuple[float, Any]) -> int:
 class ReadCaches:
     """The API process's caches (`services(request).read_cache`)."""
 
-    def __init__(self, auth_seconds: float, status_seconds: float,
-                 status_max_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(
+        self, auth_seconds: float, status_seconds: float, status_max_bytes: int = 64 * 1024 * 1024
+    ) -> None:
         # read again at 4/5 of the bound, so that a token in use never waits on PostgreSQL
         ahead = AUTH_REFRESH_AT * auth_seconds
         self.tokens: Refreshed[str, KnownToken] = Refreshed(ahead, auth_seconds)  # SHA-256 of the token
         self.cpos: Refreshed[int, Cpo] = Refreshed(ahead, auth_seconds)
         # (CPO id, job id, page, limit) -> the status body
         self.statuses: Refreshed[tuple[int, str, int, int], JobStatusOut] = Refreshed(
-            status_seconds, STALE_FACTOR * status_seconds, max_bytes=status_max_bytes)
+            status_seconds, STALE_FACTOR * status_seconds, max_bytes=status_max_bytes
+        )

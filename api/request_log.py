@@ -36,6 +36,11 @@ class RequestLogContext:
                 MutableHeaders(scope=message).setdefault("X-Request-ID", request_id)
             await send(message)
 
-        with request_context(request_id=request_id, method=scope["method"], path=path,
-                             cpo_id=cpo.group(1) if cpo else None, job_id=job.group(1) if job else None):
+        with request_context(
+            request_id=request_id,
+            method=scope["method"],
+            path=path,
+            cpo_id=cpo.group(1) if cpo else None,
+            job_id=job.group(1) if job else None,
+        ):
             await self.app(scope, receive, send_with_id)

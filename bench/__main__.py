@@ -74,32 +74,45 @@ from devstack.stack import Ports, Stack, workers_from_env
 
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="ocpplab-bench-") as folder:
-        stack = Stack(Path(folder), Ports.free(), workers=args.workers, use_environment=False,
-                      say=lambda m: say(f"stack: {m}"))
+        stack = Stack(
+            Path(folder),
+            Ports.free(),
+            workers=args.workers,
+            use_environment=False,
+            say=lambda m: say(f"stack: {m}"),
+        )
         try:
             started = time.perf_counter()
             env = await asyncio.to_thread(stack.start_services)
             stack.write_env(env)
             await asyncio.to_thread(stack.start_app, env)
-            say(f"the make-run stack is up in {time.perf_counter() - started:.0f}s: {stack.pids()}, "
-                f"logs in {stack.logs}")
+            say(
+                f"the make-run stack is up in {time.perf_counter() - started:.0f}s: {stack.pids()}, "
+                f"logs in {stack.logs}"
+            )
             runner = Bench(args, stack, env)
             try:
                 await runner.run()
             finally:
-                print(f"\nbulk-create on the make-run stack: {args.workers} worker process(es), "
-                      f"{os.cpu_count()} cores; sizes: --locations {args.locations} --chargers "
-                      f"{args.chargers} --big {args.big}; moto reset before each scenario")
+                print(
+                    f"\nbulk-create on the make-run stack: {args.workers} worker process(es), "
+                    f"{os.cpu_count()} cores; sizes: --locations {args.locations} --chargers "
+                    f"{args.chargers} --big {args.big}; moto reset before each scenario"
+                )
                 runner.report.print()
         finally:
             await asyncio.to_thread(stack.stop)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
-                        help=f"comma-separated, in order, from {', '.join(SCENARIOS)}")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help=f"comma-separated, in order, from {', '.join(SCENARIOS)}",
+    )
     parser.add_argument("--locations", type=int, default=1000, help="baseline / product / reference size")
     parser.add_argument("--chargers", type=int, default=2, help="chargers per location (baseline, product)")
     parser.add_argument("--big", type=int, default=10_000, help="locations of the big job (1 charger each)")
@@ -111,12 +124,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--floor-concurrency", type=int, default=32, help="floor / peer locations in flight")
     parser.add_argument("--history-sample", type=int, default=50, help="child histories fetched per job")
     parser.add_argument("--fair-jobs", type=int, default=5, help="fairness: the big CPO's jobs")
-    parser.add_argument("--fair-locations", type=int, default=300,
-                        help="fairness: locations (2 chargers each) of each of the big CPO's jobs")
-    parser.add_argument("--fair-warmup", type=float, default=5.0,
-                        help="fairness: seconds between the big CPO's POSTs and the small job's")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes (default: $WORKERS, else 2)")
+    parser.add_argument(
+        "--fair-locations",
+        type=int,
+        default=300,
+        help="fairness: locations (2 chargers each) of each of the big CPO's jobs",
+    )
+    parser.add_argument(
+        "--fair-warmup",
+        type=float,
+        default=5.0,
+        help="fairness: seconds between the big CPO's POSTs and the small job's",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: $WORKERS, else 2)"
+    )
     args = parser.parse_args(argv)
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     unknown = set(args.scenarios) - set(SCENARIOS)

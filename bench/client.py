@@ -44,8 +44,13 @@ async def loop_lag(done: asyncio.Event, lags: list[float], every: float = 0.010)
         lags.append(max(0.0, time.perf_counter() - started - every))
 
 
-async def poll(http: httpx.AsyncClient, status_url: str, token: dict[str, str],
-               on_error: Callable[[BaseException], None], interval: float = 0.1) -> dict[str, Any]:
+async def poll(
+    http: httpx.AsyncClient,
+    status_url: str,
+    token: dict[str, str],
+    on_error: Callable[[BaseException], None],
+    interval: float = 0.1,
+) -> dict[str, Any]:
     failed = 0
     while True:
         try:

@@ -72,22 +72,32 @@ class Bench:
         size = f"{self.args.locations} x {self.args.chargers}"
         if "product" in t and "floor" in t:
             ratio = t["floor"] / t["product"]
-            self.report.add(f"product {size} against the floor (floor time / product time)",
-                            f"ours at {ratio:.2f}x the floor ({t['product']:.1f} s vs {t['floor']:.1f} s)",
-                            target=">= 0.5x", met=ratio >= 0.5)
+            self.report.add(
+                f"product {size} against the floor (floor time / product time)",
+                f"ours at {ratio:.2f}x the floor ({t['product']:.1f} s vs {t['floor']:.1f} s)",
+                target=">= 0.5x",
+                met=ratio >= 0.5,
+            )
         if "product" in t and "peer" in t:
             ratio = t["peer"] / t["product"]
-            self.report.add(f"product {size} against the peer (peer time / product time)",
-                            f"{ratio:.2f}x the peer's throughput ({t['product']:.1f} s vs {t['peer']:.1f} s)",
-                            target=">= 1.5x", met=ratio >= 1.5)
+            self.report.add(
+                f"product {size} against the peer (peer time / product time)",
+                f"{ratio:.2f}x the peer's throughput ({t['product']:.1f} s vs {t['peer']:.1f} s)",
+                target=">= 1.5x",
+                met=ratio >= 1.5,
+            )
         if "baseline" in t and "floor" in t:
             ratio = t["baseline"] / t["floor"]
-            self.report.add(f"direct baseline {size}: the activity code's time / the floor's",
-                            f"{ratio:.2f}x ({t['baseline']:.1f} s vs {t['floor']:.1f} s)",
-                            target="<= 1.2x", met=ratio <= 1.2)
+            self.report.add(
+                f"direct baseline {size}: the activity code's time / the floor's",
+                f"{ratio:.2f}x ({t['baseline']:.1f} s vs {t['floor']:.1f} s)",
+                target="<= 1.2x",
+                met=ratio <= 1.2,
+            )
         if "peer" in t and "floor" in t:
-            self.report.add(f"peer {size} against the floor (floor time / peer time)",
-                            f"{t['floor'] / t['peer']:.2f}x")
+            self.report.add(
+                f"peer {size} against the floor (floor time / peer time)", f"{t['floor'] / t['peer']:.2f}x"
+            )
 
     def error(self, err: BaseException | str) -> None:
         """Count a client error against the running scenario."""
@@ -102,8 +112,10 @@ class Bench:
         response = await self.http.post("/ocpi/cpos", headers=self.admin, json=cpo)
         response.raise_for_status()
         data = response.json()
-        return str(data["cpo_id"]), {"Authorization": f"Bearer {data['token']}",
-                                     "Content-Type": "application/json"}
+        return str(data["cpo_id"]), {
+            "Authorization": f"Bearer {data['token']}",
+            "Content-Type": "application/json",
+        }
 
     async def post(self, cpo_id: str, token: dict[str, str], content: bytes) -> tuple[dict[str, Any], float]:
         started = time.perf_counter()
@@ -131,8 +143,13 @@ class Bench:
         if waited > 1:
             say(f"{label}: waited {waited:.0f}s for the stack to drain")
 
-    async def measured(self, label: str, work: Callable[[], Awaitable[T]],
-                       extra: dict[str, int] | None = None, locations: int = 0) -> T:
+    async def measured(
+        self,
+        label: str,
+        work: Callable[[], Awaitable[T]],
+        extra: dict[str, int] | None = None,
+        locations: int = 0,
+    ) -> T:
         """Run `work`, recording the CPU seconds of every process of the stack meanwhile (and of
         `extra` processes: a floor's or a peer's). `locations`: per-location CPU is printed."""
         pids = {**self.stack.pids(), "bench": os.getpid(), **(extra or {})}
@@ -145,7 +162,11 @@ class Bench:
         return result
 
     async def poll_until_done(
-        self, status_url: str, token: dict[str, str], pollers: int, interval: float,
+        self,
+        status_url: str,
+        token: dict[str, str],
+        pollers: int,
+        interval: float,
         latencies: list[float],
     ) -> dict[str, Any]:
         """`pollers` clients poll the job, staggered; returns the first terminal status seen."""
@@ -196,12 +217,14 @@ class Bench:
         final = await self.poll_until_done(accepted["status_url"], token, pollers, interval, latencies)
         elapsed = time.perf_counter() - started
         if final.get("status") != "READY":
-            self.report.notes.append(f"{tag}: job {accepted['job_id']} ended {final.get('status')}: "
-                                     f"{final.get('error')}")
+            self.report.notes.append(
+                f"{tag}: job {accepted['job_id']} ended {final.get('status')}: {final.get('error')}"
+            )
         return elapsed, answered, latencies, final, accepted["job_id"]
 
-    async def server_side_rows(self, before: server_side.Buckets, what: str, route: str, method: str,
-                               starts: bool = False) -> None:
+    async def server_side_rows(
+        self, before: server_side.Buckets, what: str, route: str, method: str, starts: bool = False
+    ) -> None:
         """The same requests as the API timed them (for a POST, also its Temporal start): what
         the client saw beyond that is the client's own wait for a core and the connection."""
         after = await server_side.scrape(self.http)
@@ -211,8 +234,10 @@ class Bench:
         for label, metric, r, m in rows:
             p50, count = server_side.quantile(before, after, 50, metric, r, m)
             p99, _ = server_side.quantile(before, after, 99, metric, r, m)
-            self.report.add(f"{label}, as the API timed it ({count})",
-                            f"p50 {server_side.bound(p50)}, p99 {server_side.bound(p99)}")
+            self.report.add(
+                f"{label}, as the API timed it ({count})",
+                f"p50 {server_side.bound(p50)}, p99 {server_side.bound(p99)}",
+            )
 
     def history_rows(self, label: str, h: JobHistories) -> None:
         per = h.per_location()

@@ -61,8 +61,10 @@ def _insert(model: type[SQLModel], columns: tuple[str, ...]) -> tuple[str, froze
     """The table's INSERT … ON CONFLICT (primary key) DO NOTHING, and its JSONB columns."""
     table = model.__table__  # type: ignore[attr-defined]
     pk = ", ".join(c.name for c in table.primary_key.columns)
-    sql = (f"INSERT INTO {table.fullname} ({', '.join(columns)}) "
-           f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT ({pk}) DO NOTHING")
+    sql = (
+        f"INSERT INTO {table.fullname} ({', '.join(columns)}) "
+        f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT ({pk}) DO NOTHING"
+    )
     return sql, frozenset(c.name for c in table.columns if isinstance(c.type, JSONB))
 
 
@@ -96,8 +98,11 @@ class Connections:
         self.all: list[psycopg.AsyncConnection[Any]] = []
 
     async def open(self) -> None:
-        self.all = list(await asyncio.gather(*(
-            psycopg.AsyncConnection.connect(self.url, connect_timeout=5) for _ in range(self.size))))
+        self.all = list(
+            await asyncio.gather(
+                *(psycopg.AsyncConnection.connect(self.url, connect_timeout=5) for _ in range(self.size))
+            )
+        )
         for conn in self.all:
             self.idle.put_nowait(conn)
 
@@ -118,8 +123,15 @@ class FloorSteps:
     """The four steps of one location (rows, secret, RunTask, activation), each stateless so
     that an engine may checkpoint it."""
 
-    def __init__(self, settings: Settings, conns: Connections, ecs: Any, secrets: Any,
-                 cpo: PartnerOperation, job_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        conns: Connections,
+        ecs: Any,
+        secrets: Any,
+        cpo: PartnerOperation,
+        job_id: str,
+    ) -> None:
         self.settings = settings
         self.conns = conns
         self.ecs = ecs
@@ -132,16 +144,18 @@ class FloorSteps:
 
     async def write_rows(self, index: int, loc_json: str) -> LocationPlan:
         loc = NormalizedLocation.model_validate_json(loc_json)
-        inp = ProvisionInput(job_id=self.job_id, cpo_id=int(self.cpo.id or 0), index=index,
-                             tuning=self.tuning)
+        inp = ProvisionInput(
+            job_id=self.job_id, cpo_id=int(self.cpo.id or 0), index=index, tuning=self.tuning
+        )
         plan = self.builder._plan(inp, loc)
         statements: list[tuple[str, list[tuple[Any, ...]]]] = []
         for model, rows in self.builder._rows(inp, loc, self.cpo, plan).items():
             if rows:
                 columns = tuple(rows[0])
                 sql, json_columns = _insert(model, columns)
-                statements.append((sql, [tuple(_param(row[c], c in json_columns) for c in columns)
-                                         for row in rows]))
+                statements.append(
+                    (sql, [tuple(_param(row[c], c in json_columns) for c in columns) for row in rows])
+                )
         async with self.conns.get() as conn, conn.pipeline(), conn.transaction():
             cur = conn.cursor()
             for sql, params in statements:
@@ -150,8 +164,13 @@ class FloorSteps:
 
     def charger(self, plan: LocationPlan, index: int, n: int) -> ChargerTaskInput:
         c = plan.chargers[n]
-        return ChargerTaskInput(job_id=self.job_id, index=index, location_id=plan.location_id,
-                                deployment_id=c.deployment_id, identity=c.identity)
+        return ChargerTaskInput(
+            job_id=self.job_id,
+            index=index,
+            location_id=plan.location_id,
+            deployment_id=c.deployment_id,
+            identity=c.identity,
+        )
 
     async def put_secret(self, inp: ChargerTaskInput) -> str:
         created = await self.secrets.create_secret(**secret_request(self.settings, inp))
@@ -163,18 +182,29 @@ class FloorSteps:
         if response.get("failures") or not response.get("tasks"):
             raise RuntimeError(f"RunTask failed: {response.get('failures')}")
         task = response["tasks"][0]
-        return {"taskArn": task["taskArn"], "deploymentId": inp.deployment_id,
-                "taskDefinitionArn": task.get("taskDefinitionArn", self.settings.ecs_task_definition),
-                "lastStatus": task.get("lastStatus", "PROVISIONING"),
-                "desiredStatus": task.get("desiredStatus", "RUNNING"),
-                "startedAt": task.get("startedAt") or task.get("createdAt")}
+        return {
+            "taskArn": task["taskArn"],
+            "deploymentId": inp.deployment_id,
+            "taskDefinitionArn": task.get("taskDefinitionArn", self.settings.ecs_task_definition),
+            "lastStatus": task.get("lastStatus", "PROVISIONING"),
+            "desiredStatus": task.get("desiredStatus", "RUNNING"),
+            "startedAt": task.get("startedAt") or task.get("createdAt"),
+        }
 
     async def activate(self, plan: LocationPlan, tasks: list[dict[str, Any]]) -> None:
         now = utcnow()
         task_rows = [
-            (t["taskArn"], t["deploymentId"], self.settings.ecs_cluster, t["taskDefinitionArn"],
-             t["lastStatus"], t["desiredStatus"],
-             (t["startedAt"] or now) if t["lastStatus"] == "RUNNING" else None, now, now)
+            (
+                t["taskArn"],
+                t["deploymentId"],
+                self.settings.ecs_cluster,
+                t["taskDefinitionArn"],
+                t["lastStatus"],
+                t["desiredStatus"],
+                (t["startedAt"] or now) if t["lastStatus"] == "RUNNING" else None,
+                now,
+                now,
+            )
             for t in tasks
         ]
         deployments, evses, location = ACTIVATE
@@ -193,9 +223,11 @@ def inputs(n: int, chargers: int, tag: str, job_id: str) -> list[str]:
 
 
 async def load_cpo(conn: psycopg.AsyncConnection[Any], cpo_id: int) -> PartnerOperation:
-    row = await (await conn.execute(
-        "SELECT name, country_code, party_id FROM ocpp.partner_operations WHERE id = %s",
-        (cpo_id,))).fetchone()
+    row = await (
+        await conn.execute(
+            "SELECT name, country_code, party_id FROM ocpp.partner_operations WHERE id = %s", (cpo_id,)
+        )
+    ).fetchone()
     if row is None:
         raise LookupError(f"no CPO {cpo_id}")
     return PartnerOperation(id=cpo_id, name=row[0], country_code=row[1], party_id=row[2])
@@ -204,18 +236,23 @@ async def load_cpo(conn: psycopg.AsyncConnection[Any], cpo_id: int) -> PartnerOp
 async def verify(conn: psycopg.AsyncConnection[Any], job_id: str) -> dict[str, int]:
     """What the run left: active locations of the job, their ECS task rows (a check that the
     work was done, outside the timed part)."""
-    row = await (await conn.execute(
-        """SELECT count(DISTINCT l.id), count(t.task_arn)
+    row = await (
+        await conn.execute(
+            """SELECT count(DISTINCT l.id), count(t.task_arn)
            FROM ocpp.ocpi_locations l
            LEFT JOIN ocpp.charger_deployments d ON d.ocpi_location_id = l.id
            LEFT JOIN ocpp.ecs_tasks t ON t.deployment_id = d.id
-           WHERE l.job_id = %s AND l.status = 'ACTIVE'""", (job_id,))).fetchone()
+           WHERE l.job_id = %s AND l.status = 'ACTIVE'""",
+            (job_id,),
+        )
+    ).fetchone()
     assert row is not None
     return {"active_locations": int(row[0]), "task_rows": int(row[1])}
 
 
-async def in_flight(items: list[str], concurrency: int,
-                    one: Callable[[int, str], Awaitable[None]]) -> dict[str, Any]:
+async def in_flight(
+    items: list[str], concurrency: int, one: Callable[[int, str], Awaitable[None]]
+) -> dict[str, Any]:
     """Run `one(index, input)` over all inputs, `concurrency` at a time; seconds and errors."""
     errors: Counter[str] = Counter()
     first: list[str] = []

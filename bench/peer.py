@@ -73,12 +73,14 @@ async def prepare(settings: Settings, spec: dict[str, Any]) -> Callable[[], Awai
     await RESOURCES.admin.execute(f"DROP DATABASE IF EXISTS {SYSTEM_DATABASE} WITH (FORCE)")
     await RESOURCES.admin.execute(f"CREATE DATABASE {SYSTEM_DATABASE}")
     system_database = libpq_url(settings.database_url, SYSTEM_DATABASE)
-    DBOS(config={
-        "name": "ocpplab-peer",
-        "system_database_url": system_database,
-        "sys_db_pool_size": concurrency + 8,
-        "log_level": "WARNING",
-    })
+    DBOS(
+        config={
+            "name": "ocpplab-peer",
+            "system_database_url": system_database,
+            "sys_db_pool_size": concurrency + 8,
+            "log_level": "WARNING",
+        }
+    )
     DBOS.launch()
 
     async def one(index: int, loc_json: str) -> None:

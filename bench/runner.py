@@ -34,12 +34,17 @@ def stack_settings(env: Mapping[str, str], db_pool_size: int = 20) -> Settings:
     """Settings that reach the bench's stack (from the environment that stack wrote)."""
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
-        admin_token=env["ADMIN_TOKEN"], charger_secret_key=env["CHARGER_SECRET_KEY"],
+        admin_token=env["ADMIN_TOKEN"],
+        charger_secret_key=env["CHARGER_SECRET_KEY"],
         database_url=env["DATABASE_URL"],
-        temporal_address=env["TEMPORAL_ADDRESS"], temporal_namespace=env["TEMPORAL_NAMESPACE"],
-        aws_endpoint_url=env["AWS_ENDPOINT_URL"], aws_region=env["AWS_REGION"],
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-        ecs_cluster=env["ECS_CLUSTER"], ecs_task_definition=env["ECS_TASK_DEFINITION"],
+        temporal_address=env["TEMPORAL_ADDRESS"],
+        temporal_namespace=env["TEMPORAL_NAMESPACE"],
+        aws_endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_region=env["AWS_REGION"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        ecs_cluster=env["ECS_CLUSTER"],
+        ecs_task_definition=env["ECS_TASK_DEFINITION"],
         ecs_subnets=json.loads(env["ECS_SUBNETS"]),
         ecs_security_groups=json.loads(env["ECS_SECURITY_GROUPS"]),
         db_pool_size=db_pool_size,
@@ -75,9 +80,14 @@ class ScenarioProcess:
 
     async def __aenter__(self) -> ScenarioProcess:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", self.module, json.dumps(self.spec),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, **self.env}, limit=1 << 24,
+            sys.executable,
+            "-m",
+            self.module,
+            json.dumps(self.spec),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, **self.env},
+            limit=1 << 24,
         )
         await self._expect("ready")
         return self
@@ -105,7 +115,7 @@ class ScenarioProcess:
                 code = await self.proc.wait()
                 raise RuntimeError(f"{self.module} exited ({code}) before saying {word!r}")
             if line.startswith(MARK + word):
-                return line[len(MARK + word):].strip()
+                return line[len(MARK + word) :].strip()
             print(line, end="", flush=True)  # the child's own output (an engine's logs)
 
 

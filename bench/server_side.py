@@ -33,8 +33,9 @@ async def scrape(http: httpx.AsyncClient) -> Buckets:
     return buckets
 
 
-def quantile(before: Buckets, after: Buckets, q: float, metric: str, route: str = "",
-             method: str = "") -> tuple[float, int]:
+def quantile(
+    before: Buckets, after: Buckets, q: float, metric: str, route: str = "", method: str = ""
+) -> tuple[float, int]:
     """(upper bound of the q-quantile in seconds, observations) between two scrapes."""
     key = (metric, route, method)
     now, then = after.get(key, {}), before.get(key, {})

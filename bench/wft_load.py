@@ -41,9 +41,15 @@ from devstack.stack import Ports, Stack, workers_from_env
 from settings import Settings
 
 SETTINGS_SHOWN = (
-    "WORKFLOW_TASK_TIMEOUT_SECONDS", "STICKY_SCHEDULE_TO_START_SECONDS", "ACTIVITY_TIMEOUT_SECONDS",
-    "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS", "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES",
-    "WORKER_MAX_CONCURRENT_ACTIVITIES", "WORKER_NICE", "WORKERS", "CHILD_WINDOW",
+    "WORKFLOW_TASK_TIMEOUT_SECONDS",
+    "STICKY_SCHEDULE_TO_START_SECONDS",
+    "ACTIVITY_TIMEOUT_SECONDS",
+    "WORKER_MAX_CONCURRENT_WORKFLOW_TASKS",
+    "WORKER_MAX_CONCURRENT_LOCAL_ACTIVITIES",
+    "WORKER_MAX_CONCURRENT_ACTIVITIES",
+    "WORKER_NICE",
+    "WORKERS",
+    "CHILD_WINDOW",
 )
 
 
@@ -54,13 +60,16 @@ def say(message: str) -> None:
 def spread(values: list[float]) -> str:
     if not values:
         return "-"
-    return (f"p50 {pct(values, 50):.2f} p90 {pct(values, 90):.2f} p99 {pct(values, 99):.2f} "
-            f"max {max(values):.2f} s (n={len(values)})")
+    return (
+        f"p50 {pct(values, 50):.2f} p90 {pct(values, 90):.2f} p99 {pct(values, 99):.2f} "
+        f"max {max(values):.2f} s (n={len(values)})"
+    )
 
 
 @dataclass
 class Kind:
     """Workflow tasks of one workflow type over the job's histories."""
+
     workflows: int = 0
     tasks: int = 0
     timed_out: Counter[str] = field(default_factory=Counter)
@@ -110,7 +119,8 @@ async def analyse(client: Client, job_ids: list[str]) -> dict[str, Kind]:
                 if attrs.timeout_type == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE and started is not None:
                     kind.start_to_timeout.append((at - started).total_seconds())
                     kind.spans.append(
-                        (workflow_id, started.timestamp(), at.timestamp(), "timed out", identity))
+                        (workflow_id, started.timestamp(), at.timestamp(), "timed out", identity)
+                    )
             elif name == "EVENT_TYPE_WORKFLOW_TASK_FAILED":
                 kind.failed += 1
 
@@ -120,27 +130,40 @@ async def analyse(client: Client, job_ids: list[str]) -> dict[str, Kind]:
 
 async def run_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ocpplab-wft-load-") as folder:
-        stack = Stack(Path(folder), Ports.free(), workers=args.workers, use_environment=False,
-                      say=lambda m: say(f"{label}: stack: {m}"))
+        stack = Stack(
+            Path(folder),
+            Ports.free(),
+            workers=args.workers,
+            use_environment=False,
+            say=lambda m: say(f"{label}: stack: {m}"),
+        )
         try:
             env = await asyncio.to_thread(stack.start_services)
             stack.write_env(env)
             await asyncio.to_thread(stack.start_app, env)
             settings = Settings(
                 _env_file=None,  # type: ignore[call-arg]
-                temporal_address=env["TEMPORAL_ADDRESS"], temporal_namespace=env["TEMPORAL_NAMESPACE"],
+                temporal_address=env["TEMPORAL_ADDRESS"],
+                temporal_namespace=env["TEMPORAL_NAMESPACE"],
             )
             client = await connect(settings)
             admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
             async with httpx.AsyncClient(base_url=env["API_URL"], timeout=120) as http:
-                response = await http.post("/ocpi/cpos", headers=admin, json={
-                    "name": "load", "country_code": "BE", "party_id": "LOD"})
+                response = await http.post(
+                    "/ocpi/cpos",
+                    headers=admin,
+                    json={"name": "load", "country_code": "BE", "party_id": "LOD"},
+                )
                 response.raise_for_status()
-                token = {"Authorization": f"Bearer {response.json()['token']}",
-                         "Content-Type": "application/json"}
+                token = {
+                    "Authorization": f"Bearer {response.json()['token']}",
+                    "Content-Type": "application/json",
+                }
                 cpo_id = response.json()["cpo_id"]
-                contents = [json.dumps(body(args.locations, args.chargers, f"J{j}")).encode()
-                            for j in range(args.jobs)]
+                contents = [
+                    json.dumps(body(args.locations, args.chargers, f"J{j}")).encode()
+                    for j in range(args.jobs)
+                ]
                 pids = stack.pids()
                 before = CpuSnapshot.take(pids)
                 started = time.perf_counter()
@@ -170,33 +193,50 @@ async def run_once(args: argparse.Namespace, label: str) -> dict[str, Any]:
         finally:
             await asyncio.to_thread(stack.stop)
     total = args.jobs * args.locations
-    say(f"{label}: {args.jobs} jobs of {args.locations} x {args.chargers}: {Counter(finals)} in "
+    say(
+        f"{label}: {args.jobs} jobs of {args.locations} x {args.chargers}: {Counter(finals)} in "
         f"{elapsed:.1f} s ({total / elapsed:.1f} loc/s; jobs ended at "
-        f"{', '.join(f'{e:.1f}' for e in sorted(ends))} s)")
-    say(f"{label}: CPU s: " + ", ".join(f"{n} {v:.1f}" for n, v in sorted(usage.procs.items()))
-        + f"; box busy {usage.box_busy:.1f}, iowait {usage.box_iowait:.1f}")
+        f"{', '.join(f'{e:.1f}' for e in sorted(ends))} s)"
+    )
+    say(
+        f"{label}: CPU s: "
+        + ", ".join(f"{n} {v:.1f}" for n, v in sorted(usage.procs.items()))
+        + f"; box busy {usage.box_busy:.1f}, iowait {usage.box_iowait:.1f}"
+    )
     timeouts = sum(k.timed_out["TIMEOUT_TYPE_START_TO_CLOSE"] for k in kinds.values())
     for name, kind in sorted(kinds.items()):
-        say(f"{label}: {name}: {kind.workflows} runs, {kind.tasks} workflow tasks, timed out "
+        say(
+            f"{label}: {name}: {kind.workflows} runs, {kind.tasks} workflow tasks, timed out "
             f"{dict(kind.timed_out) or 0}, failed {kind.failed}, "
-            f"attempts {dict(sorted(kind.attempts.items()))}")
+            f"attempts {dict(sorted(kind.attempts.items()))}"
+        )
         say(f"{label}:   schedule->start   {spread(kind.schedule_to_start)}")
         say(f"{label}:   start->complete   {spread(kind.start_to_complete)}")
         if kind.start_to_timeout:
             say(f"{label}:   start->timed out  {spread(kind.start_to_timeout)}")
     if args.dump:
         Path(args.dump).write_text(  # noqa: ASYNC240 (after the run: nothing waits)
-            json.dumps({name: k.spans for name, k in kinds.items()}))
+            json.dumps({name: k.spans for name, k in kinds.items()})
+        )
     return {
-        "label": label, "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": label,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "settings": {k: os.environ[k] for k in SETTINGS_SHOWN if k in os.environ},
-        "jobs": args.jobs, "locations": args.locations, "chargers": args.chargers,
-        "seconds_to_ready": round(elapsed, 1), "wft_start_to_close_timeouts": timeouts,
+        "jobs": args.jobs,
+        "locations": args.locations,
+        "chargers": args.chargers,
+        "seconds_to_ready": round(elapsed, 1),
+        "wft_start_to_close_timeouts": timeouts,
         "finals": dict(Counter(finals)),
-        "per_type": {name: {"tasks": k.tasks, "timed_out": dict(k.timed_out),
-                            "start_to_complete_p99": round(pct(k.start_to_complete, 99), 2),
-                            "start_to_complete_max": round(max(k.start_to_complete, default=0), 2)}
-                     for name, k in kinds.items()},
+        "per_type": {
+            name: {
+                "tasks": k.tasks,
+                "timed_out": dict(k.timed_out),
+                "start_to_complete_p99": round(pct(k.start_to_complete, 99), 2),
+                "start_to_complete_max": round(max(k.start_to_complete, default=0), 2),
+            }
+            for name, k in kinds.items()
+        },
         "cpu": {n: round(v, 1) for n, v in usage.procs.items()},
     }
 
@@ -212,13 +252,17 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.wft_load", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.wft_load",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--jobs", type=int, default=5)
     parser.add_argument("--locations", type=int, default=150)
     parser.add_argument("--chargers", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes (default: $WORKERS, else 2)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: $WORKERS, else 2)"
+    )
     parser.add_argument("--runs", type=int, default=1, help="fresh stacks, one after the other")
     parser.add_argument("--label", default="", help="names the run in the output")
     parser.add_argument("--json", default="", help="append one JSON line per run to this file")

@@ -8,14 +8,24 @@ from typing import Any
 
 
 def body(n: int, chargers: int, tag: str) -> dict[str, Any]:
-    return {"locations": [
-        {"name": f"Bench {tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-         "coordinates": {"latitude": 50.8 + i / 1e5, "longitude": 4.3 + i / 1e5}, "public": True,
-         "timezone": "Europe/Brussels",
-         "chargers": [{"identity": f"{tag}-{i}-{c}", "connector_type": "Type2", "max_power_kw": 22}
-                      for c in range(chargers)]}
-        for i in range(n)
-    ]}
+    return {
+        "locations": [
+            {
+                "name": f"Bench {tag} {i}",
+                "address": "Rue de la Loi 16",
+                "city": "Brussels",
+                "country": "BE",
+                "coordinates": {"latitude": 50.8 + i / 1e5, "longitude": 4.3 + i / 1e5},
+                "public": True,
+                "timezone": "Europe/Brussels",
+                "chargers": [
+                    {"identity": f"{tag}-{i}-{c}", "connector_type": "Type2", "max_power_kw": 22}
+                    for c in range(chargers)
+                ],
+            }
+            for i in range(n)
+        ]
+    }
 
 
 def pct(values: list[float], q: float) -> float:

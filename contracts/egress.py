@@ -63,8 +63,14 @@ class _Refused(Exception):
 def _public(ip: IPAddress) -> bool:
     """Globally routable unicast: not loopback, private (RFC 1918, ULA), link-local (metadata),
     multicast, reserved, unspecified, shared (CGNAT 100.64/10), documentation..."""
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_unspecified
-                                 or ip.is_loopback or ip.is_link_local or ip.is_private)
+    return ip.is_global and not (
+        ip.is_multicast
+        or ip.is_reserved
+        or ip.is_unspecified
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_private
+    )
 
 
 def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
@@ -90,8 +96,12 @@ class EgressPolicy:
     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
 
     @classmethod
-    def from_entries(cls, entries: Iterable[str], max_bytes: int = DEFAULT_MAX_BYTES,
-                     deadline_seconds: float = DEFAULT_DEADLINE_SECONDS) -> EgressPolicy:
+    def from_entries(
+        cls,
+        entries: Iterable[str],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        deadline_seconds: float = DEFAULT_DEADLINE_SECONDS,
+    ) -> EgressPolicy:
         """`entries`: CIDR networks or addresses ("10.0.0.0/8", "::1") and host names."""
         networks: list[IPNetwork] = []
         hosts: set[str] = set()
@@ -191,14 +201,21 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         self.inner = httpcore.AnyIOBackend()
 
     async def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         address = await checked_address(host, port, self.policy)
         return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
 
     async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None,
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         raise _Refused("no unix sockets")
 
@@ -222,8 +239,13 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         super().__init__(verify=_ssl_context(), trust_env=False)
         # httpx offers no argument for the network backend: its pool is rebuilt with ours
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=_ssl_context(), max_connections=1, max_keepalive_connections=0,
-            http1=True, http2=False, network_backend=_GuardedBackend(policy))
+            ssl_context=_ssl_context(),
+            max_connections=1,
+            max_keepalive_connections=0,
+            http1=True,
+            http2=False,
+            network_backend=_GuardedBackend(policy),
+        )
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
@@ -260,8 +282,14 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
 
 
 async def peer_request(
-    method: str, url: str, *, policy: EgressPolicy, headers: Mapping[str, str] | None = None,
-    json: Any = None, max_bytes: int | None = None, deadline_seconds: float | None = None,
+    method: str,
+    url: str,
+    *,
+    policy: EgressPolicy,
+    headers: Mapping[str, str] | None = None,
+    json: Any = None,
+    max_bytes: int | None = None,
+    deadline_seconds: float | None = None,
     content: bytes | None = None,
 ) -> PeerResponse:
     """One call to a peer-chosen URL under `policy`; `PeerUnusable` on any failure. Any status
@@ -273,14 +301,19 @@ async def peer_request(
         async with asyncio.timeout(deadline):
             parsed = _parse(url)
             sent = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
-            async with httpx.AsyncClient(
-                transport=_GuardedTransport(policy), follow_redirects=False, trust_env=False,
-                timeout=httpx.Timeout(deadline),
-            ) as client, client.stream(method, parsed, headers=sent, json=json, content=content) as response:
+            async with (
+                httpx.AsyncClient(
+                    transport=_GuardedTransport(policy),
+                    follow_redirects=False,
+                    trust_env=False,
+                    timeout=httpx.Timeout(deadline),
+                ) as client,
+                client.stream(method, parsed, headers=sent, json=json, content=content) as response,
+            ):
                 if 300 <= response.status_code < 400:
                     raise _Refused(f"redirect (HTTP {response.status_code})")
                 declared = response.headers.get("content-length", "")
-                if (declared.isascii() and declared.isdigit() and int(declared) > cap + READ_SLACK):
+                if declared.isascii() and declared.isdigit() and int(declared) > cap + READ_SLACK:
                     raise _Refused("declared answer larger than the cap")
                 body = await _read_capped(response, cap)
                 return PeerResponse(response.status_code, dict(response.headers), body)

@@ -54,13 +54,14 @@ async def start_job(
         task_queue=settings.task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(CPO_ID, str(cpo_id)),
-            SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
-        ]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(CPO_ID, str(cpo_id)),
+                SearchAttributePair(JOB_STATUS, JobStatus.PROVISIONING.value),
+            ]
+        ),
         static_summary=f"Bulk-create {total} location(s) for CPO {cpo_id}",
-        static_details=f"job `{job_id}`, started by {started_by}; per-location input in "
-                       "`ocpp.job_locations`",
+        static_details=f"job `{job_id}`, started by {started_by}; per-location input in `ocpp.job_locations`",
         priority=bulk_priority(cpo_id),
         task_timeout=timedelta(seconds=settings.workflow_task_timeout_seconds),
         rpc_timeout=timedelta(seconds=5),

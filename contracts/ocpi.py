@@ -84,4 +84,4 @@ class OcpiActivities(ABC):
     @abstractmethod
     async def push_location(self, inp: PushInput) -> PushResult:
         """Bring one eMSP's copy of the location to what the Sender serves: a PATCH of the
-    difference from what it was last sent, or a PUT of the whole object."""
+        difference from what it was last sent, or a PUT of the whole object."""

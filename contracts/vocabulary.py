@@ -12,7 +12,6 @@ from enum import StrEnum
 # child workflow; a job is PROVISIONING from its 202 on and never goes back to PENDING.
 # (Comments, not a docstring: the enum is in the OpenAPI document, which stays as it was.)
 class JobStatus(StrEnum):
-
     PENDING = "PENDING"
     PROVISIONING = "PROVISIONING"
     READY = "READY"
@@ -109,25 +108,30 @@ _SUPPORT = "contact the operator of this gateway"
 ERRORS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.INVALID_LOCATION: _permanent("the location's input could not be read; submit it again"),
     ErrorCode.CHARGER_IDENTITY_CONFLICT: _permanent(
-        "a charger identity of this location is already used in this CPO's network; use another"),
+        "a charger identity of this location is already used in this CPO's network; use another"
+    ),
     ErrorCode.ECS_INVALID_PARAMETER: _permanent(f"the charger's task was refused by ECS; {_SUPPORT}"),
     ErrorCode.ECS_ACCESS_DENIED: _permanent(f"the gateway may not start charger tasks; {_SUPPORT}"),
     ErrorCode.ECS_CONFIGURATION: _permanent(f"the charger platform is misconfigured; {_SUPPORT}"),
     ErrorCode.ECS_RUN_TASK_FAILED: _permanent(f"the charger's task could not be started; {_SUPPORT}"),
     # the account's Fargate quota: frees up, or gets raised
-    ErrorCode.ECS_CAPACITY: _later("no capacity to start the charger's task now; submit the location "
-                                   "again later"),
+    ErrorCode.ECS_CAPACITY: _later(
+        "no capacity to start the charger's task now; submit the location again later"
+    ),
     ErrorCode.ECS_TASK_STOPPED: _later("the charger's task stopped before it ran; submit the location again"),
     # what transient errors become once their retries run out
     ErrorCode.ECS_UNAVAILABLE: _transient("ECS did not answer in time; submit the location again later"),
-    ErrorCode.DATABASE_UNAVAILABLE: _transient("the database did not answer in time; submit the location "
-                                               "again later"),
+    ErrorCode.DATABASE_UNAVAILABLE: _transient(
+        "the database did not answer in time; submit the location again later"
+    ),
     ErrorCode.PROVISIONING_TIMEOUT: _transient("provisioning took too long; submit the location again later"),
     ErrorCode.CANCELLED: _later("the job was cancelled before this location was provisioned"),
     ErrorCode.INTERNAL_ERROR: _transient("an unexpected error occurred; submit the location again later"),
     ErrorCode.LOCATIONS_FAILED: _later("some locations failed; see results.locations[].error"),
-    ErrorCode.JOB_INTERRUPTED: _later("the job was stopped before this location was provisioned; "
-                                      "READY locations stay, submit the others again"),
+    ErrorCode.JOB_INTERRUPTED: _later(
+        "the job was stopped before this location was provisioned; "
+        "READY locations stay, submit the others again"
+    ),
 }
 
 # The error types an activity raises that Temporal must not retry: its retry policies list them.
@@ -145,5 +149,6 @@ class ErrorInfo:
     @classmethod
     def of(cls, code: ErrorCode, message: str | None = None) -> ErrorInfo:
         """The code's fixed message unless one is given (only for texts free of internals)."""
-        return cls(code=code.value, message=message or ERRORS[code].message,
-                   retryable=code.resubmit_may_succeed)
+        return cls(
+            code=code.value, message=message or ERRORS[code].message, retryable=code.resubmit_may_succeed
+        )

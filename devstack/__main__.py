@@ -56,8 +56,10 @@ def watch(stack: Stack) -> int:
                 failures[name] = 0
             delay = min(MAX_BACKOFF, 2 ** failures.get(name, 0))
             failures[name] = failures.get(name, 0) + 1
-            say(f"{name} (pid {proc.pid}) exited with code {proc.returncode}; restarting it in {delay}s"
-                f" (see {stack.logs}/{name}.log)")
+            say(
+                f"{name} (pid {proc.pid}) exited with code {proc.returncode}; restarting it in {delay}s"
+                f" (see {stack.logs}/{name}.log)"
+            )
             due[name] = now + delay
         for name, server in stack.servers().items():
             if server is not None and server.poll() is not None:
@@ -68,21 +70,27 @@ def watch(stack: Stack) -> int:
 
 def banner(stack: Stack, env: dict[str, str], env_file: Path) -> None:
     say("ready:")
-    workers = ", ".join(f"{name} (pid {proc.pid})" for name, proc in sorted(stack.children.items())
-                        if name.startswith("worker-"))
-    print(f"""
-  API            {env['API_URL']}   (OpenAPI: {env['API_URL']}/docs)
-  Temporal UI    {env['TEMPORAL_UI_URL']}
-  Temporal       {env['TEMPORAL_ADDRESS']}  namespace {env['TEMPORAL_NAMESPACE']}
-  PostgreSQL     {env['DATABASE_URL']}
-  ECS (moto)     {env['AWS_ENDPOINT_URL']}  cluster {env['ECS_CLUSTER']}
-  workers        {workers or 'none (--services-only)'}
-  admin token    {env['ADMIN_TOKEN']}
+    workers = ", ".join(
+        f"{name} (pid {proc.pid})"
+        for name, proc in sorted(stack.children.items())
+        if name.startswith("worker-")
+    )
+    print(
+        f"""
+  API            {env["API_URL"]}   (OpenAPI: {env["API_URL"]}/docs)
+  Temporal UI    {env["TEMPORAL_UI_URL"]}
+  Temporal       {env["TEMPORAL_ADDRESS"]}  namespace {env["TEMPORAL_NAMESPACE"]}
+  PostgreSQL     {env["DATABASE_URL"]}
+  ECS (moto)     {env["AWS_ENDPOINT_URL"]}  cluster {env["ECS_CLUSTER"]}
+  workers        {workers or "none (--services-only)"}
+  admin token    {env["ADMIN_TOKEN"]}
   settings       {env_file}  (source it: set -a; . {env_file}; set +a)
   logs           {stack.logs}
 
 Ctrl-C stops everything; the next `make run` reuses .data/.
-""", flush=True)
+""",
+        flush=True,
+    )
 
 
 def ignore_signals() -> None:
@@ -121,8 +129,13 @@ def run(args: argparse.Namespace, started: list[Stack]) -> int:
     data_dir = Path(args.data_dir) if args.data_dir else DATA_DIR
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = Ports.free() if args.free_ports else None
-    stack = Stack(data_dir, ports, workers=args.workers or workers_from_env(), say=say,
-                  use_environment=not args.free_ports)
+    stack = Stack(
+        data_dir,
+        ports,
+        workers=args.workers or workers_from_env(),
+        say=say,
+        use_environment=not args.free_ports,
+    )
     started.append(stack)
     env = stack.start_services()
     env_file = stack.write_env(env)
@@ -137,14 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     shutdown = Shutdown()
     shutdown.install()
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
-    parser.add_argument("--services-only", action="store_true",
-                        help="start PostgreSQL, Temporal and moto, write stack.env, no worker/API")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes (default: $WORKERS, else 2)")
+    parser.add_argument(
+        "--services-only",
+        action="store_true",
+        help="start PostgreSQL, Temporal and moto, write stack.env, no worker/API",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: $WORKERS, else 2)"
+    )
     parser.add_argument("--data-dir", default=None, help=f"the stack's data folder (default: {DATA_DIR})")
-    parser.add_argument("--free-ports", action="store_true",
-                        help="free ports instead of the fixed ones, and no part taken from the "
-                        "environment: a second stack next to `make run`")
+    parser.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="free ports instead of the fixed ones, and no part taken from the "
+        "environment: a second stack next to `make run`",
+    )
     args = parser.parse_args(argv)
     started: list[Stack] = []
     code = 0

@@ -78,8 +78,10 @@ def render() -> str:
     rows = []
     for name, field in Settings.model_fields.items():
         description = field.description or ""
-        rows.append(f"| `{name.upper()}` | {cell(type_name(field.annotation))} | "
-                    f"{cell(default_text(field))} | {cell(description)} |")
+        rows.append(
+            f"| `{name.upper()}` | {cell(type_name(field.annotation))} | "
+            f"{cell(default_text(field))} | {cell(description)} |"
+        )
     return HEADER + "\n".join(rows) + "\n"
 
 

@@ -41,15 +41,29 @@ async def restore_charger_tasks(
     engine = make_engine(settings)
     try:
         async with engine.connect() as conn:
-            rows = (await conn.execute(RUNNING_CHARGERS, {
-                "active": LocationStatus.ACTIVE.value, "running": DeploymentState.RUNNING.value,
-            })).all()
+            rows = (
+                await conn.execute(
+                    RUNNING_CHARGERS,
+                    {
+                        "active": LocationStatus.ACTIVE.value,
+                        "running": DeploymentState.RUNNING.value,
+                    },
+                )
+            ).all()
         if not rows:
             return 0
         live = await running_charger_tasks(settings)
-        missing = [ChargerTaskInput(job_id=job_id or "", index=index, location_id=location_id,
-                                    deployment_id=dep_id, identity=identity)
-                   for dep_id, location_id, job_id, index, identity in rows if dep_id not in live]
+        missing = [
+            ChargerTaskInput(
+                job_id=job_id or "",
+                index=index,
+                location_id=location_id,
+                deployment_id=dep_id,
+                identity=identity,
+            )
+            for dep_id, location_id, job_id, index, identity in rows
+            if dep_id not in live
+        ]
         if missing and say is not None:
             say(f"moto restarted empty: starting again the tasks of {len(missing)} RUNNING charger(s)")
         gate = asyncio.Semaphore(concurrency)

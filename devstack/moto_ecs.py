@@ -32,7 +32,9 @@ class MotoServer:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [str(venv_binary("moto_server")), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         wait_for_port("127.0.0.1", self.port, self.proc, "moto server")
 
@@ -58,7 +60,12 @@ def _tags(resource: str) -> list[dict[str, Any]]:
 
 
 def bootstrap_ecs(
-    endpoint_url: str, region: str, cluster: str, task_family: str, container_name: str, image: str,
+    endpoint_url: str,
+    region: str,
+    cluster: str,
+    task_family: str,
+    container_name: str,
+    image: str,
     seed: int | None = None,
 ) -> EcsBootstrap:
     """Find-or-create every resource by its Name tag, so a second call changes nothing.
@@ -116,7 +123,9 @@ def _bootstrap(
         group_id = groups[0]["GroupId"]
     else:
         group_id = ec2.create_security_group(
-            GroupName=f"{NAME_TAG}-chargers", Description="simulated chargers", VpcId=vpc_id,
+            GroupName=f"{NAME_TAG}-chargers",
+            Description="simulated chargers",
+            VpcId=vpc_id,
             TagSpecifications=_tags("security-group"),
         )["GroupId"]
 
@@ -138,11 +147,16 @@ def _bootstrap(
             networkMode="awsvpc",
             cpu="256",
             memory="512",
-            containerDefinitions=[{
-                "name": container_name, "image": image, "essential": True,
-                "cpu": 256, "memory": 512,  # moto answers 500 without them
-                "environment": [{"name": "CHARGER_IDENTITY", "value": "set-per-task"}],
-            }],
+            containerDefinitions=[
+                {
+                    "name": container_name,
+                    "image": image,
+                    "essential": True,
+                    "cpu": 256,
+                    "memory": 512,  # moto answers 500 without them
+                    "environment": [{"name": "CHARGER_IDENTITY", "value": "set-per-task"}],
+                }
+            ],
         )["taskDefinition"]["taskDefinitionArn"]
 
     keep_tasks_running(endpoint_url)
@@ -152,6 +166,7 @@ def _bootstrap(
 def keep_tasks_running(endpoint_url: str) -> None:
     """moto walks a task through RUNNING → DEACTIVATING → … → STOPPED one step per describe
     ("immediate" progression). A simulated charger should stay up until StopTask, as on ECS."""
-    body = json.dumps({"model_name": "ecs::task",
-                       "transition": {"progression": "manual", "times": 1_000_000_000}})
+    body = json.dumps(
+        {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 1_000_000_000}}
+    )
     _moto_api(endpoint_url, "state-manager/set-transition", body.encode())

@@ -81,17 +81,37 @@ class EmbeddedPostgres:
         if self.user:
             _open_prefix(self.pgdata)
         subprocess.run(
-            [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(self.pgdata), "--auth=trust",
-             "--encoding=UTF8", "--locale=C", "-U", PG_USER],
-            check=True, capture_output=True, user=self.user,
+            [
+                str(POSTGRES_BIN_PATH / "initdb"),
+                "-D",
+                str(self.pgdata),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "-U",
+                PG_USER,
+            ],
+            check=True,
+            capture_output=True,
+            user=self.user,
         )
 
     def start(self) -> None:
         self.init()
         args = [
-            str(POSTGRES_BIN_PATH / "postgres"), "-D", str(self.pgdata),
-            "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.pgdata),
-            "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+            str(POSTGRES_BIN_PATH / "postgres"),
+            "-D",
+            str(self.pgdata),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.pgdata),
+            "-c",
+            "max_connections=300",
+            "-c",
+            "shared_buffers=256MB",
         ]
         if not self.durable:  # tests: a crash loses nothing we care about, speed matters
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]

@@ -31,8 +31,9 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-def wait_for_port(host: str, port: int, proc: subprocess.Popen[bytes] | None, what: str,
-                  timeout: float = 60.0) -> None:
+def wait_for_port(
+    host: str, port: int, proc: subprocess.Popen[bytes] | None, what: str, timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if port_open(host, port):

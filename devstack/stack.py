@@ -91,8 +91,14 @@ class Stack:
     """
 
     def __init__(
-        self, data_dir: Path = DATA_DIR, ports: Ports | None = None, workers: int = 1, *,
-        use_environment: bool = True, say: Callable[[str], None] = _say, fairness: bool | None = None,
+        self,
+        data_dir: Path = DATA_DIR,
+        ports: Ports | None = None,
+        workers: int = 1,
+        *,
+        use_environment: bool = True,
+        say: Callable[[str], None] = _say,
+        fairness: bool | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.ports = ports or Ports()
@@ -131,12 +137,15 @@ class Stack:
         database_url = self._given("DATABASE_URL")
         address = self._given("TEMPORAL_ADDRESS")
         endpoint = self._given("AWS_ENDPOINT_URL")
-        check_ports_free({
-            "PostgreSQL": self.ports.postgres if database_url is None else 0,
-            "Temporal": self.ports.temporal if address is None else 0,
-            "Temporal Web UI": self.ports.ui if address is None else 0,
-            "moto": self.ports.moto if endpoint is None else 0, "API": self.ports.api,
-        })
+        check_ports_free(
+            {
+                "PostgreSQL": self.ports.postgres if database_url is None else 0,
+                "Temporal": self.ports.temporal if address is None else 0,
+                "Temporal Web UI": self.ports.ui if address is None else 0,
+                "moto": self.ports.moto if endpoint is None else 0,
+                "API": self.ports.api,
+            }
+        )
         if database_url is None:
             self.say(f"PostgreSQL (embedded) on 127.0.0.1:{self.ports.postgres}, data in {rel}/postgres")
             self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.ports.postgres, durable=True)
@@ -146,22 +155,34 @@ class Stack:
             database_url = self.postgres.url("ocpplab")
         env["DATABASE_URL"] = database_url
         self.say("migrations: alembic upgrade head")
-        subprocess.run([str(venv_binary("alembic")), "upgrade", "head"], cwd=ROOT, check=True,
-                       env={**os.environ, "DATABASE_URL": database_url})
+        subprocess.run(
+            [str(venv_binary("alembic")), "upgrade", "head"],
+            cwd=ROOT,
+            check=True,
+            env={**os.environ, "DATABASE_URL": database_url},
+        )
 
         ui = self._given("TEMPORAL_UI_URL") or f"http://127.0.0.1:{self.ports.ui}"
         if address is None:
-            self.say(f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, Web UI on "
-                     f":{self.ports.ui}, {rel}/temporal.db, fairness {'on' if self.fairness else 'off'}")
-            self.temporal = TemporalDevServer(self.ports.temporal, self.ports.ui,
-                                              self.data_dir / "temporal.db",
-                                              dynamic_config=matching_config(self.fairness),
-                                              log_file=self.logs / "temporal.log")
+            self.say(
+                f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, Web UI on "
+                f":{self.ports.ui}, {rel}/temporal.db, fairness {'on' if self.fairness else 'off'}"
+            )
+            self.temporal = TemporalDevServer(
+                self.ports.temporal,
+                self.ports.ui,
+                self.data_dir / "temporal.db",
+                dynamic_config=matching_config(self.fairness),
+                log_file=self.logs / "temporal.log",
+            )
             self.temporal.start()
             self._record("temporal", self.temporal.proc)
             address = self.temporal.address
-        env |= {"TEMPORAL_ADDRESS": address, "TEMPORAL_UI_URL": ui,
-                "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default"}
+        env |= {
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_UI_URL": ui,
+            "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default",
+        }
 
         if endpoint is None:
             self.say(f"moto (ECS + EC2 + Secrets Manager) on 127.0.0.1:{self.ports.moto}")
@@ -171,16 +192,26 @@ class Stack:
             endpoint = self.moto.url
         defaults = Settings(_env_file=None)  # type: ignore[call-arg]
         region = self._given("AWS_REGION") or defaults.aws_region
-        boot = bootstrap_ecs(endpoint, region, defaults.ecs_cluster, defaults.ecs_task_definition,
-                             defaults.ecs_container_name, defaults.charger_image,
-                             seed=ECS_SEED if self.moto is not None else None)
+        boot = bootstrap_ecs(
+            endpoint,
+            region,
+            defaults.ecs_cluster,
+            defaults.ecs_task_definition,
+            defaults.ecs_container_name,
+            defaults.charger_image,
+            seed=ECS_SEED if self.moto is not None else None,
+        )
         self.say(f"ECS bootstrapped: cluster {defaults.ecs_cluster}, subnet {boot.subnet_ids[0]}")
         env |= {
-            "API_URL": f"http://127.0.0.1:{self.ports.api}", "ADMIN_TOKEN": self.secret("admin_token"),
+            "API_URL": f"http://127.0.0.1:{self.ports.api}",
+            "ADMIN_TOKEN": self.secret("admin_token"),
             "CHARGER_SECRET_KEY": self.secret("charger_secret_key"),
-            "AWS_ENDPOINT_URL": endpoint, "AWS_REGION": region,
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "ECS_CLUSTER": defaults.ecs_cluster, "ECS_TASK_DEFINITION": defaults.ecs_task_definition,
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_REGION": region,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "ECS_CLUSTER": defaults.ecs_cluster,
+            "ECS_TASK_DEFINITION": defaults.ecs_task_definition,
             "ECS_SUBNETS": json.dumps(boot.subnet_ids),
             "ECS_SECURITY_GROUPS": json.dumps(boot.security_group_ids),
             "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
@@ -211,11 +242,18 @@ class Stack:
         from devstack.ecs_restore import restore_charger_tasks  # the worker's code: import late
 
         settings = Settings(
-            _env_file=None, dev_stack=True, database_url=env["DATABASE_URL"],  # type: ignore[call-arg]
-            aws_endpoint_url=env["AWS_ENDPOINT_URL"], aws_region=env["AWS_REGION"],
-            aws_access_key_id="testing", aws_secret_access_key="testing",
-            charger_secret_key=env["CHARGER_SECRET_KEY"], ecs_cluster=env["ECS_CLUSTER"],
-            ecs_task_definition=env["ECS_TASK_DEFINITION"], ecs_subnets=subnets, ecs_security_groups=groups,
+            _env_file=None,
+            dev_stack=True,
+            database_url=env["DATABASE_URL"],  # type: ignore[call-arg]
+            aws_endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_region=env["AWS_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            charger_secret_key=env["CHARGER_SECRET_KEY"],
+            ecs_cluster=env["ECS_CLUSTER"],
+            ecs_task_definition=env["ECS_TASK_DEFINITION"],
+            ecs_subnets=subnets,
+            ecs_security_groups=groups,
         )
         # its own loop in a thread: start_services is also called from async code (tests)
         with ThreadPoolExecutor(1) as pool:
@@ -233,9 +271,15 @@ class Stack:
             raise RuntimeError("only an embedded moto can be reset")
         reset_moto(self.moto.url)
         defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-        boot = bootstrap_ecs(self.moto.url, self.env["AWS_REGION"], defaults.ecs_cluster,
-                             defaults.ecs_task_definition, defaults.ecs_container_name,
-                             defaults.charger_image, seed=ECS_SEED)
+        boot = bootstrap_ecs(
+            self.moto.url,
+            self.env["AWS_REGION"],
+            defaults.ecs_cluster,
+            defaults.ecs_task_definition,
+            defaults.ecs_container_name,
+            defaults.charger_image,
+            seed=ECS_SEED,
+        )
         if json.dumps(boot.subnet_ids) != self.env["ECS_SUBNETS"]:
             raise RuntimeError(f"moto reset gave other subnets: {boot.subnet_ids}")
 
@@ -263,12 +307,24 @@ class Stack:
     def start_worker(self, number: int) -> subprocess.Popen[bytes]:
         port = self.worker_metrics_port(number)
         env = {"WORKER_METRICS_PORT": str(port)} if port else {}
-        return self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], nice=worker_nice(),
-                           extra_env=env)
+        return self._spawn(
+            f"worker-{number}", [sys.executable, "-m", "worker"], nice=worker_nice(), extra_env=env
+        )
 
     def start_api(self) -> subprocess.Popen[bytes]:
-        return self._spawn("api", [str(venv_binary("uvicorn")), "api.app:app", "--host", "127.0.0.1",
-                                   "--port", str(self.ports.api), "--timeout-graceful-shutdown", "20"])
+        return self._spawn(
+            "api",
+            [
+                str(venv_binary("uvicorn")),
+                "api.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.ports.api),
+                "--timeout-graceful-shutdown",
+                "20",
+            ],
+        )
 
     def restart(self, name: str) -> subprocess.Popen[bytes]:
         """Start again a worker (`worker-N`) or the API that has exited."""
@@ -276,13 +332,20 @@ class Stack:
             return self.start_api()
         return self.start_worker(int(name.removeprefix("worker-")))
 
-    def _spawn(self, name: str, args: list[str], nice: int = 0,
-               extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], nice: int = 0, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with open(self.logs / f"{name}.log", "ab") as log:
             env = {**self.child_env, **(extra_env or {})}
-            proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True,
-                                    preexec_fn=(lambda: os.nice(nice)) if nice else None)
+            proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
+            )
         self.children[name] = proc
         self._record(name, proc)
         return proc

@@ -60,8 +60,10 @@ class PidBook:
         book = self.read()
         supervisor = _same_process(book.pop(SUPERVISOR, {}))
         if supervisor is not None and supervisor.pid != os.getpid():
-            raise RuntimeError(f"a stack already runs from {self.path.parent} (pid {supervisor.pid}): "
-                               "stop it first (Ctrl-C in its terminal)")
+            raise RuntimeError(
+                f"a stack already runs from {self.path.parent} (pid {supervisor.pid}): "
+                "stop it first (Ctrl-C in its terminal)"
+            )
         stale: list[tuple[str, psutil.Process]] = []
         for name, entry in sorted(book.items(), key=lambda item: _rank(item[0])):
             proc = _same_process(entry)
@@ -89,8 +91,9 @@ def _same_process(entry: dict[str, Any]) -> psutil.Process | None:
     try:
         proc = psutil.Process(int(entry["pid"]))
         program = Path(entry["args"][0]).name
-        same = (abs(proc.create_time() - float(entry["create_time"])) < 0.5
-                and any(Path(part).name == program for part in proc.cmdline()))
+        same = abs(proc.create_time() - float(entry["create_time"])) < 0.5 and any(
+            Path(part).name == program for part in proc.cmdline()
+        )
     except (psutil.Error, KeyError, TypeError, ValueError):
         return None
     return proc if same and proc.status() != psutil.STATUS_ZOMBIE else None
@@ -116,8 +119,13 @@ def port_holder(port: int) -> str | None:
 
 def check_ports_free(ports: dict[str, int]) -> None:
     """Raise, naming the pid that holds each busy port, before anything is started on them."""
-    busy = [f"port {port} ({what}) is held by {holder}"
-            for what, port in ports.items() if port and (holder := port_holder(port)) is not None]
+    busy = [
+        f"port {port} ({what}) is held by {holder}"
+        for what, port in ports.items()
+        if port and (holder := port_holder(port)) is not None
+    ]
     if busy:
-        raise RuntimeError("; ".join(busy) + ". This stack did not start them (see pids.json): "
-                           "stop them, or run this stack on other ports.")
+        raise RuntimeError(
+            "; ".join(busy) + ". This stack did not start them (see pids.json): "
+            "stop them, or run this stack on other ports."
+        )

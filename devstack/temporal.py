@@ -27,8 +27,12 @@ def matching_config(fairness: bool) -> dict[str, Any]:
     with `fairness` its fair dispatch between fairness keys (CPOs). One partition per task queue:
     priority and fairness hold within a partition only (with four, neither held in a test), and one
     dev server gains nothing from four."""
-    return {"matching.useNewMatcher": True, "matching.enableFairness": fairness,
-            "matching.numTaskqueueReadPartitions": 1, "matching.numTaskqueueWritePartitions": 1}
+    return {
+        "matching.useNewMatcher": True,
+        "matching.enableFairness": fairness,
+        "matching.numTaskqueueReadPartitions": 1,
+        "matching.numTaskqueueWritePartitions": 1,
+    }
 
 
 # SQLite pragmas of the embedded stack's dev server (only with a database file).
@@ -37,8 +41,13 @@ SQLITE_PRAGMAS: dict[str, str] = {"journal_mode": "wal", "synchronous": "normal"
 
 class TemporalDevServer:
     def __init__(
-        self, port: int, ui_port: int | None, db_file: Path | None, namespace: str = "default",
-        dynamic_config: dict[str, Any] | None = None, log_file: Path | None = None,
+        self,
+        port: int,
+        ui_port: int | None,
+        db_file: Path | None,
+        namespace: str = "default",
+        dynamic_config: dict[str, Any] | None = None,
+        log_file: Path | None = None,
         sqlite_pragmas: dict[str, str] | None = None,
     ) -> None:
         self.port = port
@@ -55,8 +64,19 @@ class TemporalDevServer:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        args = [str(venv_binary("temporal")), "server", "start-dev", "--ip", "127.0.0.1",
-                "--port", str(self.port), "--namespace", self.namespace, "--log-level", "warn"]
+        args = [
+            str(venv_binary("temporal")),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
+        ]
         if self.ui_port:
             args += ["--ui-port", str(self.ui_port), "--ui-disable-news-fetch"]
         else:
@@ -73,8 +93,9 @@ class TemporalDevServer:
 
     def start(self, timeout: float = 60) -> None:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         wait_for_port("127.0.0.1", self.port, self.proc, "Temporal dev server", timeout)
         # its own loop in a thread: start() is also called from async code (bench, fault tests)
         with ThreadPoolExecutor(1) as pool:
@@ -96,4 +117,3 @@ class TemporalDevServer:
     def stop(self) -> None:
         stop_process(self.proc, timeout=20)
         self.proc = None
-

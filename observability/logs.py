@@ -31,8 +31,18 @@ LogFormat = Literal["json", "text"]
 
 # the fields a line may carry, in the order the text format prints them
 CONTEXT_FIELDS = (
-    "request_id", "cpo_id", "job_id", "location_index", "location_id", "workflow_type", "workflow_id",
-    "run_id", "activity_type", "activity_id", "attempt", "trace_id",
+    "request_id",
+    "cpo_id",
+    "job_id",
+    "location_index",
+    "location_id",
+    "workflow_type",
+    "workflow_id",
+    "run_id",
+    "activity_type",
+    "activity_id",
+    "attempt",
+    "trace_id",
 )
 _WORKFLOW_ID = re.compile(r"^(?P<job>job-[0-9a-f]+)(?:/location-(?P<index>\d+))?$")
 _LOCATION_ID = re.compile(r"\bloc-[0-9a-f]{32}\b")
@@ -82,16 +92,30 @@ def _temporal_fields(record: logging.LogRecord) -> dict[str, Any]:
     act: Mapping[str, Any] | None = getattr(record, "temporal_activity", None)
     if act is None and wf is None and activity.in_activity():
         info = activity.info()
-        act = {"workflow_type": info.workflow_type, "workflow_id": info.workflow_id,
-               "workflow_run_id": info.workflow_run_id, "activity_type": info.activity_type,
-               "activity_id": info.activity_id, "attempt": info.attempt}
+        act = {
+            "workflow_type": info.workflow_type,
+            "workflow_id": info.workflow_id,
+            "workflow_run_id": info.workflow_run_id,
+            "activity_type": info.activity_type,
+            "activity_id": info.activity_id,
+            "attempt": info.attempt,
+        }
     if wf is not None:
-        found.update(workflow_type=wf.get("workflow_type"), workflow_id=wf.get("workflow_id"),
-                     run_id=wf.get("run_id"), attempt=wf.get("attempt"))
+        found.update(
+            workflow_type=wf.get("workflow_type"),
+            workflow_id=wf.get("workflow_id"),
+            run_id=wf.get("run_id"),
+            attempt=wf.get("attempt"),
+        )
     if act is not None:
-        found.update(workflow_type=act.get("workflow_type"), workflow_id=act.get("workflow_id"),
-                     run_id=act.get("workflow_run_id"), activity_type=act.get("activity_type"),
-                     activity_id=act.get("activity_id"), attempt=act.get("attempt"))
+        found.update(
+            workflow_type=act.get("workflow_type"),
+            workflow_id=act.get("workflow_id"),
+            run_id=act.get("workflow_run_id"),
+            activity_type=act.get("activity_type"),
+            activity_id=act.get("activity_id"),
+            attempt=act.get("attempt"),
+        )
     if found.get("workflow_id"):
         found.update(ids_from_workflow_id(str(found["workflow_id"])))
     return {k: v for k, v in found.items() if v is not None}
@@ -127,8 +151,11 @@ class JsonFormatter(logging.Formatter):
         }
         line.update(getattr(record, "ctx", {}))
         for key, value in vars(record).items():  # a caller's own `extra=`
-            if key not in _STANDARD_ATTRS and key not in line and key not in (
-                    "ctx", "temporal_workflow", "temporal_activity", "taskName", "color_message"):
+            if (
+                key not in _STANDARD_ATTRS
+                and key not in line
+                and key not in ("ctx", "temporal_workflow", "temporal_activity", "taskName", "color_message")
+            ):
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
@@ -144,8 +171,11 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         ctx: dict[str, Any] = getattr(record, "ctx", {})
-        shown = " ".join(f"{k}={ctx[k]}" for k in CONTEXT_FIELDS
-                         if k in ctx and k not in ("run_id", "trace_id", "request_id"))
+        shown = " ".join(
+            f"{k}={ctx[k]}"
+            for k in CONTEXT_FIELDS
+            if k in ctx and k not in ("run_id", "trace_id", "request_id")
+        )
         return f"{text} [{shown}]" if shown else text
 
 

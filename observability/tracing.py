@@ -40,8 +40,9 @@ def init_tracing(endpoint: str | None, service_name: str, exporter: SpanExporter
     elif endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        traces_url = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-                      or endpoint.rstrip("/") + "/v1/traces")
+        traces_url = (
+            os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or endpoint.rstrip("/") + "/v1/traces"
+        )
         processor = BatchSpanProcessor(OTLPSpanExporter(endpoint=traces_url))
     else:
         return False
@@ -76,8 +77,11 @@ def fastapi_telemetry() -> dict[str, Any]:
     are Prometheus (`api/metrics.py`), its logs ours."""
     quiet = {"/healthz", "/readyz", "/metrics"}
     return {
-        "tracing": tracing_active(), "tracer_provider": _active.get("provider"),
-        "metrics": False, "logs": False, "auto_configure": False,
+        "tracing": tracing_active(),
+        "tracer_provider": _active.get("provider"),
+        "metrics": False,
+        "logs": False,
+        "auto_configure": False,
         "exclude": lambda scope: scope.get("path") in quiet,
     }
 
@@ -102,10 +106,16 @@ class TracedAwsClient:
         @functools.wraps(call)
         async def traced(*args: Any, **kwargs: Any) -> Any:
             with self._tracer.start_as_current_span(
-                f"{self._service}.{operation}", kind=SpanKind.CLIENT,
-                attributes={"rpc.system": "aws-api", "rpc.service": self._service,
-                            "rpc.method": operation, "cloud.region": self._client.meta.region_name},
-                record_exception=True, set_status_on_exception=True,
+                f"{self._service}.{operation}",
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "rpc.system": "aws-api",
+                    "rpc.service": self._service,
+                    "rpc.method": operation,
+                    "cloud.region": self._client.meta.region_name,
+                },
+                record_exception=True,
+                set_status_on_exception=True,
             ) as span:
                 response = await call(*args, **kwargs)
                 meta = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}

@@ -61,8 +61,9 @@ def moto(tmp_root: Path) -> Iterator[dict[str, Any]]:
     endpoint = f"http://127.0.0.1:{server.port}"
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    boot = bootstrap_ecs(endpoint, "eu-west-1", "test-chargers", "ocpplab-charger", "charger",
-                         "ocpplab/charger-simulator:test")
+    boot = bootstrap_ecs(
+        endpoint, "eu-west-1", "test-chargers", "ocpplab-charger", "charger", "ocpplab/charger-simulator:test"
+    )
     yield {"endpoint": endpoint, "boot": boot}
     server.stop()
 
@@ -108,8 +109,13 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
 @pytest.fixture(scope="session")
 def ecs(moto: dict[str, Any]) -> Any:
     """A plain boto3 client straight to moto: the test's view of what really runs."""
-    return boto3.client("ecs", region_name="eu-west-1", endpoint_url=moto["endpoint"],
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "ecs",
+        region_name="eu-west-1",
+        endpoint_url=moto["endpoint"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
@@ -134,9 +140,7 @@ async def workers(
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def app_client(
-    settings: Settings, temporal: WorkflowEnvironment
-) -> AsyncIterator[httpx.AsyncClient]:
+async def app_client(settings: Settings, temporal: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
     """The real app over ASGI (lifespan run by hand), its Temporal client the test server's."""
     async with asgi_client(create_app(settings, temporal_client=temporal.client)) as client:
         yield client
@@ -164,4 +168,3 @@ def _disarm(fault_proxy: FaultProxy) -> Iterator[None]:
 @pytest.fixture
 def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN}"}
-

@@ -22,8 +22,15 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 FaultKind = Literal[
-    "throttle", "server_error", "drop", "invalid_parameter", "access_denied", "capacity", "delay",
-    "provisioning", "lose_response",
+    "throttle",
+    "server_error",
+    "drop",
+    "invalid_parameter",
+    "access_denied",
+    "capacity",
+    "delay",
+    "provisioning",
+    "lose_response",
 ]
 
 _ERRORS: dict[str, tuple[int, str, str]] = {
@@ -123,8 +130,10 @@ class FaultProxy:
                     self.connection.close()
                     return
                 if fault is not None and fault.kind == "capacity":  # RunTask answers 200 + failures
-                    payload = (b'{"tasks":[],"failures":[{"reason":"RESOURCE:FARGATE",'
-                               b'"detail":"You have reached the limit on the number of vCPUs"}]}')
+                    payload = (
+                        b'{"tasks":[],"failures":[{"reason":"RESOURCE:FARGATE",'
+                        b'"detail":"You have reached the limit on the number of vCPUs"}]}'
+                    )
                     self._reply(200, [("Content-Type", "application/x-amz-json-1.1")], payload)
                     return
                 if fault is not None:
@@ -149,8 +158,9 @@ class FaultProxy:
                 if as_provisioning:
                     data = re.sub(rb'"lastStatus":\s*"RUNNING"', b'"lastStatus":"PROVISIONING"', data)
                 skip = {"transfer-encoding", "connection", "content-length"}
-                self._reply(upstream.status,
-                            [(k, v) for k, v in upstream.getheaders() if k.lower() not in skip], data)
+                self._reply(
+                    upstream.status, [(k, v) for k, v in upstream.getheaders() if k.lower() not in skip], data
+                )
                 conn.close()
 
             def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:

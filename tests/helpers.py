@@ -27,6 +27,7 @@ def unique(prefix: str) -> str:
     """A charger identity no other test of this session uses."""
     return f"{prefix}-{next(_serial)}"
 
+
 def expected_counts(
     chargers_per_location: list[list[int]], removed: list[list[int]] | None = None
 ) -> dict[str, int]:
@@ -38,11 +39,16 @@ def expected_counts(
     gone = removed or []
     kept_evses = sum(sum(c) for c in gone)
     return {
-        "ocpi_locations": n + len(gone), "ocpi_evses": evses + kept_evses,
-        "ocpi_connectors": evses + kept_evses, "locations": n,
-        "charge_points": chargers, "charge_point_connectors": evses,
-        "charge_point_credentials": chargers, "network_topology": evses,
-        "charger_deployments": chargers, "ecs_tasks": chargers,
+        "ocpi_locations": n + len(gone),
+        "ocpi_evses": evses + kept_evses,
+        "ocpi_connectors": evses + kept_evses,
+        "locations": n,
+        "charge_points": chargers,
+        "charge_point_connectors": evses,
+        "charge_point_credentials": chargers,
+        "network_topology": evses,
+        "charger_deployments": chargers,
+        "ecs_tasks": chargers,
     }
 
 
@@ -56,7 +62,8 @@ async def table_counts(engine: AsyncEngine, cpo_id: str | int) -> dict[str, int]
 async def create_cpo(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[str, dict[str, str]]:
     party = "".join(next(_parties))
     response = await client.post(
-        "/ocpi/cpos", json={"name": f"CPO {party}", "country_code": "BE", "party_id": party},
+        "/ocpi/cpos",
+        json={"name": f"CPO {party}", "country_code": "BE", "party_id": party},
         headers=admin,
     )
     assert response.status_code == 201, response.text
@@ -66,8 +73,12 @@ async def create_cpo(client: httpx.AsyncClient, admin: dict[str, str]) -> tuple[
 
 def location(name: str, chargers: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
     loc: dict[str, Any] = {
-        "name": name, "address": "Place Victor Horta 1", "city": "Brussels", "country": "BE",
-        "coordinates": {"latitude": 50.8357, "longitude": 4.3353}, "public": True,
+        "name": name,
+        "address": "Place Victor Horta 1",
+        "city": "Brussels",
+        "country": "BE",
+        "coordinates": {"latitude": 50.8357, "longitude": 4.3353},
+        "public": True,
     }
     if chargers is not None:
         loc["chargers"] = chargers
@@ -76,15 +87,27 @@ def location(name: str, chargers: list[dict[str, Any]] | None = None, **extra: A
 
 
 def charger(identity: str, evses: int = 1, **extra: Any) -> dict[str, Any]:
-    return {"identity": identity, "vendor": "ABB", "model": "Terra AC", "ocpp_version": "OCPP1.6",
-            "connector_type": "Type2", "max_power_kw": 22, "evses": evses, **extra}
+    return {
+        "identity": identity,
+        "vendor": "ABB",
+        "model": "Terra AC",
+        "ocpp_version": "OCPP1.6",
+        "connector_type": "Type2",
+        "max_power_kw": 22,
+        "evses": evses,
+        **extra,
+    }
 
 
 async def submit(
-    client: httpx.AsyncClient, cpo_id: str, headers: dict[str, str], locations: list[dict[str, Any]],
+    client: httpx.AsyncClient,
+    cpo_id: str,
+    headers: dict[str, str],
+    locations: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    response = await client.post(f"/ocpi/cpos/{cpo_id}/locations", json={"locations": locations},
-                                 headers=headers)
+    response = await client.post(
+        f"/ocpi/cpos/{cpo_id}/locations", json={"locations": locations}, headers=headers
+    )
     assert response.status_code == 202, response.text
     return dict(response.json())
 
@@ -129,7 +152,10 @@ def api_process(env: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen[byt
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port("127.0.0.1", port, proc, "API")

@@ -49,9 +49,16 @@ def check_connector(c: dict[str, Any]) -> None:
 
 
 # Capabilities that promise a module this gateway does not offer (Commands, Tokens, SmartCharging)
-UNBACKED = {"REMOTE_START_STOP_CAPABLE", "RESERVABLE", "UNLOCK_CAPABLE", "TOKEN_GROUP_CAPABLE",
-            "START_SESSION_CONNECTOR_REQUIRED", "RFID_READER", "CHARGING_PROFILE_CAPABLE",
-            "CHARGING_PREFERENCES_CAPABLE"}
+UNBACKED = {
+    "REMOTE_START_STOP_CAPABLE",
+    "RESERVABLE",
+    "UNLOCK_CAPABLE",
+    "TOKEN_GROUP_CAPABLE",
+    "START_SESSION_CONNECTOR_REQUIRED",
+    "RFID_READER",
+    "CHARGING_PROFILE_CAPABLE",
+    "CHARGING_PREFERENCES_CAPABLE",
+}
 
 
 def check_evse(e: dict[str, Any]) -> None:
@@ -69,9 +76,18 @@ def check_location(obj: dict[str, Any]) -> None:
     """The third-party OCPI 2.2.1 model (types, enums, required fields) and the spec's rules
     that model does not check (lengths, patterns, DateTime format)."""
     third_party.Location.from_dict(obj)
-    for name, length in (("country_code", 2), ("party_id", 3), ("id", 36), ("name", 255),
-                         ("address", 45), ("city", 45), ("postal_code", 10), ("state", 20),
-                         ("country", 3), ("time_zone", 255)):
+    for name, length in (
+        ("country_code", 2),
+        ("party_id", 3),
+        ("id", 36),
+        ("name", 255),
+        ("address", 45),
+        ("city", 45),
+        ("postal_code", 10),
+        ("state", 20),
+        ("country", 3),
+        ("time_zone", 255),
+    ):
         _max(obj, name, length)
     assert re.fullmatch(r"[A-Z]{3}", obj["country"]), obj["country"]
     assert LATITUDE.match(obj["coordinates"]["latitude"]), obj["coordinates"]
@@ -130,14 +146,26 @@ class FakeEmsp:
         app = FastAPI()
 
         def ok(data: Any, status: int = 200) -> JSONResponse:
-            return JSONResponse({"data": data, "status_code": 1000, "status_message": "Success",
-                                 "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-                                status_code=status)
+            return JSONResponse(
+                {
+                    "data": data,
+                    "status_code": 1000,
+                    "status_message": "Success",
+                    "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+                status_code=status,
+            )
 
         def fail(http: int, code: int, message: str) -> JSONResponse:
-            return JSONResponse({"data": None, "status_code": code, "status_message": message,
-                                 "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-                                status_code=http)
+            return JSONResponse(
+                {
+                    "data": None,
+                    "status_code": code,
+                    "status_message": message,
+                    "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                },
+                status_code=http,
+            )
 
         def allowed(request: Request, *tokens: str | None) -> bool:
             return decode_token(request.headers.get("authorization")) in {t for t in tokens if t}
@@ -154,13 +182,28 @@ class FakeEmsp:
                 return fail(401, 2001, "unknown token")
             if not self.list_endpoints:
                 return ok({"version": "2.2.1", "endpoints": []})
-            return ok({"version": "2.2.1", "endpoints": [
-                {"identifier": "credentials", "role": "SENDER", "url": f"{self.base}/ocpi/2.2.1/credentials"},
-                {"identifier": "credentials", "role": "RECEIVER",
-                 "url": f"{self.base}/ocpi/2.2.1/credentials"},
-                {"identifier": "locations", "role": "RECEIVER",
-                 "url": f"{self.base}/ocpi/emsp/2.2.1/locations"},
-            ]})
+            return ok(
+                {
+                    "version": "2.2.1",
+                    "endpoints": [
+                        {
+                            "identifier": "credentials",
+                            "role": "SENDER",
+                            "url": f"{self.base}/ocpi/2.2.1/credentials",
+                        },
+                        {
+                            "identifier": "credentials",
+                            "role": "RECEIVER",
+                            "url": f"{self.base}/ocpi/2.2.1/credentials",
+                        },
+                        {
+                            "identifier": "locations",
+                            "role": "RECEIVER",
+                            "url": f"{self.base}/ocpi/emsp/2.2.1/locations",
+                        },
+                    ],
+                }
+            )
 
         @app.post("/ocpi/2.2.1/credentials")
         async def credentials(request: Request) -> JSONResponse:
@@ -229,9 +272,18 @@ class FakeEmsp:
         return app
 
     def credentials(self) -> dict[str, Any]:
-        return {"token": self.token_for_cpo, "url": f"{self.base}/ocpi/versions",
-                "roles": [{"role": "EMSP", "party_id": self.party_id, "country_code": self.country_code,
-                           "business_details": {"name": f"eMSP {self.party_id}"}}]}
+        return {
+            "token": self.token_for_cpo,
+            "url": f"{self.base}/ocpi/versions",
+            "roles": [
+                {
+                    "role": "EMSP",
+                    "party_id": self.party_id,
+                    "country_code": self.country_code,
+                    "business_details": {"name": f"eMSP {self.party_id}"},
+                }
+            ],
+        }
 
     async def start(self) -> None:
         port = free_port()
@@ -253,8 +305,11 @@ class FakeEmsp:
     # ------------------------------------------------------------------ client side
 
     def headers(self, token: str) -> dict[str, str]:
-        return {"Authorization": token_header(token), "X-Request-ID": str(uuid.uuid4()),
-                "X-Correlation-ID": str(uuid.uuid4())}
+        return {
+            "Authorization": token_header(token),
+            "X-Request-ID": str(uuid.uuid4()),
+            "X-Correlation-ID": str(uuid.uuid4()),
+        }
 
     async def register(self, http: httpx.AsyncClient, token_a: str, peer_url: str) -> dict[str, Any]:
         """The 2.2.1 handshake from token A: versions -> 2.2.1 details -> POST credentials."""
@@ -264,8 +319,9 @@ class FakeEmsp:
         details = (await http.get(url, headers=self.headers(token_a))).json()
         third_party.VersionDetails.from_dict(details["data"])
         endpoints = {(e["identifier"], e["role"]): e["url"] for e in details["data"]["endpoints"]}
-        response = await http.post(endpoints[("credentials", "SENDER")], json=self.credentials(),
-                                   headers=self.headers(token_a))
+        response = await http.post(
+            endpoints[("credentials", "SENDER")], json=self.credentials(), headers=self.headers(token_a)
+        )
         assert response.status_code == 200, response.text
         body = response.json()
         third_party.Credentials.from_dict(body["data"])

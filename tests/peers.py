@@ -26,13 +26,19 @@ def gzip_bomb(inflated: int) -> bytes:
 
 
 def ocpi_answer(data: object) -> bytes:
-    return json.dumps({"data": data, "status_code": 1000, "status_message": "Success",
-                       "timestamp": "2026-01-01T00:00:00Z"}).encode()
+    return json.dumps(
+        {"data": data, "status_code": 1000, "status_message": "Success", "timestamp": "2026-01-01T00:00:00Z"}
+    ).encode()
 
 
 def http_response(body: bytes, status: str = "200 OK", headers: dict[str, str] | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Content-Type: application/json",
-             "Connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    lines = [
+        f"HTTP/1.1 {status}",
+        f"Content-Length: {len(body)}",
+        "Content-Type: application/json",
+        "Connection: close",
+        *(f"{k}: {v}" for k, v in (headers or {}).items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -55,9 +61,14 @@ async def _read_head(reader: asyncio.StreamReader) -> bytes:
 
 
 @asynccontextmanager
-async def peer(mode: str, payload: bytes = b"", drip_seconds: float = 2.0,
-               location: str = "", routes: dict[str, bytes] | None = None,
-               port: int | None = None) -> AsyncIterator[Peer]:
+async def peer(
+    mode: str,
+    payload: bytes = b"",
+    drip_seconds: float = 2.0,
+    location: str = "",
+    routes: dict[str, bytes] | None = None,
+    port: int | None = None,
+) -> AsyncIterator[Peer]:
     """`mode`: "answer" (send `payload`, a whole HTTP response), "drip" (the status line one
     byte every `drip_seconds`, never done), "redirect" (302 to `location`), "close" (accept, then
     close without a word), "routes" (the response of `routes` whose key the path ends with)."""
@@ -78,8 +89,12 @@ async def peer(mode: str, payload: bytes = b"", drip_seconds: float = 2.0,
                 writer.write(payload)
             elif mode == "routes":
                 path = head.split(b" ")[1].decode() if head.count(b" ") >= 2 else ""
-                writer.write(next((r for k, r in (routes or {}).items() if path.endswith(k)),
-                                  http_response(b"{}", "404 Not Found")))
+                writer.write(
+                    next(
+                        (r for k, r in (routes or {}).items() if path.endswith(k)),
+                        http_response(b"{}", "404 Not Found"),
+                    )
+                )
             elif mode == "redirect":
                 writer.write(http_response(b"", "302 Found", {"Location": location}))
             elif mode == "drip":

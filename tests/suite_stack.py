@@ -24,8 +24,10 @@ from devstack.procs import venv_binary
 from settings import Settings
 from worker.workers import build_workers
 
-INDEXED = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-           "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
+INDEXED = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+}
 
 
 @asynccontextmanager
@@ -33,11 +35,15 @@ async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server from the venv (nothing downloaded), with the search
     attributes the workflows set (it refuses unregistered ones)."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(venv_binary("temporal-test-server")))
+        test_server_existing_path=str(venv_binary("temporal-test-server"))
+    )
     try:
-        await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-            search_attributes={name: INDEXED[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
-            namespace=env.client.namespace))
+        await env.client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                search_attributes={name: INDEXED[kind] for name, kind in SEARCH_ATTRIBUTES.items()},
+                namespace=env.client.namespace,
+            )
+        )
         yield env
     finally:
         await env.shutdown()
@@ -60,7 +66,10 @@ async def running_workers(
 
 @asynccontextmanager
 async def asgi_client(
-    app: FastAPI, base_url: str = "http://gateway.test", *, raise_app_exceptions: bool = True,
+    app: FastAPI,
+    base_url: str = "http://gateway.test",
+    *,
+    raise_app_exceptions: bool = True,
     timeout: float = 5.0,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the real app over ASGI, its lifespan (start-up and shutdown) run by hand."""

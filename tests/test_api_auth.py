@@ -90,4 +90,3 @@ async def test_auth_matrix(app_client: httpx.AsyncClient, world: World, route: s
         assert response.json()["code"] == code
     if status == 401:
         assert response.headers["www-authenticate"] == "Bearer"
-

@@ -36,14 +36,21 @@ SEEN: Counter[str] = Counter()
 @pytest.fixture(scope="module")
 def fuzz_api(settings: Settings, temporal: WorkflowEnvironment) -> Iterator[dict[str, Any]]:
     env = {
-        "DATABASE_URL": settings.database_url, "ADMIN_TOKEN": ADMIN,
+        "DATABASE_URL": settings.database_url,
+        "ADMIN_TOKEN": ADMIN,
         "TEMPORAL_ADDRESS": temporal.client.service_client.config.target_host,
-        "TASK_QUEUE": "fuzz-nobody-polls", "ECS_TASK_QUEUE": "fuzz-nobody-polls-ecs",
-        "SYNC_WAIT_SECONDS": "0.3", "MAX_LOCATIONS_PER_REQUEST": "50", "DEV_STACK": "true",
+        "TASK_QUEUE": "fuzz-nobody-polls",
+        "ECS_TASK_QUEUE": "fuzz-nobody-polls-ecs",
+        "SYNC_WAIT_SECONDS": "0.3",
+        "MAX_LOCATIONS_PER_REQUEST": "50",
+        "DEV_STACK": "true",
     }
     with api_process(env) as (base, proc):
-        created = httpx.post(f"{base}/ocpi/cpos", headers={"Authorization": f"Bearer {ADMIN}"},
-                             json={"name": "fuzz", "country_code": "BE", "party_id": "FZZ"}).json()
+        created = httpx.post(
+            f"{base}/ocpi/cpos",
+            headers={"Authorization": f"Bearer {ADMIN}"},
+            json={"name": "fuzz", "country_code": "BE", "party_id": "FZZ"},
+        ).json()
         yield {"base": base, "cpo_id": created["cpo_id"]}
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
@@ -61,8 +68,12 @@ def fuzz_schema(fuzz_api: dict[str, Any]) -> Any:
 
 def test_api_never_errors_and_keeps_its_schema(fuzz_schema: Any, fuzz_api: dict[str, Any]) -> None:
     auth = {"Authorization": f"Bearer {ADMIN}"}
-    checks = [not_a_server_error, response_schema_conformance, status_code_conformance,
-              content_type_conformance]
+    checks = [
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+        content_type_conformance,
+    ]
     operations = [result.ok() for result in fuzz_schema.get_all_operations()]
     assert len(operations) >= 9
 
@@ -70,8 +81,13 @@ def test_api_never_errors_and_keeps_its_schema(fuzz_schema: Any, fuzz_api: dict[
     for operation, mode in itertools.product(operations, modes):
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-                  derandomize=True, database=None)
+        @settings(
+            max_examples=25,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def fuzz(case: Any) -> None:
             if "cpo_id" in (case.path_parameters or {}):
                 case.path_parameters["cpo_id"] = fuzz_api["cpo_id"]  # a real CPO: reach the bodies

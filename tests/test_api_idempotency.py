@@ -14,11 +14,18 @@ from tests.helpers import charger, create_cpo, location, unique
 
 async def job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:
     async with engine.connect() as conn:
-        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
-                                   {"c": int(cpo_id)})).scalar_one()
-        rows = (await conn.execute(text(
-            "SELECT count(*) FROM ocpp.job_locations l JOIN ocpp.jobs j ON j.id = l.job_id"
-            " WHERE j.cpo_id = :c"), {"c": int(cpo_id)})).scalar_one()
+        jobs = (
+            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
+        ).scalar_one()
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM ocpp.job_locations l JOIN ocpp.jobs j ON j.id = l.job_id"
+                    " WHERE j.cpo_id = :c"
+                ),
+                {"c": int(cpo_id)},
+            )
+        ).scalar_one()
     return int(jobs), int(rows)
 
 
@@ -67,13 +74,18 @@ async def test_the_chargers_of_a_running_job_are_taken_before_their_rows_exist(
     """No worker polls this queue, so the job's rows are never written: its charger identities
     are taken all the same (a POST of the same body without a key is 422), while a burst with one
     key still gets its one job (a repeat that waited on the CPO's job-creation lock finds it)."""
-    body = {"locations": [location("Claim A", [charger(unique("CLAIM")), charger(unique("CLAIM"))]),
-                          location("Claim B", [])]}
+    body = {
+        "locations": [
+            location("Claim A", [charger(unique("CLAIM")), charger(unique("CLAIM"))]),
+            location("Claim B", []),
+        ]
+    }
     async with app_with(task_queue="claims-nobody-polls") as client:
         cpo_id, token = await create_cpo(client, admin)
         url = f"/ocpi/cpos/{cpo_id}/locations"
-        burst = await asyncio.gather(*(client.post(url, json=body, headers={**token, "Idempotency-Key": "k"})
-                                       for _ in range(4)))
+        burst = await asyncio.gather(
+            *(client.post(url, json=body, headers={**token, "Idempotency-Key": "k"}) for _ in range(4))
+        )
         again = await client.post(url, json=body, headers=token)
     assert [r.status_code for r in burst] == [202] * 4, [r.text for r in burst]
     (job_id,) = {r.json()["job_id"] for r in burst}
@@ -81,7 +93,8 @@ async def test_the_chargers_of_a_running_job_are_taken_before_their_rows_exist(
     errors = again.json()["errors"]
     assert [(e["field"], e["type"]) for e in errors] == [
         ("locations[0].chargers[0].identity", "identity_taken"),
-        ("locations[0].chargers[1].identity", "identity_taken")]
+        ("locations[0].chargers[1].identity", "identity_taken"),
+    ]
     assert all("being provisioned" in e["message"] for e in errors)
     assert await job_rows(engine, cpo_id) == (1, 2)
     await temporal.client.get_workflow_handle(job_id).terminate("identity test over")

@@ -24,10 +24,12 @@ async def call(settings: Settings, method: str, path: str, **kwargs: Any) -> htt
 
 
 async def test_postgres_unreachable_is_503(settings: Settings) -> None:
-    closed = settings.model_copy(update={
-        "database_url": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/ocpplab"})
-    response = await call(closed, "GET", "/ocpi/cpos/1/locations",
-                          headers={"Authorization": f"Bearer {ADMIN}"})
+    closed = settings.model_copy(
+        update={"database_url": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/ocpplab"}
+    )
+    response = await call(
+        closed, "GET", "/ocpi/cpos/1/locations", headers={"Authorization": f"Bearer {ADMIN}"}
+    )
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "DATABASE_UNAVAILABLE"
@@ -41,8 +43,13 @@ async def test_temporal_unreachable_is_503_and_leaves_no_job(
     cpo_id, token = await create_cpo(app_client, admin)
     port = free_port()
     closed = settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"})
-    response = await call(closed, "POST", f"/ocpi/cpos/{cpo_id}/locations", headers=token,
-                          json={"locations": [location("Nowhere")]})
+    response = await call(
+        closed,
+        "POST",
+        f"/ocpi/cpos/{cpo_id}/locations",
+        headers=token,
+        json={"locations": [location("Nowhere")]},
+    )
     assert response.status_code == 503
     assert response.json()["code"] == "TEMPORAL_UNAVAILABLE"
     # the tenant learns which part is down, never its address (that stays in the logs)
@@ -50,8 +57,9 @@ async def test_temporal_unreachable_is_503_and_leaves_no_job(
     assert str(port) not in response.text and "127.0.0.1" not in response.text
     assert response.headers["retry-after"]
     async with engine.connect() as conn:
-        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
-                                   {"c": int(cpo_id)})).scalar_one()
+        jobs = (
+            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
+        ).scalar_one()
     assert jobs == 0
 
 

@@ -24,18 +24,31 @@ from tests.helpers import (
 
 
 async def test_job_of_several_locations_reaches_ready(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, ecs: Any, settings: Settings,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    ecs: Any,
+    settings: Settings,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     locations = [
         location("Brussels Midi Hub", [charger("BXL-MIDI-1"), charger("BXL-MIDI-2", evses=2)]),
-        location("Gent Sint-Pieters", [charger("GENT-1", connector_type="CCS2", max_power_kw=150,
-                                               ocpp_version="OCPP2.0.1")], country="BEL",
-                 postal_code="9000", timezone="Europe/Brussels"),
+        location(
+            "Gent Sint-Pieters",
+            [charger("GENT-1", connector_type="CCS2", max_power_kw=150, ocpp_version="OCPP2.0.1")],
+            country="BEL",
+            postal_code="9000",
+            timezone="Europe/Brussels",
+        ),
         location("Antwerpen Retail", template="mixed-retail"),
-        location("Liège parking, no chargers yet", [], owner_name="Ville de Liège",
-                 parking_type="PARKING_LOT", facilities=["MALL", "WIFI"]),
+        location(
+            "Liège parking, no chargers yet",
+            [],
+            owner_name="Ville de Liège",
+            parking_type="PARKING_LOT",
+            facilities=["MALL", "WIFI"],
+        ),
     ]
     accepted = await submit(app_client, cpo_id, token, locations)
     assert accepted["status"] == "PROVISIONING"
@@ -67,16 +80,26 @@ async def test_job_of_several_locations_reaches_ready(
         assert tags["ocpplab:deployment-id"] == dep_id
         assert tags["ocpplab:job-id"] == accepted["job_id"]
     async with engine.connect() as conn:
-        states = (await conn.execute(text(
-            "SELECT d.state, t.last_status FROM ocpp.charger_deployments d"
-            " JOIN ocpp.ecs_tasks t ON t.deployment_id = d.id WHERE d.id = ANY(:ids)"
-        ), {"ids": charger_ids})).all()
+        states = (
+            await conn.execute(
+                text(
+                    "SELECT d.state, t.last_status FROM ocpp.charger_deployments d"
+                    " JOIN ocpp.ecs_tasks t ON t.deployment_id = d.id WHERE d.id = ANY(:ids)"
+                ),
+                {"ids": charger_ids},
+            )
+        ).all()
         assert sorted(states) == [("RUNNING", "RUNNING")] * 6
-        row = (await conn.execute(text(
-            "SELECT country, country_code, party_id, latitude, longitude, time_zone, publish, status,"
-            " to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
-            " FROM ocpp.ocpi_locations WHERE id = :id"
-        ), {"id": results["location_ids"][0]})).one()
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT country, country_code, party_id, latitude, longitude, time_zone, publish, status,"
+                    " to_char(last_updated AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+                    " FROM ocpp.ocpi_locations WHERE id = :id"
+                ),
+                {"id": results["location_ids"][0]},
+            )
+        ).one()
     country, country_code, party_id, *rest = row
     assert (country, country_code, len(party_id)) == ("BEL", "BE", 3)
     assert rest[:5] == ["50.835700", "4.335300", "Europe/Brussels", True, "ACTIVE"]
@@ -97,7 +120,9 @@ async def test_job_of_several_locations_reaches_ready(
 
 
 async def test_the_web_ui_shows_each_workflows_progress(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
     temporal: WorkflowEnvironment,
 ) -> None:
     """Current details (what the Web UI shows on a workflow's page) and query descriptions."""

@@ -27,8 +27,14 @@ from tests.helpers import (
 
 
 async def test_cancel_keeps_ready_locations_and_undoes_the_rest(
-    app_with: Any, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine, ecs: Any,
-    settings: Settings, fault_proxy: FaultProxy, temporal: WorkflowEnvironment,
+    app_with: Any,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    ecs: Any,
+    settings: Settings,
+    fault_proxy: FaultProxy,
+    temporal: WorkflowEnvironment,
 ) -> None:
     slow = unique("SLOW")
     # every RunTask of the slow chargers answers after 12 s: those locations are in flight (a

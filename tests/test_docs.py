@@ -13,8 +13,12 @@ from devstack.config_doc import OUTPUT, render
 from settings import ROOT, Settings
 
 DOCS = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
-TOP_LEVEL = {path.split("/", 1)[0] for path in subprocess.run(
-    ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()}
+TOP_LEVEL = {
+    path.split("/", 1)[0]
+    for path in subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+}
 
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
@@ -103,8 +107,12 @@ def test_modules_and_make_targets_exist(doc: Path) -> None:
 
 def test_the_checks_catch_a_moved_file(tmp_path: Path) -> None:
     """The path check is not vacuous: the docs do name repository paths, and a missing one is seen."""
-    named = [token for doc in DOCS for token in INLINE_CODE.findall(doc.read_text())
-             if REPO_PATH.match(token) and token.split("/", 1)[0] in TOP_LEVEL and "/" in token]
+    named = [
+        token
+        for doc in DOCS
+        for token in INLINE_CODE.findall(doc.read_text())
+        if REPO_PATH.match(token) and token.split("/", 1)[0] in TOP_LEVEL and "/" in token
+    ]
     assert "db/ocpi_clock.py" in named and len(named) > 20
     assert not (ROOT / "db/no_such_module.py").exists()
     assert slug("Runbook (`temporal` CLI)") == "runbook-temporal-cli"

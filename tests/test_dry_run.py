@@ -16,41 +16,65 @@ from tests.helpers import charger, create_cpo, location, submit, table_counts, w
 
 async def _job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:
     async with engine.connect() as conn:
-        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
-                                   {"c": int(cpo_id)})).scalar_one()
-        rows = (await conn.execute(text(
-            "SELECT count(*) FROM ocpp.job_locations jl JOIN ocpp.jobs j ON j.id = jl.job_id "
-            "WHERE j.cpo_id = :c"), {"c": int(cpo_id)})).scalar_one()
+        jobs = (
+            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
+        ).scalar_one()
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM ocpp.job_locations jl JOIN ocpp.jobs j ON j.id = jl.job_id "
+                    "WHERE j.cpo_id = :c"
+                ),
+                {"c": int(cpo_id)},
+            )
+        ).scalar_one()
     return int(jobs), int(rows)
 
 
 async def test_dry_run_reports_every_problem_and_writes_nothing(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     taken = f"DRY-{cpo_id}-TAKEN"
     done = await submit(app_client, cpo_id, token, [location("Existing", [charger(taken)])])
     await wait_for_job(app_client, done["status_url"], token)
     async with engine.begin() as conn:  # a running job's location still waiting for its child
-        await conn.execute(text(
-            "INSERT INTO ocpp.jobs (id, cpo_id, job_type, status, total, succeeded, failed, request_hash,"
-            " created_at, updated_at) VALUES (:id, :c, 'bulk_create_locations', 'PROVISIONING', 1, 0, 0,"
-            " 'x', now(), now())"), {"id": f"job-dry-{cpo_id}", "c": int(cpo_id)})
-        await conn.execute(text(
-            "INSERT INTO ocpp.job_locations (job_id, index, input, state, updated_at) VALUES (:id, 0,"
-            " CAST(:input AS jsonb), 'PENDING', now())"),
-            {"id": f"job-dry-{cpo_id}", "input": f'{{"chargers": [{{"identity": "DRY-{cpo_id}-CLAIMED"}}]}}'})
+        await conn.execute(
+            text(
+                "INSERT INTO ocpp.jobs (id, cpo_id, job_type, status, total, succeeded, failed, request_hash,"
+                " created_at, updated_at) VALUES (:id, :c, 'bulk_create_locations', 'PROVISIONING', 1, 0, 0,"
+                " 'x', now(), now())"
+            ),
+            {"id": f"job-dry-{cpo_id}", "c": int(cpo_id)},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO ocpp.job_locations (job_id, index, input, state, updated_at) VALUES (:id, 0,"
+                " CAST(:input AS jsonb), 'PENDING', now())"
+            ),
+            {"id": f"job-dry-{cpo_id}", "input": f'{{"chargers": [{{"identity": "DRY-{cpo_id}-CLAIMED"}}]}}'},
+        )
     before = (await _job_rows(engine, cpo_id), await table_counts(engine, cpo_id))
     url = f"/ocpi/cpos/{cpo_id}/locations?dry_run=true"
 
-    bad = await app_client.post(url, headers=token, json={"locations": [
-        location("Fine", [charger(f"DRY-{cpo_id}-A")]),
-        location("Too far", coordinates={"latitude": 91, "longitude": 4.3}),
-        location("Twice", [charger(f"DRY-{cpo_id}-A")]),
-        location("Taken", [charger(taken)]),
-        location("Claimed", [charger(f"DRY-{cpo_id}-CLAIMED")]),
-        location("No such template", template="no-such-template"),
-    ], "callback_url": "ftp://example.com/x"})
+    bad = await app_client.post(
+        url,
+        headers=token,
+        json={
+            "locations": [
+                location("Fine", [charger(f"DRY-{cpo_id}-A")]),
+                location("Too far", coordinates={"latitude": 91, "longitude": 4.3}),
+                location("Twice", [charger(f"DRY-{cpo_id}-A")]),
+                location("Taken", [charger(taken)]),
+                location("Claimed", [charger(f"DRY-{cpo_id}-CLAIMED")]),
+                location("No such template", template="no-such-template"),
+            ],
+            "callback_url": "ftp://example.com/x",
+        },
+    )
     assert bad.status_code == 200, bad.text
     result = bad.json()
     assert result["valid"] is False
@@ -65,40 +89,61 @@ async def test_dry_run_reports_every_problem_and_writes_nothing(
     } <= found, found
     assert all(p["message"] for p in result["problems"])
     # the real POST refuses the same body (422) and names the same fields
-    real = await app_client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token,
-                                 json={"locations": [location("Taken", [charger(taken)])]})
+    real = await app_client.post(
+        f"/ocpi/cpos/{cpo_id}/locations",
+        headers=token,
+        json={"locations": [location("Taken", [charger(taken)])]},
+    )
     assert real.status_code == 422
     assert real.json()["errors"][0]["field"] == "locations[0].chargers[0].identity"
 
     slug = next(iter(location_templates()))
     template_chargers = sum(g.count for g in location_templates()[slug].charger_groups)
-    good = await app_client.post(url, headers=token, json={"locations": [
-        location("Brussels", [charger(f"DRY-{cpo_id}-B"), charger(f"DRY-{cpo_id}-C")]),
-        location("Templated", template=slug),
-        location("Zoned", timezone="Europe/Paris"),
-    ]})
+    good = await app_client.post(
+        url,
+        headers=token,
+        json={
+            "locations": [
+                location("Brussels", [charger(f"DRY-{cpo_id}-B"), charger(f"DRY-{cpo_id}-C")]),
+                location("Templated", template=slug),
+                location("Zoned", timezone="Europe/Paris"),
+            ]
+        },
+    )
     assert good.status_code == 200, good.text
     assert good.json() == {
-        "valid": True, "problems": [], "locations": 3, "chargers": 2 + template_chargers,
-        "timezones_derived": 2, "timezones": {"Europe/Brussels": 2, "Europe/Paris": 1},
+        "valid": True,
+        "problems": [],
+        "locations": 3,
+        "chargers": 2 + template_chargers,
+        "timezones_derived": 2,
+        "timezones": {"Europe/Brussels": 2, "Europe/Paris": 1},
         "templates_used": {slug: 1},
     }
     # nothing written, nothing started (a workflow starts only for a job row)
     assert (await _job_rows(engine, cpo_id), await table_counts(engine, cpo_id)) == before
     # a per-request callback_url needs the CPO's webhook secret
-    hooked = await app_client.post(url, headers=token, json={
-        "locations": [location("X")], "callback_url": "https://example.com/hook"})
+    hooked = await app_client.post(
+        url, headers=token, json={"locations": [location("X")], "callback_url": "https://example.com/hook"}
+    )
     assert [(p["field"], p["code"]) for p in hooked.json()["problems"]] == [
-        ("callback_url", "webhook_not_configured")]
+        ("callback_url", "webhook_not_configured")
+    ]
 
 
 async def test_dry_run_keeps_the_limits_and_takes_10000_locations(
-    app_client: httpx.AsyncClient, admin: dict[str, str], app_with: Any, engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    app_with: Any,
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     async with app_with(max_locations_per_request=2) as small:
-        over = await small.post(f"/ocpi/cpos/{cpo_id}/locations?dry_run=true", headers=token,
-                                json={"locations": [location(f"L{i}") for i in range(3)]})
+        over = await small.post(
+            f"/ocpi/cpos/{cpo_id}/locations?dry_run=true",
+            headers=token,
+            json={"locations": [location(f"L{i}") for i in range(3)]},
+        )
         assert over.status_code == 413 and over.json()["code"] == "TOO_MANY_LOCATIONS"
     body = {"locations": [location(f"Site {i}", [charger(f"DRYBIG-{cpo_id}-{i}")]) for i in range(10_000)]}
     started = time.perf_counter()

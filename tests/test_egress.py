@@ -19,20 +19,37 @@ SECURE = EgressPolicy.from_entries([])
 DEV = EgressPolicy.from_entries(LOOPBACK)
 
 
-@pytest.mark.parametrize("address", [
-    "169.254.169.254",  # cloud metadata (link-local)
-    "10.0.0.1", "172.16.5.4", "192.168.1.1",  # RFC 1918
-    "127.0.0.1", "127.8.9.10", "::1",  # loopback
-    "::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:169.254.169.254",  # IPv4-mapped
-    "0.0.0.0", "::",  # unspecified
-    "224.0.0.1", "239.255.255.250", "ff02::1",  # multicast
-    "240.0.0.1", "255.255.255.255",  # reserved, broadcast
-    "100.64.0.1", "100.127.255.254",  # shared (CGNAT)
-    "fd12:3456::1", "fc00::1",  # ULA
-    "fe80::1",  # link-local
-    "2002:7f00:1::1", "64:ff9b::7f00:1",  # 6to4 / NAT64 of 127.0.0.1
-    "192.0.2.1", "2001:db8::1",  # documentation
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "169.254.169.254",  # cloud metadata (link-local)
+        "10.0.0.1",
+        "172.16.5.4",
+        "192.168.1.1",  # RFC 1918
+        "127.0.0.1",
+        "127.8.9.10",
+        "::1",  # loopback
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::ffff:169.254.169.254",  # IPv4-mapped
+        "0.0.0.0",
+        "::",  # unspecified
+        "224.0.0.1",
+        "239.255.255.250",
+        "ff02::1",  # multicast
+        "240.0.0.1",
+        "255.255.255.255",  # reserved, broadcast
+        "100.64.0.1",
+        "100.127.255.254",  # shared (CGNAT)
+        "fd12:3456::1",
+        "fc00::1",  # ULA
+        "fe80::1",  # link-local
+        "2002:7f00:1::1",
+        "64:ff9b::7f00:1",  # 6to4 / NAT64 of 127.0.0.1
+        "192.0.2.1",
+        "2001:db8::1",  # documentation
+    ],
+)
 def test_inside_addresses_are_refused_by_default(address: str) -> None:
     assert not SECURE.address_allowed(address)
 
@@ -59,8 +76,10 @@ async def test_a_named_host_may_resolve_inside(monkeypatch: pytest.MonkeyPatch) 
         return ["192.168.7.7"]
 
     monkeypatch.setattr(egress, "resolve", resolve)
-    assert await egress.checked_address("partner.internal", 443,
-                                        EgressPolicy.from_entries(["partner.internal"])) == "192.168.7.7"
+    assert (
+        await egress.checked_address("partner.internal", 443, EgressPolicy.from_entries(["partner.internal"]))
+        == "192.168.7.7"
+    )
     with pytest.raises(egress._Refused):
         await egress.checked_address("elsewhere.example", 443, SECURE)
 
@@ -123,8 +142,14 @@ async def test_refusals_are_indistinguishable() -> None:
         await failure(f"{html.base}/", as_json=True)
     async with peer("redirect", location="http://127.0.0.1:1/") as redirect:
         await failure(f"{redirect.base}/")
-    for url in ("ftp://127.0.0.1/x", "file:///etc/passwd", "http://user:pw@127.0.0.1:9/", "not a url",
-                "http://169.254.169.254/latest/meta-data/", "http://[::ffff:127.0.0.1]:9/"):
+    for url in (
+        "ftp://127.0.0.1/x",
+        "file:///etc/passwd",
+        "http://user:pw@127.0.0.1:9/",
+        "not a url",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:127.0.0.1]:9/",
+    ):
         await failure(url, SECURE)
     assert set(messages) == {PeerUnusable.MESSAGE} and len(messages) == 12
 
@@ -143,8 +168,9 @@ async def test_an_allowed_peer_answers_and_gzip_is_inflated() -> None:
     body = ocpi_answer([{"version": "2.2.1", "url": "http://127.0.0.1/x"}])
     packed = http_response(gzip.compress(body), headers={"Content-Encoding": "gzip"})
     async with peer("answer", packed) as ok:
-        answer = await peer_request("GET", f"{ok.base}/ocpi/versions", policy=DEV,
-                                    headers={"Authorization": "Token abc"})
+        answer = await peer_request(
+            "GET", f"{ok.base}/ocpi/versions", policy=DEV, headers={"Authorization": "Token abc"}
+        )
     assert answer.status == 200 and answer.body == body and answer.json()["status_code"] == 1000
     assert b"authorization: Token abc" in ok.requests[0].lower().replace(b"token", b"Token")
 

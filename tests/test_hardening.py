@@ -44,14 +44,19 @@ BODY_LIMIT = 1_000_000
 
 
 async def test_an_idempotent_retry_after_the_job_ended_gets_the_same_job(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, temporal: WorkflowEnvironment,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    temporal: WorkflowEnvironment,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    body = {"locations": [
-        location("Idem late A", [charger(f"LATE-{cpo_id}-1"), charger(f"LATE-{cpo_id}-2")]),
-        location("Idem late B", [charger(f"LATE-{cpo_id}-3"), charger(f"LATE-{cpo_id}-4")]),
-    ]}
+    body = {
+        "locations": [
+            location("Idem late A", [charger(f"LATE-{cpo_id}-1"), charger(f"LATE-{cpo_id}-2")]),
+            location("Idem late B", [charger(f"LATE-{cpo_id}-3"), charger(f"LATE-{cpo_id}-4")]),
+        ]
+    }
     headers = {**token, "Idempotency-Key": "late-retry"}
     first = await app_client.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=headers)
     assert first.status_code == 202, first.text
@@ -66,8 +71,9 @@ async def test_an_idempotent_retry_after_the_job_ended_gets_the_same_job(
     assert again.json()["status"] == "READY"
     assert again.json()["workflow_run_id"] == first.json()["workflow_run_id"]
     async with engine.connect() as conn:
-        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
-                                   {"c": int(cpo_id)})).scalar_one()
+        jobs = (
+            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
+        ).scalar_one()
     assert jobs == 1
     # and the ended workflow was not run a second time
     description = await temporal.client.get_workflow_handle(first.json()["job_id"]).describe()
@@ -77,9 +83,12 @@ async def test_an_idempotent_retry_after_the_job_ended_gets_the_same_job(
 @pytest.fixture(scope="module")
 def limited_api(settings: Settings, temporal: WorkflowEnvironment) -> Iterator[str]:
     env = {
-        "DATABASE_URL": settings.database_url, "ADMIN_TOKEN": ADMIN, "DEV_STACK": "true",
+        "DATABASE_URL": settings.database_url,
+        "ADMIN_TOKEN": ADMIN,
+        "DEV_STACK": "true",
         "TEMPORAL_ADDRESS": temporal.client.service_client.config.target_host,
-        "TASK_QUEUE": "limits-nobody-polls", "ECS_TASK_QUEUE": "limits-nobody-polls-ecs",
+        "TASK_QUEUE": "limits-nobody-polls",
+        "ECS_TASK_QUEUE": "limits-nobody-polls-ecs",
         "MAX_BODY_BYTES": str(BODY_LIMIT),
     }
     with api_process(env) as (base, _):
@@ -103,16 +112,23 @@ def test_a_huge_streamed_body_is_refused_before_it_is_read(
 ) -> None:
     headers = {"Content-Type": "application/json"}
     if authorized:
-        created = httpx.post(f"{limited_api}/ocpi/cpos", headers=admin,
-                             json={"name": "limits", "country_code": "BE", "party_id": "LIM"})
+        created = httpx.post(
+            f"{limited_api}/ocpi/cpos",
+            headers=admin,
+            json={"name": "limits", "country_code": "BE", "party_id": "LIM"},
+        )
         cpo_id, token = created.json()["cpo_id"], created.json()["token"]
         headers["Authorization"] = f"Bearer {token}"
     else:
         cpo_id = "1"
     counter = [0]
     started = time.monotonic()
-    response = httpx.post(f"{limited_api}/ocpi/cpos/{cpo_id}/locations", headers=headers,
-                          content=_streamed(counter, 200 * 1024 * 1024), timeout=60)
+    response = httpx.post(
+        f"{limited_api}/ocpi/cpos/{cpo_id}/locations",
+        headers=headers,
+        content=_streamed(counter, 200 * 1024 * 1024),
+        timeout=60,
+    )
     elapsed = time.monotonic() - started
 
     assert response.status_code == (413 if authorized else 401), response.text
@@ -124,11 +140,15 @@ def test_a_huge_streamed_body_is_refused_before_it_is_read(
 
 
 def test_a_declared_length_over_the_limit_is_refused_at_once(limited_api: str, admin: dict[str, str]) -> None:
-    created = httpx.post(f"{limited_api}/ocpi/cpos", headers=admin,
-                         json={"name": "declared", "country_code": "BE", "party_id": "DCL"}).json()
+    created = httpx.post(
+        f"{limited_api}/ocpi/cpos",
+        headers=admin,
+        json={"name": "declared", "country_code": "BE", "party_id": "DCL"},
+    ).json()
     with httpx.Client(base_url=limited_api) as client:
         request = client.build_request(
-            "POST", f"/ocpi/cpos/{created['cpo_id']}/locations",
+            "POST",
+            f"/ocpi/cpos/{created['cpo_id']}/locations",
             headers={"Authorization": f"Bearer {created['token']}", "Content-Type": "application/json"},
             content=b"x" * (BODY_LIMIT + 1),
         )
@@ -141,14 +161,23 @@ def test_a_declared_length_over_the_limit_is_refused_at_once(limited_api: str, a
 @pytest.mark.parametrize("process", ["api", "worker"])
 def test_default_secrets_stop_the_api_and_the_worker(process: str, settings: Settings) -> None:
     # the defaults, given explicitly: they win over a .data/stack.env that `make run` left here
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": settings.database_url,
-           "TEMPORAL_ADDRESS": "127.0.0.1:1", "HOME": os.environ.get("HOME", "/root"),
-           "ADMIN_TOKEN": DEFAULT_ADMIN_TOKEN, "CHARGER_SECRET_KEY": DEFAULT_CHARGER_SECRET_KEY,
-           "DEV_STACK": "false"}
-    args = ([sys.executable, "-m", "uvicorn", "api.app:app", "--port", "0"] if process == "api"
-            else [sys.executable, "-m", "worker"])
-    done = subprocess.run(args, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, timeout=60)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "HOME": os.environ.get("HOME", "/root"),
+        "ADMIN_TOKEN": DEFAULT_ADMIN_TOKEN,
+        "CHARGER_SECRET_KEY": DEFAULT_CHARGER_SECRET_KEY,
+        "DEV_STACK": "false",
+    }
+    args = (
+        [sys.executable, "-m", "uvicorn", "api.app:app", "--port", "0"]
+        if process == "api"
+        else [sys.executable, "-m", "worker"]
+    )
+    done = subprocess.run(
+        args, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, timeout=60
+    )
     output = (done.stdout + done.stderr).decode()
     assert done.returncode != 0
     assert "refusing to start with a default or short secret" in output, output[-2000:]
@@ -160,15 +189,24 @@ def test_secrets_rules() -> None:
     with pytest.raises(InsecureSettings):
         Settings(_env_file=None, admin_token=strong).check_secrets()  # type: ignore[call-arg]
     with pytest.raises(InsecureSettings):
-        Settings(_env_file=None, admin_token=f"{strong},short1234",  # type: ignore[call-arg]
-                 charger_secret_key=strong).check_secrets()
-    Settings(_env_file=None, admin_token=f"{strong},{'t' * 40}",  # type: ignore[call-arg]
-             charger_secret_key=strong).check_secrets()
+        Settings(
+            _env_file=None,
+            admin_token=f"{strong},short1234",  # type: ignore[call-arg]
+            charger_secret_key=strong,
+        ).check_secrets()
+    Settings(
+        _env_file=None,
+        admin_token=f"{strong},{'t' * 40}",  # type: ignore[call-arg]
+        charger_secret_key=strong,
+    ).check_secrets()
     Settings(_env_file=None, dev_stack=True).check_secrets()  # type: ignore[call-arg]
 
 
 async def test_no_connection_is_held_while_a_patch_waits_on_temporal(
-    app_client: httpx.AsyncClient, app_with: Any, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    app_with: Any,
+    admin: dict[str, str],
+    workers: list[Worker],
     temporal: WorkflowEnvironment,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
@@ -177,10 +215,13 @@ async def test_no_connection_is_held_while_a_patch_waits_on_temporal(
     location_id = job["results"]["location_ids"][0]
     url = f"/ocpi/cpos/{cpo_id}/locations/{location_id}"
     # two pooled connections, a short pool timeout, and PATCHes that wait on a queue no worker polls
-    async with app_with(task_queue="pool-nobody-polls", db_pool_size=1, db_pool_timeout_seconds=1,
-                        sync_wait_seconds=3) as client:
-        patches = [asyncio.create_task(client.patch(url, json={"name": f"Renamed {n}"}, headers=token))
-                   for n in range(3)]
+    async with app_with(
+        task_queue="pool-nobody-polls", db_pool_size=1, db_pool_timeout_seconds=1, sync_wait_seconds=3
+    ) as client:
+        patches = [
+            asyncio.create_task(client.patch(url, json={"name": f"Renamed {n}"}, headers=token))
+            for n in range(3)
+        ]
         await asyncio.sleep(1.5)  # all three are waiting on their workflows now
         read = await client.get(url, headers=token)
         answers = await asyncio.gather(*patches)
@@ -193,16 +234,25 @@ async def test_no_connection_is_held_while_a_patch_waits_on_temporal(
 async def test_chargers_per_request_are_capped(app_with: Any, admin: dict[str, str]) -> None:
     async with app_with(max_chargers_per_request=5) as client:
         cpo_id, token = await create_cpo(client, admin)
-        response = await client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, json={
-            "locations": [location("Cap A", [charger(f"CAP-{cpo_id}-{n}") for n in range(3)]),
-                          location("Cap B", template="mixed-retail")]})
+        response = await client.post(
+            f"/ocpi/cpos/{cpo_id}/locations",
+            headers=token,
+            json={
+                "locations": [
+                    location("Cap A", [charger(f"CAP-{cpo_id}-{n}") for n in range(3)]),
+                    location("Cap B", template="mixed-retail"),
+                ]
+            },
+        )
     assert response.status_code == 413, response.text
     assert response.json()["code"] == "TOO_MANY_CHARGERS"
     assert "the limit is 5" in response.json()["detail"]
 
 
 async def test_results_of_an_ended_job_are_paged(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     accepted = await submit(app_client, cpo_id, token, [location(f"Paged {n}", []) for n in range(5)])
@@ -210,8 +260,9 @@ async def test_results_of_an_ended_job_are_paged(
     assert [loc["index"] for loc in job["results"]["locations"]] == [0, 1, 2, 3, 4]
     assert (job["results"]["page"], job["results"]["limit"], job["results"]["total"]) == (1, 100, 5)
 
-    page = (await app_client.get(accepted["status_url"], params={"page": 2, "limit": 2},
-                                 headers=token)).json()
+    page = (
+        await app_client.get(accepted["status_url"], params={"page": 2, "limit": 2}, headers=token)
+    ).json()
     assert [loc["index"] for loc in page["results"]["locations"]] == [2, 3]
     assert page["results"]["location_ids"] == [job["results"]["locations"][i]["location_id"] for i in (2, 3)]
     assert (page["results"]["page"], page["results"]["limit"], page["results"]["total"]) == (2, 2, 5)
@@ -219,7 +270,10 @@ async def test_results_of_an_ended_job_are_paged(
 
 
 async def test_a_patch_may_only_change_the_columns_of_the_allow_list(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     other_cpo, _ = await create_cpo(app_client, admin)
@@ -227,21 +281,28 @@ async def test_a_patch_may_only_change_the_columns_of_the_allow_list(
     job = await wait_for_job(app_client, accepted["status_url"], token)
     location_id = job["results"]["location_ids"][0]
     changes = LocationChangeActivities(make_sessionmaker(engine))
-    forged = LocationPatch(cpo_id=int(cpo_id), location_id=location_id,
-                           fields={"name": "Moved", "network_id": int(other_cpo)})
+    forged = LocationPatch(
+        cpo_id=int(cpo_id), location_id=location_id, fields={"name": "Moved", "network_id": int(other_cpo)}
+    )
 
     with pytest.raises(ApplicationError) as refused:
         await ActivityEnvironment().run(changes.update_location_fields, forged)
 
     assert refused.value.type == "INVALID_LOCATION" and refused.value.non_retryable
     async with engine.connect() as conn:
-        row = (await conn.execute(text("SELECT name, network_id FROM ocpp.ocpi_locations WHERE id = :i"),
-                                  {"i": location_id})).one()
+        row = (
+            await conn.execute(
+                text("SELECT name, network_id FROM ocpp.ocpi_locations WHERE id = :i"), {"i": location_id}
+            )
+        ).one()
     assert tuple(row) == ("Allow list", int(cpo_id))
 
 
 async def test_tokens_can_be_issued_listed_revoked_and_expire(
-    app_client: httpx.AsyncClient, app_with: Any, admin: dict[str, str], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    app_with: Any,
+    admin: dict[str, str],
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, first = await create_cpo(app_client, admin)
     url = f"/ocpi/cpos/{cpo_id}/tokens"
@@ -269,24 +330,32 @@ async def test_tokens_can_be_issued_listed_revoked_and_expire(
     # an expired token opens nothing (asked of another API process: this one remembers the
     # token's expiry as it was issued, 30 days from now)
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE ocpp.api_tokens SET expires_at = now() - interval '1 second'"
-                                " WHERE id = :i"), {"i": int(listing[1]["token_id"])})
+        await conn.execute(
+            text("UPDATE ocpp.api_tokens SET expires_at = now() - interval '1 second' WHERE id = :i"),
+            {"i": int(listing[1]["token_id"])},
+        )
     async with app_with() as other:
         assert (await other.get(f"/ocpi/cpos/{cpo_id}/locations", headers=second)).status_code == 401
 
 
-async def test_one_cpo_cannot_fill_the_queues(app_with: Any, admin: dict[str, str],
-                                              temporal: WorkflowEnvironment) -> None:
-    async with app_with(task_queue="quota-nobody-polls", max_running_jobs_per_cpo=2,
-                        max_queued_locations_per_cpo=5) as client:
+async def test_one_cpo_cannot_fill_the_queues(
+    app_with: Any, admin: dict[str, str], temporal: WorkflowEnvironment
+) -> None:
+    async with app_with(
+        task_queue="quota-nobody-polls", max_running_jobs_per_cpo=2, max_queued_locations_per_cpo=5
+    ) as client:
         cpo_id, token = await create_cpo(client, admin)
         other_id, other = await create_cpo(client, admin)
         first = await submit(client, cpo_id, token, [location("Quota 1", []), location("Quota 2", [])])
-        too_many_locations = await client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, json={
-            "locations": [location(f"Quota {n}", []) for n in range(4)]})
+        too_many_locations = await client.post(
+            f"/ocpi/cpos/{cpo_id}/locations",
+            headers=token,
+            json={"locations": [location(f"Quota {n}", []) for n in range(4)]},
+        )
         second = await submit(client, cpo_id, token, [location("Quota 3", [])])
-        too_many_jobs = await client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token,
-                                          json={"locations": [location("Quota 4", [])]})
+        too_many_jobs = await client.post(
+            f"/ocpi/cpos/{cpo_id}/locations", headers=token, json={"locations": [location("Quota 4", [])]}
+        )
         elsewhere = await submit(client, other_id, other, [location("Other CPO", [])])
     assert too_many_locations.status_code == 429, too_many_locations.text
     assert too_many_locations.json()["code"] == "TOO_MANY_QUEUED_LOCATIONS"
@@ -297,7 +366,10 @@ async def test_one_cpo_cannot_fill_the_queues(app_with: Any, admin: dict[str, st
 
 
 async def test_one_cpo_cannot_hold_every_request(
-    app_client: httpx.AsyncClient, app_with: Any, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    app_with: Any,
+    admin: dict[str, str],
+    workers: list[Worker],
     temporal: WorkflowEnvironment,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
@@ -305,8 +377,9 @@ async def test_one_cpo_cannot_hold_every_request(
     accepted = await submit(app_client, cpo_id, token, [location("Inflight", [])])
     job = await wait_for_job(app_client, accepted["status_url"], token)
     url = f"/ocpi/cpos/{cpo_id}/locations/{job['results']['location_ids'][0]}"
-    async with app_with(task_queue="inflight-nobody-polls", max_inflight_requests_per_cpo=1,
-                        sync_wait_seconds=2) as client:
+    async with app_with(
+        task_queue="inflight-nobody-polls", max_inflight_requests_per_cpo=1, sync_wait_seconds=2
+    ) as client:
         waiting = asyncio.create_task(client.patch(url, json={"name": "Slow"}, headers=token))
         await asyncio.sleep(0.5)
         refused = await client.get(url, headers=token)
@@ -320,19 +393,37 @@ async def test_one_cpo_cannot_hold_every_request(
 
 
 async def test_names_without_latin_letters_and_identities_with_stars_provision(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
-    ecs: Any, settings: Settings,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    ecs: Any,
+    settings: Settings,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    accepted = await submit(app_client, cpo_id, token, [
-        location("東京駅 充電ステーション", []), location("Москва Центр", []), location("محطة الشحن", []),
-        location("Star", [charger(f"STAR*{cpo_id}*01")]),
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [
+            location("東京駅 充電ステーション", []),
+            location("Москва Центр", []),
+            location("محطة الشحن", []),
+            location("Star", [charger(f"STAR*{cpo_id}*01")]),
+        ],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
     assert job["status"] == "READY", job
     async with engine.connect() as conn:
-        slugs = (await conn.execute(text("SELECT slug FROM ocpp.locations WHERE network_id = :n"),
-                                    {"n": int(cpo_id)})).scalars().all()
+        slugs = (
+            (
+                await conn.execute(
+                    text("SELECT slug FROM ocpp.locations WHERE network_id = :n"), {"n": int(cpo_id)}
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert len(set(slugs)) == 4 and all(len(slug) <= 80 for slug in slugs)
     dep_id = job["results"]["locations"][3]["charger_ids"][0]
     (task,) = running_tasks(ecs, settings.ecs_cluster, dep_id)
@@ -342,14 +433,22 @@ async def test_names_without_latin_letters_and_identities_with_stars_provision(
 
 
 async def test_the_audit_stays_clean_after_a_delete(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
     settings: Settings,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    accepted = await submit(app_client, cpo_id, token, [
-        location("Audit keep", [charger(f"AUD-{cpo_id}-1")]),
-        location("Audit go", [charger(f"AUD-{cpo_id}-2")]),
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [
+            location("Audit keep", [charger(f"AUD-{cpo_id}-1")]),
+            location("Audit go", [charger(f"AUD-{cpo_id}-2")]),
+        ],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
     gone = job["results"]["location_ids"][1]
     deleted = await app_client.delete(f"/ocpi/cpos/{cpo_id}/locations/{gone}", headers=token)

@@ -51,13 +51,19 @@ class Receiver:
         status = 503 if len(self.requests) < self.failures else 200
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         self.requests.append((headers, body, status))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"text/plain")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]}
+        )
         await send({"type": "http.response.body", "body": b"receiver's own internal words"})
 
 
-async def _poll_callback(client: httpx.AsyncClient, url: str, headers: dict[str, str],
-                         done: Callable[[dict[str, Any]], bool], timeout: float = 90.0) -> dict[str, Any]:
+async def _poll_callback(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    done: Callable[[dict[str, Any]], bool],
+    timeout: float = 90.0,
+) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         body = (await client.get(url, headers=headers)).json()
@@ -68,7 +74,9 @@ async def _poll_callback(client: httpx.AsyncClient, url: str, headers: dict[str,
 
 
 async def test_callback_reaches_a_receiver_that_was_down_with_a_valid_signature(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     port = free_port()
@@ -87,12 +95,14 @@ async def test_callback_reaches_a_receiver_that_was_down_with_a_valid_signature(
     assert first["callback"]["last_status"].startswith("failed:")
 
     receiver = Receiver(failures=1)  # then up, answering 503 once
-    server = uvicorn.Server(uvicorn.Config(receiver, host="127.0.0.1", port=port, lifespan="off",
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(receiver, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
     serving = asyncio.create_task(server.serve())
     try:
-        done = await _poll_callback(app_client, accepted["status_url"], token,
-                                    lambda c: c["delivered_at"] is not None)
+        done = await _poll_callback(
+            app_client, accepted["status_url"], token, lambda c: c["delivered_at"] is not None
+        )
     finally:
         server.should_exit = True
         await serving
@@ -104,8 +114,11 @@ async def test_callback_reaches_a_receiver_that_was_down_with_a_valid_signature(
     headers, body, _status = receiver.requests[-1]
     event = json.loads(body)
     assert event == {
-        "event_id": callback["event_id"], "type": "job.completed", "job_id": accepted["job_id"],
-        "cpo_id": cpo_id, "status": "READY",
+        "event_id": callback["event_id"],
+        "type": "job.completed",
+        "job_id": accepted["job_id"],
+        "cpo_id": cpo_id,
+        "status": "READY",
         "progress": {"total": 1, "succeeded": 1, "failed": 0, "in_progress": 0},
         "ended_at": event["ended_at"],
     }
@@ -133,14 +146,22 @@ async def test_callback_reaches_a_receiver_that_was_down_with_a_valid_signature(
     assert bad.status_code == 422
     assert (await app_client.delete(f"/ocpi/cpos/{cpo_id}/webhook", headers=token)).status_code == 204
     assert (await app_client.get(f"/ocpi/cpos/{cpo_id}/webhook", headers=token)).status_code == 404
-    unsigned = await app_client.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token, json={
-        "locations": [location("X")], "callback_url": "https://cpo.example.com/hook"})
+    unsigned = await app_client.post(
+        f"/ocpi/cpos/{cpo_id}/locations",
+        headers=token,
+        json={"locations": [location("X")], "callback_url": "https://cpo.example.com/hook"},
+    )
     assert unsigned.status_code == 422 and unsigned.json()["errors"][0]["type"] == "webhook_not_configured"
 
 
 async def test_callback_url_reaches_nothing_inside() -> None:
-    for url in ("http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://169.254.169.254/latest",
-                "http://[::1]:8000/x", "http://localhost/x"):
+    for url in (
+        "http://127.0.0.1:9/x",
+        "http://10.1.2.3/x",
+        "http://169.254.169.254/latest",
+        "http://[::1]:8000/x",
+        "http://localhost/x",
+    ):
         with pytest.raises(CallbackRefused):
             await post_callback(url, b"{}", {}, deadline=2, max_bytes=10)
     with pytest.raises(CallbackRefused):
@@ -158,6 +179,7 @@ async def test_a_callback_url_cannot_be_rebound_inside(monkeypatch: pytest.Monke
     monkeypatch.setattr(egress, "resolve", rebinding)
     async with peer("answer", http_response(b"{}")) as inside:
         with pytest.raises(CallbackFailed):
-            await post_callback(f"http://rebind.example:{inside.port}/hook", b"{}", {}, deadline=5,
-                                max_bytes=1024)
+            await post_callback(
+                f"http://rebind.example:{inside.port}/hook", b"{}", {}, deadline=5, max_bytes=1024
+            )
         assert inside.connections == 0

@@ -11,7 +11,9 @@ from tests.helpers import create_cpo, location, submit, wait_for_job
 
 
 async def test_jobs_list_newest_first_paged_filtered_and_tenant_bound(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     url = f"/ocpi/cpos/{cpo_id}/locations/jobs"
@@ -19,9 +21,11 @@ async def test_jobs_list_newest_first_paged_filtered_and_tenant_bound(
     assert empty.status_code == 200 and empty.json() == {"data": [], "total": 0, "page": 1, "limit": 50}
 
     first = await submit(app_client, cpo_id, token, [location("One")])
-    keyed = await app_client.post(f"/ocpi/cpos/{cpo_id}/locations",
-                                  headers={**token, "Idempotency-Key": "k-1"},
-                                  json={"locations": [location("Two"), location("Three")]})
+    keyed = await app_client.post(
+        f"/ocpi/cpos/{cpo_id}/locations",
+        headers={**token, "Idempotency-Key": "k-1"},
+        json={"locations": [location("Two"), location("Three")]},
+    )
     assert keyed.status_code == 202
     second = keyed.json()
     for job in (first, second):
@@ -41,8 +45,11 @@ async def test_jobs_list_newest_first_paged_filtered_and_tenant_bound(
     assert (await app_client.get(url, params={"status": "FAILED"}, headers=token)).json()["total"] == 0
     assert (await app_client.get(url, params={"status": "READY"}, headers=admin)).json()["total"] == 2
     created = datetime.fromisoformat(newest["created_at"])
-    after = (await app_client.get(url, params={"created_after": (created - timedelta(microseconds=1))
-                                               .isoformat()}, headers=token)).json()
+    after = (
+        await app_client.get(
+            url, params={"created_after": (created - timedelta(microseconds=1)).isoformat()}, headers=token
+        )
+    ).json()
     assert [j["job_id"] for j in after["data"]] == [second["job_id"]]
     before = (await app_client.get(url, params={"created_before": created.isoformat()}, headers=token)).json()
     assert [j["job_id"] for j in before["data"]] == [first["job_id"]]

@@ -42,16 +42,20 @@ async def test_list_pages_are_stable_and_bounded(
     assert empty.status_code == 200
     assert empty.json() == {"data": [], "total": 0, "page": 1, "limit": 50}
 
-    accepted = await submit(app_client, cpo_id, token, [
-        location(f"Paged {i}", [charger(f"PAGE-{cpo_id}-{i}")] if i == 0 else []) for i in range(5)
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [location(f"Paged {i}", [charger(f"PAGE-{cpo_id}-{i}")] if i == 0 else []) for i in range(5)],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
     ids = job["results"]["location_ids"]
 
     seen: list[str] = []
     for page in (1, 2, 3):
-        body = (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations?page={page}&limit=2",
-                                     headers=token)).json()
+        body = (
+            await app_client.get(f"/ocpi/cpos/{cpo_id}/locations?page={page}&limit=2", headers=token)
+        ).json()
         assert body["total"] == 5 and body["page"] == page and body["limit"] == 2
         seen += [loc["id"] for loc in body["data"]]
         assert len(body["data"]) == (2 if page < 3 else 1)
@@ -71,17 +75,24 @@ async def test_list_pages_are_stable_and_bounded(
 async def test_patch_changes_only_the_fields_sent_and_moves_last_updated(
     app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine
 ) -> None:
-    cpo_id, token, job = await provisioned(app_client, admin, [
-        location("Before", [charger(unique("PATCH"))], postal_code="1060"),
-    ])
+    cpo_id, token, job = await provisioned(
+        app_client,
+        admin,
+        [
+            location("Before", [charger(unique("PATCH"))], postal_code="1060"),
+        ],
+    )
     location_id = job["results"]["location_ids"][0]
     url = f"/ocpi/cpos/{cpo_id}/locations/{location_id}"
     before = (await app_client.get(url, headers=token)).json()
 
     async def last_updated() -> Any:
         async with engine.connect() as conn:
-            return (await conn.execute(text("SELECT last_updated FROM ocpp.ocpi_locations WHERE id = :i"),
-                                       {"i": location_id})).scalar_one()
+            return (
+                await conn.execute(
+                    text("SELECT last_updated FROM ocpp.ocpi_locations WHERE id = :i"), {"i": location_id}
+                )
+            ).scalar_one()
 
     stamp = await last_updated()
     edits: list[tuple[dict[str, Any], dict[str, Any]]] = [
@@ -95,8 +106,10 @@ async def test_patch_changes_only_the_fields_sent_and_moves_last_updated(
         ({"public": False}, {"public": False}),
         ({"owner_name": "STIB"}, {"owner_name": "STIB"}),
         ({"timezone": "Europe/Amsterdam"}, {"timezone": "Europe/Amsterdam"}),
-        ({"coordinates": {"latitude": 40.7128, "longitude": -74.006}},
-         {"coordinates": {"latitude": 40.7128, "longitude": -74.006}, "timezone": "America/New_York"}),
+        (
+            {"coordinates": {"latitude": 40.7128, "longitude": -74.006}},
+            {"coordinates": {"latitude": 40.7128, "longitude": -74.006}, "timezone": "America/New_York"},
+        ),
         ({"parking_type": "ON_STREET", "facilities": ["CAFE"]}, {}),
     ]
     current = before
@@ -114,45 +127,73 @@ async def test_patch_changes_only_the_fields_sent_and_moves_last_updated(
         assert new_stamp > stamp
         stamp = new_stamp
     async with engine.connect() as conn:
-        row = (await conn.execute(text(
-            "SELECT l.country, l.latitude, l.parking_type, l.facilities, o.name, o.timezone"
-            " FROM ocpp.ocpi_locations l JOIN ocpp.locations o ON o.ocpi_location_id = l.id"
-            " WHERE l.id = :i"), {"i": location_id})).one()
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT l.country, l.latitude, l.parking_type, l.facilities, o.name, o.timezone"
+                    " FROM ocpp.ocpi_locations l JOIN ocpp.locations o ON o.ocpi_location_id = l.id"
+                    " WHERE l.id = :i"
+                ),
+                {"i": location_id},
+            )
+        ).one()
     assert tuple(row) == ("NLD", "40.712800", "ON_STREET", ["CAFE"], "After", "America/New_York")
 
-    for bad, field in (({"name": None}, "name"), ({"country": "XX"}, "country"),
-                       ({"chargers": []}, "chargers"), ({"coordinates": {"latitude": 91, "longitude": 0}},
-                                                        "coordinates.latitude")):
+    for bad, field in (
+        ({"name": None}, "name"),
+        ({"country": "XX"}, "country"),
+        ({"chargers": []}, "chargers"),
+        ({"coordinates": {"latitude": 91, "longitude": 0}}, "coordinates.latitude"),
+    ):
         response = await app_client.patch(url, json=bad, headers=token)
         assert response.status_code == 422, bad
         assert field in [e["field"] for e in response.json()["errors"]]
-    missing = await app_client.patch(f"/ocpi/cpos/{cpo_id}/locations/loc-nope", json={"name": "x"},
-                                     headers=token)
+    missing = await app_client.patch(
+        f"/ocpi/cpos/{cpo_id}/locations/loc-nope", json={"name": "x"}, headers=token
+    )
     assert missing.status_code == 404 and missing.json()["code"] == "LOCATION_NOT_FOUND"
 
 
 async def test_delete_stops_tasks_keeps_ocpi_rows_removed_and_is_idempotent(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
-    ecs: Any, settings: Settings,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    ecs: Any,
+    settings: Settings,
 ) -> None:
     """OCPI never deletes: the location and its EVSEs stay as REMOVED (for the eMSPs), its OCPP
     rows go, its tasks stop, and the OCPPLAB routes answer 404 for it."""
     identities = [unique("DEL-KEEP"), unique("DEL-A"), unique("DEL-B")]
-    cpo_id, token, job = await provisioned(app_client, admin, [
-        location("Stays", [charger(identities[0])]),
-        location("Goes", [charger(identities[1], evses=2), charger(identities[2])]),
-    ])
+    cpo_id, token, job = await provisioned(
+        app_client,
+        admin,
+        [
+            location("Stays", [charger(identities[0])]),
+            location("Goes", [charger(identities[1], evses=2), charger(identities[2])]),
+        ],
+    )
     keep, goes = job["results"]["locations"]
     url = f"/ocpi/cpos/{cpo_id}/locations/{goes['location_id']}"
 
     async def ocpi_state() -> tuple[str, Any, list[str]]:
         async with engine.connect() as conn:
-            status, stamp = (await conn.execute(text(
-                "SELECT status, last_updated FROM ocpp.ocpi_locations WHERE id = :i"),
-                {"i": goes["location_id"]})).one()
-            evses = (await conn.execute(text(
-                "SELECT status FROM ocpp.ocpi_evses WHERE location_id = :i ORDER BY uid"),
-                {"i": goes["location_id"]})).scalars().all()
+            status, stamp = (
+                await conn.execute(
+                    text("SELECT status, last_updated FROM ocpp.ocpi_locations WHERE id = :i"),
+                    {"i": goes["location_id"]},
+                )
+            ).one()
+            evses = (
+                (
+                    await conn.execute(
+                        text("SELECT status FROM ocpp.ocpi_evses WHERE location_id = :i ORDER BY uid"),
+                        {"i": goes["location_id"]},
+                    )
+                )
+                .scalars()
+                .all()
+            )
         return status, stamp, list(evses)
 
     before = await ocpi_state()
@@ -194,22 +235,31 @@ async def test_template_catalog_and_a_templated_location(
     assert (await app_client.get("/ocpp/templates/locations")).status_code == 401
 
     cpo_id, token, job = await provisioned(app_client, admin, [location("Urban", template="urban-ac")])
-    body = (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations/{job['results']['location_ids'][0]}",
-                                 headers=token)).json()
+    body = (
+        await app_client.get(
+            f"/ocpi/cpos/{cpo_id}/locations/{job['results']['location_ids'][0]}", headers=token
+        )
+    ).json()
     assert [c["connector_type"] for c in body["chargers"]] == ["Type2"] * 4
     # urban-ac: 4 chargers with 2 EVSEs each
     assert await table_counts(engine, cpo_id) == expected_counts([[2, 2, 2, 2]])
 
 
 async def test_text_with_backslashes_quotes_and_accents_round_trips(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
 ) -> None:
     """The job's input rows are streamed with COPY: its escaping must not alter any text."""
     name = 'Gare \\ "Centrale" \\n Bruxelles-Midi \\u00e9 Ünïcödé ☕ \\\\'
     address = "Rue d'Égmont 7 \\ back"
-    cpo_id, token, job = await provisioned(app_client, admin, [
-        location(name, [], address=address, city="Saint-Gilles \\ Sint-Gillis"),
-    ])
+    cpo_id, token, job = await provisioned(
+        app_client,
+        admin,
+        [
+            location(name, [], address=address, city="Saint-Gilles \\ Sint-Gillis"),
+        ],
+    )
     location_id = job["results"]["location_ids"][0]
     assert job["results"]["locations"][0]["name"] == name
     got = (await app_client.get(f"/ocpi/cpos/{cpo_id}/locations/{location_id}", headers=token)).json()

@@ -61,9 +61,15 @@ async def ready_location(
 async def row(engine: AsyncEngine, location_id: str) -> tuple[str, str, datetime]:
     """The OCPI name, the OCPP site's mirrored name, and OCPI last_updated."""
     async with engine.connect() as conn:
-        found = (await conn.execute(text(
-            "SELECT l.name, o.name, l.last_updated FROM ocpp.ocpi_locations l"
-            " JOIN ocpp.locations o ON o.ocpi_location_id = l.id WHERE l.id = :i"), {"i": location_id})).one()
+        found = (
+            await conn.execute(
+                text(
+                    "SELECT l.name, o.name, l.last_updated FROM ocpp.ocpi_locations l"
+                    " JOIN ocpp.locations o ON o.ocpi_location_id = l.id WHERE l.id = :i"
+                ),
+                {"i": location_id},
+            )
+        ).one()
     return found[0], found[1], found[2]
 
 
@@ -79,7 +85,8 @@ async def failing_updates(
     count = "PERFORM nextval('ocpp.test_patch_seq');" if times is None else ""
     async with engine.begin() as conn:
         await conn.execute(text("CREATE SEQUENCE ocpp.test_patch_seq"))
-        await conn.execute(text(f"""
+        await conn.execute(
+            text(f"""
             CREATE FUNCTION ocpp.test_patch_fault() RETURNS trigger AS $$
             BEGIN
               IF {match} AND {limit} THEN
@@ -87,9 +94,14 @@ async def failing_updates(
                 RAISE EXCEPTION 'injected: database unavailable' USING ERRCODE = '57P03';
               END IF;
               RETURN NEW;
-            END $$ LANGUAGE plpgsql"""))
-        await conn.execute(text("CREATE TRIGGER test_patch_fault BEFORE UPDATE ON ocpp.ocpi_locations"
-                                " FOR EACH ROW EXECUTE FUNCTION ocpp.test_patch_fault()"))
+            END $$ LANGUAGE plpgsql""")
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER test_patch_fault BEFORE UPDATE ON ocpp.ocpi_locations"
+                " FOR EACH ROW EXECUTE FUNCTION ocpp.test_patch_fault()"
+            )
+        )
     try:
         yield "ocpp.test_patch_seq"
     finally:
@@ -118,7 +130,8 @@ async def accepted_changes(temporal: WorkflowEnvironment, location_id: str) -> l
     run_id: str | None = None
     while True:  # from the current run back to the first
         history = await temporal.client.get_workflow_handle(
-            updates_workflow_id(location_id), run_id=run_id).fetch_history()
+            updates_workflow_id(location_id), run_id=run_id
+        ).fetch_history()
         changes: list[LocationPatch] = []
         for event in history.events:
             if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
@@ -144,8 +157,12 @@ async def real_time_app(
 
 
 async def test_a_retried_earlier_patch_does_not_overwrite_a_later_one(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
-    temporal: WorkflowEnvironment, settings: Settings,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    temporal: WorkflowEnvironment,
+    settings: Settings,
 ) -> None:
     """PATCH A meets a database error and is retried; PATCH B, accepted meanwhile, must not be
     undone by A's retry: B's values and B's last_updated stay."""
@@ -159,13 +176,16 @@ async def test_a_retried_earlier_patch_does_not_overwrite_a_later_one(
                 if await refused(engine, sequence) >= 1:
                     break
                 await asyncio.sleep(0.05)
-            second = asyncio.create_task(client.patch(url, json={"name": "Second", "city": "Ghent"},
-                                                      headers=token))
+            second = asyncio.create_task(
+                client.patch(url, json={"name": "Second", "city": "Ghent"}, headers=token)
+            )
             await asyncio.wait([second], timeout=2)  # B, accepted later, has its chance to go first
         # the database takes A again: its next attempt goes through
         first_answer, second_answer = await first, await second
     assert (first_answer.status_code, second_answer.status_code) == (200, 200), (
-        first_answer.text, second_answer.text)
+        first_answer.text,
+        second_answer.text,
+    )
     name, ocpp_name, last_updated = await row(engine, location_id)
     assert (name, ocpp_name) == ("Second", "Second")
     current = (await app_client.get(url, headers=token)).json()
@@ -177,16 +197,21 @@ async def test_a_retried_earlier_patch_does_not_overwrite_a_later_one(
 
 
 async def test_simultaneous_patches_end_with_the_latest_accepted(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
     temporal: WorkflowEnvironment,
 ) -> None:
     url, token = await ready_location(app_client, admin, "Race")
     location_id = url.rsplit("/", 1)[1]
     started = await db_now(engine)
-    answers = await asyncio.gather(*(
-        app_client.patch(url, json={"name": f"Racer {n}", "postal_code": f"10{n}0"}, headers=token)
-        for n in range(6)
-    ))
+    answers = await asyncio.gather(
+        *(
+            app_client.patch(url, json={"name": f"Racer {n}", "postal_code": f"10{n}0"}, headers=token)
+            for n in range(6)
+        )
+    )
     assert [a.status_code for a in answers] == [200] * 6, [a.text for a in answers]
     changes = await accepted_changes(temporal, location_id)
     assert len(changes) == 6
@@ -199,7 +224,9 @@ async def test_simultaneous_patches_end_with_the_latest_accepted(
 
 
 async def test_a_patch_accepted_during_a_long_database_outage_is_applied_after_it(
-    own_temporal: tuple[WorkflowEnvironment, httpx.AsyncClient], admin: dict[str, str], engine: AsyncEngine,
+    own_temporal: tuple[WorkflowEnvironment, httpx.AsyncClient],
+    admin: dict[str, str],
+    engine: AsyncEngine,
 ) -> None:
     """The database refuses the change for 10 minutes (skipped time), far beyond the ~75 s the
     change used to be retried for; it is applied once the database is back."""
@@ -234,15 +261,21 @@ async def test_a_patch_accepted_during_a_long_database_outage_is_applied_after_i
 
 
 async def test_the_updates_workflow_continues_as_new_and_keeps_the_order(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
-    temporal: WorkflowEnvironment, settings: Settings,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    temporal: WorkflowEnvironment,
+    settings: Settings,
 ) -> None:
     url, token = await ready_location(app_client, admin, "Many")
     location_id = url.rsplit("/", 1)[1]
     cpo_id = int(url.split("/")[3])
     handle = await temporal.client.start_workflow(
-        LocationUpdates.run, LocationUpdatesInput(cpo_id=cpo_id, location_id=location_id, changes_per_run=2),
-        id=updates_workflow_id(location_id), task_queue=settings.task_queue,
+        LocationUpdates.run,
+        LocationUpdatesInput(cpo_id=cpo_id, location_id=location_id, changes_per_run=2),
+        id=updates_workflow_id(location_id),
+        task_queue=settings.task_queue,
     )
     for n in range(5):
         answer = await app_client.patch(url, json={"name": f"Step {n}"}, headers=token)
@@ -251,24 +284,33 @@ async def test_the_updates_workflow_continues_as_new_and_keeps_the_order(
     current = await temporal.client.get_workflow_handle(updates_workflow_id(location_id)).describe()
     assert current.run_id != handle.first_execution_run_id  # it continued as new, twice
     assert [c.fields["name"] for c in await accepted_changes(temporal, location_id)] == [
-        f"Step {n}" for n in range(5)]
+        f"Step {n}" for n in range(5)
+    ]
 
 
 async def test_patch_of_a_location_still_provisioning_is_409(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
 ) -> None:
     """As DELETE: its activation, still to come, would be newer than the change."""
     url, token = await ready_location(app_client, admin, "Provisioning")
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE ocpp.ocpi_locations SET status = 'PROVISIONING' WHERE id = :i"),
-                           {"i": url.rsplit("/", 1)[1]})
+        await conn.execute(
+            text("UPDATE ocpp.ocpi_locations SET status = 'PROVISIONING' WHERE id = :i"),
+            {"i": url.rsplit("/", 1)[1]},
+        )
     answer = await app_client.patch(url, json={"name": "Too early"}, headers=token)
     assert answer.status_code == 409 and answer.json()["code"] == "LOCATION_PROVISIONING", answer.text
     assert (await app_client.get(url, headers=token)).json()["name"] == "Provisioning"
 
 
 async def test_an_attempt_cannot_commit_after_its_timeout(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
 ) -> None:
     """An attempt blocked past a quarter of its timeout fails instead of committing later (when
     its retry, and the changes after it, may have been applied); a change of another CPO's
@@ -281,8 +323,9 @@ async def test_an_attempt_cannot_commit_after_its_timeout(
     env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=2))
     change = LocationPatch(cpo_id=cpo_id, location_id=location_id, fields={"name": "Late"}, change_id="c1")
     async with engine.connect() as holder:  # another transaction holds the row
-        await holder.execute(text("SELECT 1 FROM ocpp.ocpi_locations WHERE id = :i FOR UPDATE"),
-                             {"i": location_id})
+        await holder.execute(
+            text("SELECT 1 FROM ocpp.ocpi_locations WHERE id = :i FOR UPDATE"), {"i": location_id}
+        )
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
@@ -299,8 +342,10 @@ async def test_an_attempt_cannot_commit_after_its_timeout(
     other_cpo = dataclasses.replace(change, cpo_id=cpo_id + 10_000, fields={"name": "Elsewhere"})
     assert await env.run(acts.update_location_fields, other_cpo) is False
     async with engine.begin() as conn:
-        await conn.execute(text("UPDATE ocpp.ocpi_locations SET status = 'DECOMMISSIONING' WHERE id = :i"),
-                           {"i": location_id})
+        await conn.execute(
+            text("UPDATE ocpp.ocpi_locations SET status = 'DECOMMISSIONING' WHERE id = :i"),
+            {"i": location_id},
+        )
     gone = dataclasses.replace(change, fields={"name": "X"})
     assert await env.run(acts.update_location_fields, gone) is False
     assert (await row(engine, location_id))[0] == "Late"

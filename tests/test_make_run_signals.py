@@ -34,7 +34,11 @@ class MakeRun:
         self.folder = folder
         self.proc = subprocess.Popen(
             ["make", "--no-print-directory", "run", f"RUN_ARGS=--data-dir {folder} --free-ports --workers 1"],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,
         )
         self.lines: list[str] = []
@@ -125,8 +129,9 @@ def post_job(env: dict[str, str]) -> None:
     """A CPO and a job of 30 locations, still PROVISIONING when it returns."""
     admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
     with httpx.Client(base_url=env["API_URL"], timeout=30) as api:
-        cpo = api.post("/ocpi/cpos", json={"name": "Signals", "country_code": "BE", "party_id": "SIG"},
-                       headers=admin).json()
+        cpo = api.post(
+            "/ocpi/cpos", json={"name": "Signals", "country_code": "BE", "party_id": "SIG"}, headers=admin
+        ).json()
         token = {"Authorization": f"Bearer {cpo['token']}"}
         body = {"locations": [location(f"Signal {i}", [charger(f"SIG-{i}")]) for i in range(30)]}
         accepted = api.post(f"/ocpi/cpos/{cpo['cpo_id']}/locations", json=body, headers=token)

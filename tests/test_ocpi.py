@@ -82,8 +82,11 @@ async def emsp() -> AsyncIterator[FakeEmsp]:
 
 async def new_cpo(http: httpx.AsyncClient) -> dict[str, Any]:
     party = f"O{next(_serial) % 100:02d}"
-    response = await http.post("/ocpi/cpos", headers=ADMIN_H,
-                               json={"name": f"OCPI CPO {party}", "country_code": "BE", "party_id": party})
+    response = await http.post(
+        "/ocpi/cpos",
+        headers=ADMIN_H,
+        json={"name": f"OCPI CPO {party}", "country_code": "BE", "party_id": party},
+    )
     assert response.status_code == 201, response.text
     body = dict(response.json())
     base = str(http.base_url).rstrip("/")
@@ -95,8 +98,9 @@ async def new_cpo(http: httpx.AsyncClient) -> dict[str, Any]:
 async def provision(
     http: httpx.AsyncClient, cpo: dict[str, Any], locations: list[dict[str, Any]]
 ) -> list[str]:
-    accepted = await http.post(f"/ocpi/cpos/{cpo['cpo_id']}/locations", json={"locations": locations},
-                               headers=cpo["bearer"])
+    accepted = await http.post(
+        f"/ocpi/cpos/{cpo['cpo_id']}/locations", json={"locations": locations}, headers=cpo["bearer"]
+    )
     assert accepted.status_code == 202, accepted.text
     job = await wait_for_job(http, accepted.json()["status_url"], cpo["bearer"])
     assert job["status"] == "READY", job
@@ -108,40 +112,70 @@ def pushes(emsp: FakeEmsp, location_id: str) -> list[tuple[str, dict[str, Any]]]
 
 
 async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
-    gateway: httpx.AsyncClient, emsp: FakeEmsp, workers: list[Worker], engine: AsyncEngine,
+    gateway: httpx.AsyncClient,
+    emsp: FakeEmsp,
+    workers: list[Worker],
+    engine: AsyncEngine,
 ) -> None:
     cpo = await new_cpo(gateway)
     handshake = await emsp.register(gateway, cpo["token_a"], cpo["ocpi_peer_url"])
     ours = handshake["credentials"]
     assert ours["roles"][0] | {"business_details": None} == {
-        "role": "CPO", "country_code": "BE", "party_id": cpo["party"]["party_id"], "business_details": None}
+        "role": "CPO",
+        "country_code": "BE",
+        "party_id": cpo["party"]["party_id"],
+        "business_details": None,
+    }
     assert ours["url"] == cpo["ocpi_peer_url"] and ours["token"] != cpo["token_a"]
     locations_url = handshake["endpoints"][("locations", "SENDER")]
 
     # token A is void now: 401 with an OCPI body, on versions and on a second registration
     reused = await gateway.get(cpo["ocpi_peer_url"], headers=emsp.headers(cpo["token_a"]))
     assert reused.status_code == 401 and reused.json()["status_code"] == 2001
-    again = await gateway.post(handshake["endpoints"][("credentials", "SENDER")], json=emsp.credentials(),
-                               headers=emsp.headers(cpo["token_a"]))
+    again = await gateway.post(
+        handshake["endpoints"][("credentials", "SENDER")],
+        json=emsp.credentials(),
+        headers=emsp.headers(cpo["token_a"]),
+    )
     assert again.status_code == 401
     async with engine.connect() as conn:
-        row = (await conn.execute(text(
-            "SELECT token_hash, their_token, status, endpoints FROM ocpp.ocpi_partners"
-            " WHERE cpo_id = :c"), {"c": int(cpo["cpo_id"])})).one()
+        row = (
+            await conn.execute(
+                text(
+                    "SELECT token_hash, their_token, status, endpoints FROM ocpp.ocpi_partners"
+                    " WHERE cpo_id = :c"
+                ),
+                {"c": int(cpo["cpo_id"])},
+            )
+        ).one()
     assert row.status == "REGISTERED" and row.their_token == emsp.token_for_cpo
     assert emsp.token_to_call_cpo not in (row.token_hash, None) and len(row.token_hash) == 64  # hashed
     assert {e["identifier"] for e in row.endpoints} == {"credentials", "locations"}
 
     # READY: each new location is pushed (PUT), and the pages hold the same objects
-    ids = await provision(gateway, cpo, [
-        location("OCPI Midi", [charger(unique("OC-AC"), evses=2),
-                               charger(unique("OC-DC"), connector_type="CCS2", max_power_kw=150)],
-                 owner_name="STIB", parking_type="ON_STREET", facilities=["TRAIN_STATION"],
-                 postal_code="1060"),
-        location("OCPI Empty", []),
-        location("OCPI Gent", [charger(unique("OC-CH"), connector_type="CHAdeMO", max_power_kw=50)],
-                 city="Gent"),
-    ])
+    ids = await provision(
+        gateway,
+        cpo,
+        [
+            location(
+                "OCPI Midi",
+                [
+                    charger(unique("OC-AC"), evses=2),
+                    charger(unique("OC-DC"), connector_type="CCS2", max_power_kw=150),
+                ],
+                owner_name="STIB",
+                parking_type="ON_STREET",
+                facilities=["TRAIN_STATION"],
+                postal_code="1060",
+            ),
+            location("OCPI Empty", []),
+            location(
+                "OCPI Gent",
+                [charger(unique("OC-CH"), connector_type="CHAdeMO", max_power_kw=50)],
+                city="Gent",
+            ),
+        ],
+    )
     await eventually(lambda: all(pushes(emsp, i) for i in ids), "a push of every location")
     pulled, pages = await emsp.pull_all(gateway, f"{locations_url}?limit=2")
     assert [p.headers["x-total-count"] for p in pages] == ["3", "3"]
@@ -154,12 +188,22 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
         assert obj["country"] == "BEL" and obj["time_zone"] == "Europe/Brussels"
         assert obj["coordinates"] == {"latitude": "50.835700", "longitude": "4.335300"}
     midi = next(o for o in pulled if o["id"] == ids[0])
-    assert (midi["owner"], midi["parking_type"], midi["facilities"]) == ({"name": "STIB"}, "ON_STREET",
-                                                                         ["TRAIN_STATION"])
+    assert (midi["owner"], midi["parking_type"], midi["facilities"]) == (
+        {"name": "STIB"},
+        "ON_STREET",
+        ["TRAIN_STATION"],
+    )
     connectors = {c["standard"]: c for e in midi["evses"] for c in e["connectors"]}
     assert connectors["IEC_62196_T2"] | {"last_updated": None} == {
-        "id": "1", "standard": "IEC_62196_T2", "format": "SOCKET", "power_type": "AC_3_PHASE",
-        "max_voltage": 230, "max_amperage": 16, "max_electric_power": 11000, "last_updated": None}
+        "id": "1",
+        "standard": "IEC_62196_T2",
+        "format": "SOCKET",
+        "power_type": "AC_3_PHASE",
+        "max_voltage": 230,
+        "max_amperage": 16,
+        "max_electric_power": 11000,
+        "last_updated": None,
+    }
     assert connectors["IEC_62196_T2_COMBO"]["power_type"] == "DC"
     assert {e["status"] for e in midi["evses"]} == {"AVAILABLE"} and len(midi["evses"]) == 3
     assert all(e["evse_id"].startswith(f"BE*{cpo['party']['party_id']}*E") for e in midi["evses"])
@@ -171,12 +215,14 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
     check_location(one["data"])
     assert one["data"] == midi and one["status_code"] == 1000 and one["timestamp"].endswith("Z")
     evse = midi["evses"][0]
-    got_evse = (await gateway.get(f"{locations_url}/{ids[0]}/{evse['uid'].upper()}",
-                                  headers=emsp.headers(token))).json()["data"]
+    got_evse = (
+        await gateway.get(f"{locations_url}/{ids[0]}/{evse['uid'].upper()}", headers=emsp.headers(token))
+    ).json()["data"]
     check_evse(got_evse)
     assert got_evse == evse  # CiString: case-insensitive
-    got_connector = (await gateway.get(f"{locations_url}/{ids[0]}/{evse['uid']}/1",
-                                       headers=emsp.headers(token))).json()["data"]
+    got_connector = (
+        await gateway.get(f"{locations_url}/{ids[0]}/{evse['uid']}/1", headers=emsp.headers(token))
+    ).json()["data"]
     check_connector(got_connector)
     assert got_connector == evse["connectors"][0]
     for missing in (f"{ids[0]}x", f"{ids[0]}/evs-nope", f"{ids[0]}/{evse['uid']}/9", "x" * 80):
@@ -186,9 +232,11 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
     # PATCH: the eMSP gets a PATCH with the fields that differ from what it holds, and
     # last_updated (the derived time zone is the same, so it is not sent)
     before = len(emsp.received)
-    patched = await gateway.patch(f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[1]}",
-                                  json={"name": "OCPI Empty (renamed)", "coordinates": {
-                                      "latitude": 51.2172, "longitude": 4.4211}}, headers=cpo["bearer"])
+    patched = await gateway.patch(
+        f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[1]}",
+        json={"name": "OCPI Empty (renamed)", "coordinates": {"latitude": 51.2172, "longitude": 4.4211}},
+        headers=cpo["bearer"],
+    )
     assert patched.status_code == 200
     await eventually(lambda: len(emsp.received) > before, "the next push")
     method, body = pushes(emsp, ids[1])[-1]
@@ -201,8 +249,9 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
     before = len(emsp.received)
     deleted = await gateway.delete(f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[0]}", headers=cpo["bearer"])
     assert deleted.status_code == 204
-    assert (await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[0]}",
-                              headers=cpo["bearer"])).status_code == 404
+    assert (
+        await gateway.get(f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[0]}", headers=cpo["bearer"])
+    ).status_code == 404
     await eventually(lambda: len(emsp.received) > before, "the next push")
     method, body = pushes(emsp, ids[0])[-1]
     assert method == "PUT" and {e["status"] for e in body["evses"]} == {"REMOVED"}
@@ -225,7 +274,9 @@ async def test_emsp_registers_pulls_every_page_and_receives_ready_patch_delete(
 
 
 async def test_an_emsp_sees_only_its_own_cpo_and_bad_input_is_an_ocpi_error(
-    gateway: httpx.AsyncClient, emsp: FakeEmsp, workers: list[Worker],
+    gateway: httpx.AsyncClient,
+    emsp: FakeEmsp,
+    workers: list[Worker],
 ) -> None:
     mine, other = await new_cpo(gateway), await new_cpo(gateway)
     handshake = await emsp.register(gateway, mine["token_a"], mine["ocpi_peer_url"])
@@ -256,8 +307,12 @@ async def test_an_emsp_sees_only_its_own_cpo_and_bad_input_is_an_ocpi_error(
         (url, {"Authorization": "Bearer " + token}, 401, 2001),
         (url, {"Authorization": "Token %%%not-base64"}, 401, 2001),
         (url, {"Authorization": token_header(mine["token_a"])}, 401, 2001),
-        (url.replace(f"/cpo/{mine['cpo_id']}/", "/cpo/abc/"), {"Authorization": token_header(token)},
-         401, 2001),
+        (
+            url.replace(f"/cpo/{mine['cpo_id']}/", "/cpo/abc/"),
+            {"Authorization": token_header(token)},
+            401,
+            2001,
+        ),
     ]
     for target, headers, http_status, code in cases:
         response = await gateway.get(target, headers=headers)
@@ -268,21 +323,26 @@ async def test_an_emsp_sees_only_its_own_cpo_and_bad_input_is_an_ocpi_error(
         assert response.headers["x-request-id"] and response.headers["x-correlation-id"]
     echoed = await gateway.get(url, headers={"Authorization": token_header(token), **ids})
     assert (echoed.headers["x-request-id"], echoed.headers["x-correlation-id"]) == ("req-1", "corr-1")
-    bad_post = await gateway.post(f"{mine['ocpi_peer_url'][:-9]}/2.2.1/credentials", content=b"{nope",
-                                  headers={"Authorization": token_header(token),
-                                           "Content-Type": "application/json"})
+    bad_post = await gateway.post(
+        f"{mine['ocpi_peer_url'][:-9]}/2.2.1/credentials",
+        content=b"{nope",
+        headers={"Authorization": token_header(token), "Content-Type": "application/json"},
+    )
     assert bad_post.status_code in (400, 405) and bad_post.json()["status_code"] in (2000, 2001)
 
 
 async def test_credentials_update_and_unregister(
-    gateway: httpx.AsyncClient, emsp: FakeEmsp, workers: list[Worker],
+    gateway: httpx.AsyncClient,
+    emsp: FakeEmsp,
+    workers: list[Worker],
 ) -> None:
     cpo = await new_cpo(gateway)
     # PUT or DELETE before registering: 405
     creds_url = cpo["ocpi_peer_url"].replace("/versions", "/2.2.1/credentials")
     for method in ("PUT", "DELETE"):
-        response = await gateway.request(method, creds_url, json=emsp.credentials(),
-                                         headers=emsp.headers(cpo["token_a"]))
+        response = await gateway.request(
+            method, creds_url, json=emsp.credentials(), headers=emsp.headers(cpo["token_a"])
+        )
         assert response.status_code == 405 and response.json()["status_code"] == 2000, method
     await emsp.register(gateway, cpo["token_a"], cpo["ocpi_peer_url"])
     first = emsp.token_to_call_cpo
@@ -318,31 +378,41 @@ async def test_credentials_update_and_unregister(
 
 
 async def test_cpo_registers_with_an_emsp_and_pushes_survive_an_hour_down(
-    own_temporal: tuple[WorkflowEnvironment, httpx.AsyncClient], emsp: FakeEmsp,
+    own_temporal: tuple[WorkflowEnvironment, httpx.AsyncClient],
+    emsp: FakeEmsp,
 ) -> None:
     """We register with the eMSP from its versions URL and token A (CPO as client); then the
     eMSP goes down for an hour: the pushes retry with backoff and all arrive once it is back."""
     temporal, gateway = own_temporal
     cpo = await new_cpo(gateway)
-    registered = await gateway.post(f"/ocpi/cpos/{cpo['cpo_id']}/emsps", headers=cpo["bearer"],
-                                    json={"versions_url": f"{emsp.base}/ocpi/versions",
-                                          "token_a": emsp.token_a})
+    registered = await gateway.post(
+        f"/ocpi/cpos/{cpo['cpo_id']}/emsps",
+        headers=cpo["bearer"],
+        json={"versions_url": f"{emsp.base}/ocpi/versions", "token_a": emsp.token_a},
+    )
     assert registered.status_code == 201, registered.text
     assert (registered.json()["party_id"], registered.json()["status"]) == (emsp.party_id, "REGISTERED")
     assert emsp.token_to_call_cpo and emsp.cpo_versions_url == cpo["ocpi_peer_url"]
-    bad = await gateway.post(f"/ocpi/cpos/{cpo['cpo_id']}/emsps", headers=cpo["bearer"],
-                             json={"versions_url": f"{emsp.base}/ocpi/versions", "token_a": "wrong"})
+    bad = await gateway.post(
+        f"/ocpi/cpos/{cpo['cpo_id']}/emsps",
+        headers=cpo["bearer"],
+        json={"versions_url": f"{emsp.base}/ocpi/versions", "token_a": "wrong"},
+    )
     assert bad.status_code == 422 and bad.json()["code"] == "EMSP_REGISTRATION_FAILED"
 
     emsp.down = True
-    ids = await provision(gateway, cpo, [location("Down 1", [charger(unique("DOWN"))]),
-                                         location("Down 2", [])])
-    patched = await gateway.patch(f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[0]}", json={"name": "Down 1b"},
-                                  headers=cpo["bearer"])
+    ids = await provision(
+        gateway, cpo, [location("Down 1", [charger(unique("DOWN"))]), location("Down 2", [])]
+    )
+    patched = await gateway.patch(
+        f"/ocpi/cpos/{cpo['cpo_id']}/locations/{ids[0]}", json={"name": "Down 1b"}, headers=cpo["bearer"]
+    )
     assert patched.status_code == 200
     partner_id = registered.json()["id"]
-    handles = [temporal.client.get_workflow_handle_for(OcpiLocationPush.run, f"ocpi-push/{partner_id}/{i}")
-               for i in ids]
+    handles = [
+        temporal.client.get_workflow_handle_for(OcpiLocationPush.run, f"ocpi-push/{partner_id}/{i}")
+        for i in ids
+    ]
     for _ in range(12):  # an hour of 503s, retried with backoff (skipped in steps: short RPCs)
         await temporal.sleep(300)
     assert emsp.locations == {}

@@ -41,7 +41,9 @@ def samples(text: str, name: str, **labels: str) -> list[float]:
     """The values of the series `name` whose labels include `labels`. (The parser calls a
     counter's samples `…_total` even where the exposition, as the SDK's, has no suffix.)"""
     return [
-        s.value for family in text_string_to_metric_families(text) for s in family.samples
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
         if name in (s.name, s.name.removesuffix("_total"))
         and all(s.labels.get(k) == v for k, v in labels.items())
     ]
@@ -75,12 +77,16 @@ async def test_metrics_of_worker_and_api_after_a_job(
 ) -> None:
     port = free_port()
     own = settings.model_copy(
-        update={"worker_metrics_port": port, "temporal_address": server_address(temporal)})
+        update={"worker_metrics_port": port, "temporal_address": server_address(temporal)}
+    )
     client = await connect(own, runtime=worker_runtime(own))
     async with own_stack(own, engine, client, "metrics") as http:
         cpo_id, token = await create_cpo(http, admin)
-        locations = [location("M0", [charger(unique("MET"))]), location("M1", [charger(unique("MET"))]),
-                     location("M2", [])]
+        locations = [
+            location("M0", [charger(unique("MET"))]),
+            location("M1", [charger(unique("MET"))]),
+            location("M2", []),
+        ]
         accepted = await submit(http, cpo_id, token, locations)
         job = await wait_for_job(http, accepted["status_url"], token)
         assert job["status"] == "READY", job
@@ -102,13 +108,15 @@ async def test_metrics_of_worker_and_api_after_a_job(
     assert "\ntemporal_workflow_completed{" in worker_text
     assert samples(worker_text, "temporal_workflow_completed", workflow_type="BulkCreateLocations") == [1]
     # RunTask is a local activity of the child when no ECS rate limit is set
-    assert samples(worker_text, "temporal_local_activity_execution_latency_count",
-                   activity_type="start_charger_task")
+    assert samples(
+        worker_text, "temporal_local_activity_execution_latency_count", activity_type="start_charger_task"
+    )
 
     route = "/ocpi/cpos/{cpo_id}/locations"
     assert samples(api_text, "ocpplab_api_requests_total", route=route, method="POST", status="202") == [1]
-    polls = samples(api_text, "ocpplab_api_requests_total", route=route + "/jobs/{job_id}", method="GET",
-                    status="200")
+    polls = samples(
+        api_text, "ocpplab_api_requests_total", route=route + "/jobs/{job_id}", method="GET", status="200"
+    )
     assert polls and polls[0] >= 1
     assert samples(api_text, "ocpplab_api_requests_total", route="<unrouted>", status="404") == [1]
     assert samples(api_text, "ocpplab_api_request_duration_seconds_count", route=route, method="POST") == [1]
@@ -125,8 +133,9 @@ async def test_metrics_of_worker_and_api_after_a_job(
 async def test_metrics_token_guards_the_api_endpoint(
     settings: Settings, temporal: WorkflowEnvironment
 ) -> None:
-    app = create_app(settings.model_copy(update={"api_metrics_token": "scrape-secret"}),
-                     temporal_client=temporal.client)
+    app = create_app(
+        settings.model_copy(update={"api_metrics_token": "scrape-secret"}), temporal_client=temporal.client
+    )
     async with asgi_client(app, "http://t") as http:
         assert (await http.get("/metrics")).status_code == 401
         ok = await http.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
@@ -141,21 +150,32 @@ async def test_one_trace_from_the_post_to_the_ecs_call(
     try:
         own = settings.model_copy(update={"temporal_address": server_address(temporal)})
         client = await connect(own, plugins=temporal_plugins())
-        async with own_stack(own, engine, client, "traces",
-                             ecs_wrap=lambda raw: traced_aws_client(raw, "ECS")) as http:
+        async with own_stack(
+            own, engine, client, "traces", ecs_wrap=lambda raw: traced_aws_client(raw, "ECS")
+        ) as http:
             cpo_id, token = await create_cpo(http, admin)
             accepted = await submit(http, cpo_id, token, [location("T0", [charger(unique("TRC"))])])
             job = await wait_for_job(http, accepted["status_url"], token)
             assert job["status"] == "READY", job
-            wanted = {"POST /ocpi/cpos/{cpo_id}/locations", "StartWorkflow:BulkCreateLocations",
-                      "RunWorkflow:BulkCreateLocations", "StartChildWorkflow:ProvisionLocation",
-                      "RunWorkflow:ProvisionLocation", "RunActivity:start_charger_task", "ECS.RunTask",
-                      "RunActivity:activate_location", "RunActivity:finalize_job"}
+            wanted = {
+                "POST /ocpi/cpos/{cpo_id}/locations",
+                "StartWorkflow:BulkCreateLocations",
+                "RunWorkflow:BulkCreateLocations",
+                "StartChildWorkflow:ProvisionLocation",
+                "RunWorkflow:ProvisionLocation",
+                "RunActivity:start_charger_task",
+                "ECS.RunTask",
+                "RunActivity:activate_location",
+                "RunActivity:finalize_job",
+            }
             deadline = time.monotonic() + 15
             while True:  # workflow spans end when their workflow task completes
                 spans = exporter.get_finished_spans()
-                post = [s for s in spans if s.name == "POST /ocpi/cpos/{cpo_id}/locations"
-                        and s.kind.name == "SERVER"]
+                post = [
+                    s
+                    for s in spans
+                    if s.name == "POST /ocpi/cpos/{cpo_id}/locations" and s.kind.name == "SERVER"
+                ]
                 trace_id = post[0].context.trace_id if post else None
                 in_trace = {s.name for s in spans if s.context.trace_id == trace_id}
                 if wanted <= in_trace or time.monotonic() > deadline:
@@ -195,8 +215,11 @@ async def test_log_lines_carry_their_context(
     assert api[0]["level"] == "INFO" and "accepted" in api[0]["message"]
 
     def of(activity_type: str) -> dict[str, Any]:
-        found = [line for line in lines if line.get("activity_type") == activity_type
-                 and line.get("job_id") == job_id]
+        found = [
+            line
+            for line in lines
+            if line.get("activity_type") == activity_type and line.get("job_id") == job_id
+        ]
         assert found, [line for line in lines if line.get("job_id") == job_id]
         return found[0]
 
@@ -241,8 +264,9 @@ async def test_readyz_names_what_is_down(
 
 
 async def test_worker_heartbeat_and_health_check(settings: Settings, tmp_path: Path) -> None:
-    own = settings.model_copy(update={"worker_health_file": str(tmp_path / "alive"),
-                                      "worker_health_interval_seconds": 0.05})
+    own = settings.model_copy(
+        update={"worker_health_file": str(tmp_path / "alive"), "worker_health_interval_seconds": 0.05}
+    )
     assert health.problems(own)[0].startswith("no heartbeat file")
     running = asyncio.create_task(asyncio.sleep(3600))
     beat = asyncio.create_task(heartbeat(own, [running]))
@@ -266,7 +290,12 @@ def test_grafana_dashboard_uses_the_metric_names_we_expose() -> None:
     dashboard = json.loads((ROOT / "deploy/grafana/ocpplab-gateway.json").read_text())
     exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", []))
     used = set(re.findall(r"\bocpplab_[a-z_]+", exprs))
-    ours = {metrics.LOCATIONS, metrics.RUN_TASK_SECONDS, metrics.LOCATION_READY_SECONDS,
-            "ocpplab_api_requests_total", "ocpplab_api_request_duration_seconds"}
+    ours = {
+        metrics.LOCATIONS,
+        metrics.RUN_TASK_SECONDS,
+        metrics.LOCATION_READY_SECONDS,
+        "ocpplab_api_requests_total",
+        "ocpplab_api_request_duration_seconds",
+    }
     suffixes = ("_bucket", "_count", "_sum")
     assert {next((u.removesuffix(s) for s in suffixes if u.endswith(s)), u) for u in used} == ours

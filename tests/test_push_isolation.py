@@ -34,11 +34,15 @@ LOCATIONS = 24
 async def isolated(
     settings: Settings, engine: AsyncEngine, temporal: WorkflowEnvironment
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Settings]]:
-    own = settings.model_copy(update={
-        "task_queue": "isolation-main", "ecs_task_queue": "isolation-ecs",
-        "ocpi_push_task_queue": "isolation-push", "worker_max_concurrent_activities": 4,
-        "ocpi_push_attempt_timeout_seconds": 60.0,
-    })
+    own = settings.model_copy(
+        update={
+            "task_queue": "isolation-main",
+            "ecs_task_queue": "isolation-ecs",
+            "ocpi_push_task_queue": "isolation-push",
+            "worker_max_concurrent_activities": 4,
+            "ocpi_push_attempt_timeout_seconds": 60.0,
+        }
+    )
     async with running_workers(temporal.client, own, engine):
         async with serve_gateway(own, temporal.client) as client:  # on a port: the eMSP calls back
             yield client, own
@@ -47,8 +51,10 @@ async def isolated(
 async def timed_job(client: httpx.AsyncClient, cpo: dict[str, Any], prefix: str) -> float:
     started = time.monotonic()
     accepted = await client.post(
-        f"/ocpi/cpos/{cpo['cpo_id']}/locations", headers=cpo["bearer"],
-        json={"locations": [location(f"{prefix} {n}", [charger(unique(prefix))]) for n in range(LOCATIONS)]})
+        f"/ocpi/cpos/{cpo['cpo_id']}/locations",
+        headers=cpo["bearer"],
+        json={"locations": [location(f"{prefix} {n}", [charger(unique(prefix))]) for n in range(LOCATIONS)]},
+    )
     assert accepted.status_code == 202, accepted.text
     job = await wait_for_job(client, accepted.json()["status_url"], cpo["bearer"])
     assert job["status"] == "READY", job
@@ -67,8 +73,10 @@ async def test_a_receiver_that_never_answers_does_not_slow_a_bulk_job(
     try:
         cpo = await new_cpo(client)
         registered = await client.post(
-            f"/ocpi/cpos/{cpo['cpo_id']}/emsps", headers=cpo["bearer"],
-            json={"versions_url": f"{hanging.base}/ocpi/versions", "token_a": hanging.token_a})
+            f"/ocpi/cpos/{cpo['cpo_id']}/emsps",
+            headers=cpo["bearer"],
+            json={"versions_url": f"{hanging.base}/ocpi/versions", "token_a": hanging.token_a},
+        )
         assert registered.status_code == 201, registered.text
         with_hanging = await timed_job(client, cpo, "ISO-B")
         await asyncio.sleep(1)
@@ -77,9 +85,11 @@ async def test_a_receiver_that_never_answers_does_not_slow_a_bulk_job(
     finally:
         await hanging.stop()
     reference = max(before, after)
-    print(f"\n[push isolation] {LOCATIONS} locations: {before:.1f} s and {after:.1f} s without a hanging "
-          f"eMSP, {with_hanging:.1f} s with one ({with_hanging / reference:.2f}x); "
-          f"{pushes} pushes hanging at the eMSP")
+    print(
+        f"\n[push isolation] {LOCATIONS} locations: {before:.1f} s and {after:.1f} s without a hanging "
+        f"eMSP, {with_hanging:.1f} s with one ({with_hanging / reference:.2f}x); "
+        f"{pushes} pushes hanging at the eMSP"
+    )
     assert pushes >= 4  # the Receiver was called, and held what it got (at most 4 at once per worker)
     # the bound: within 1.5x of the same job without the hanging Receiver (plus a
     # second of slack for this shared 2-core machine)

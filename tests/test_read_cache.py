@@ -20,7 +20,10 @@ NOBODY = "read-cache-nobody-polls"  # no worker: the job's rows change only when
 
 
 async def test_a_status_is_at_most_status_cache_seconds_old(
-    app_with: Any, admin: dict[str, str], engine: AsyncEngine, temporal: WorkflowEnvironment,
+    app_with: Any,
+    admin: dict[str, str],
+    engine: AsyncEngine,
+    temporal: WorkflowEnvironment,
 ) -> None:
     async with app_with(task_queue=NOBODY, status_cache_seconds=0.5) as api:
         cpo_id, token = await create_cpo(api, admin)
@@ -30,8 +33,10 @@ async def test_a_status_is_at_most_status_cache_seconds_old(
         first = (await api.get(url, headers=token)).json()
         assert first["progress"]["succeeded"] == 0
         async with engine.begin() as conn:  # a child commits its location READY
-            await conn.execute(text("UPDATE ocpp.job_locations SET state = 'READY' "
-                                    "WHERE job_id = :j AND index = 0"), {"j": accepted["job_id"]})
+            await conn.execute(
+                text("UPDATE ocpp.job_locations SET state = 'READY' WHERE job_id = :j AND index = 0"),
+                {"j": accepted["job_id"]},
+            )
         assert (await api.get(url, headers=token)).json()["progress"] == first["progress"]  # fresh enough
         await asyncio.sleep(0.6)
         # past 0.5 s: answered at once from memory while one background read refreshes it
@@ -44,8 +49,10 @@ async def test_a_status_is_at_most_status_cache_seconds_old(
         assert later["progress"] == {"total": 2, "succeeded": 1, "failed": 0, "in_progress": 1}
         # past 4 x 0.5 s unpolled, the poll reads the rows itself
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE ocpp.job_locations SET state = 'FAILED' "
-                                    "WHERE job_id = :j AND index = 1"), {"j": accepted["job_id"]})
+            await conn.execute(
+                text("UPDATE ocpp.job_locations SET state = 'FAILED' WHERE job_id = :j AND index = 1"),
+                {"j": accepted["job_id"]},
+            )
         await asyncio.sleep(2.1)
         assert (await api.get(url, headers=token)).json()["progress"]["failed"] == 1
 
@@ -57,13 +64,16 @@ async def test_a_status_is_at_most_status_cache_seconds_old(
     # with the cache off, every poll reads the rows
     async with app_with(task_queue=NOBODY, status_cache_seconds=0) as fresh:
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE ocpp.job_locations SET state = 'READY' "
-                                    "WHERE job_id = :j AND index = 1"), {"j": accepted["job_id"]})
+            await conn.execute(
+                text("UPDATE ocpp.job_locations SET state = 'READY' WHERE job_id = :j AND index = 1"),
+                {"j": accepted["job_id"]},
+            )
         assert (await fresh.get(url, headers=token)).json()["progress"]["succeeded"] == 2
 
 
 async def test_a_revoke_reaches_other_processes_within_auth_cache_seconds(
-    app_with: Any, admin: dict[str, str],
+    app_with: Any,
+    admin: dict[str, str],
 ) -> None:
     async with app_with(auth_cache_seconds=0.5) as one, app_with(auth_cache_seconds=0.5) as other:
         cpo_id, token = await create_cpo(one, admin)
@@ -163,11 +173,13 @@ async def test_status_pages_are_bounded_in_bytes() -> None:
     from api import read_cache
 
     cache: read_cache.Refreshed[int, dict[str, str]] = read_cache.Refreshed(
-        fresh=60.0, max_age=60.0, max_bytes=10_000)
+        fresh=60.0, max_age=60.0, max_bytes=10_000
+    )
 
     def page(size: int) -> Any:
         async def load() -> dict[str, str]:
             return {"results": "x" * size}
+
         return load
 
     for key in range(10):

@@ -32,7 +32,9 @@ from workflows.reconcile import ReconcileJobs
 async def reconcile(temporal: WorkflowEnvironment, settings: Settings) -> ReconcileReport:
     """One run of what the Schedule runs (the time-skipping test server has no Schedules)."""
     return await temporal.client.execute_workflow(
-        ReconcileJobs.run, ReconcileInput(grace_seconds=0), id=f"reconcile-{uuid.uuid4().hex}",
+        ReconcileJobs.run,
+        ReconcileInput(grace_seconds=0),
+        id=f"reconcile-{uuid.uuid4().hex}",
         task_queue=settings.task_queue,
     )
 
@@ -46,13 +48,23 @@ async def fresh_status(app_with: Any, url: str, token: dict[str, str]) -> dict[s
 
 
 async def test_a_job_committed_without_its_workflow_is_started_to_ready(
-    app_with: Any, app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    temporal: WorkflowEnvironment, engine: AsyncEngine, settings: Settings,
+    app_with: Any,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    temporal: WorkflowEnvironment,
+    engine: AsyncEngine,
+    settings: Settings,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
-    body = BulkCreateRequest.model_validate({"locations": [
-        location("Never started", [charger(unique("REC"))]), location("Never started either", []),
-    ]})
+    body = BulkCreateRequest.model_validate(
+        {
+            "locations": [
+                location("Never started", [charger(unique("REC"))]),
+                location("Never started either", []),
+            ]
+        }
+    )
     # what the API commits before it starts the workflow; then it "dies": no start
     async with make_sessionmaker(engine)() as session:
         job, created = await create_or_reuse_job(session, int(cpo_id), body, None)
@@ -75,8 +87,11 @@ async def test_a_job_committed_without_its_workflow_is_started_to_ready(
 
 
 async def test_a_start_that_timed_out_is_accepted_and_the_reconciler_starts_it(
-    admin: dict[str, str], app_client: httpx.AsyncClient, workers: list[Worker],
-    temporal: WorkflowEnvironment, settings: Settings,
+    admin: dict[str, str],
+    app_client: httpx.AsyncClient,
+    workers: list[Worker],
+    temporal: WorkflowEnvironment,
+    settings: Settings,
 ) -> None:
     """DEADLINE_EXCEEDED on the start: it may have reached Temporal, so the job is kept (202)."""
 
@@ -93,8 +108,7 @@ async def test_a_start_that_timed_out_is_accepted_and_the_reconciler_starts_it(
     cpo_id, token = await create_cpo(app_client, admin)
     app = create_app(settings, temporal_client=TimingOut(temporal.client))  # type: ignore[arg-type]
     async with asgi_client(app, "http://t") as client:
-        accepted = await submit(client, cpo_id, token,
-                                [location("Slow start", [charger(unique("RECD"))])])
+        accepted = await submit(client, cpo_id, token, [location("Slow start", [charger(unique("RECD"))])])
     assert accepted["workflow_run_id"] is None
     assert (await reconcile(temporal, settings)).started >= 1
     done = await wait_for_job(app_client, accepted["status_url"], token)
@@ -102,14 +116,25 @@ async def test_a_start_that_timed_out_is_accepted_and_the_reconciler_starts_it(
 
 
 async def test_a_terminated_job_ends_failed_with_a_code_that_says_so(
-    app_with: Any, app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    temporal: WorkflowEnvironment, settings: Settings, engine: AsyncEngine,
+    app_with: Any,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    temporal: WorkflowEnvironment,
+    settings: Settings,
+    engine: AsyncEngine,
 ) -> None:
     async with app_with(task_queue="reconcile-nobody-polls") as client:
         cpo_id, token = await create_cpo(client, admin)
-        accepted = await submit(client, cpo_id, token, [
-            location("Stopped by hand", [charger(unique("RECT"))]), location("Never reached", []),
-        ])
+        accepted = await submit(
+            client,
+            cpo_id,
+            token,
+            [
+                location("Stopped by hand", [charger(unique("RECT"))]),
+                location("Never reached", []),
+            ],
+        )
     await temporal.client.get_workflow_handle(accepted["job_id"]).terminate("an operator's terminate")
     stuck = (await app_client.get(accepted["status_url"], headers=token)).json()
     assert stuck["status"] == "PROVISIONING"
@@ -123,21 +148,38 @@ async def test_a_terminated_job_ends_failed_with_a_code_that_says_so(
     assert job["progress"] == {"total": 2, "succeeded": 0, "failed": 2, "in_progress": 0}
     assert [loc["error"]["code"] for loc in job["results"]["locations"]] == ["JOB_INTERRUPTED"] * 2
     async with engine.connect() as conn:
-        states = (await conn.execute(text("SELECT state FROM ocpp.job_locations WHERE job_id = :j"),
-                                     {"j": accepted["job_id"]})).scalars().all()
+        states = (
+            (
+                await conn.execute(
+                    text("SELECT state FROM ocpp.job_locations WHERE job_id = :j"), {"j": accepted["job_id"]}
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert sorted(states) == ["FAILED", "FAILED"]
 
 
 async def test_a_completed_workflow_whose_end_the_row_missed_is_written(
-    app_with: Any, app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    temporal: WorkflowEnvironment, settings: Settings, engine: AsyncEngine,
+    app_with: Any,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    temporal: WorkflowEnvironment,
+    settings: Settings,
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     accepted = await submit(app_client, cpo_id, token, [location("Done", [])])
     assert (await wait_for_job(app_client, accepted["status_url"], token))["status"] == "READY"
     async with engine.begin() as conn:  # as if its last activity's write had been lost
-        await conn.execute(text("UPDATE ocpp.jobs SET status = 'PROVISIONING', succeeded = 0,"
-                                " provisioned_at = NULL WHERE id = :j"), {"j": accepted["job_id"]})
+        await conn.execute(
+            text(
+                "UPDATE ocpp.jobs SET status = 'PROVISIONING', succeeded = 0,"
+                " provisioned_at = NULL WHERE id = :j"
+            ),
+            {"j": accepted["job_id"]},
+        )
     assert (await fresh_status(app_with, accepted["status_url"], token))["status"] == "PROVISIONING"
     assert (await reconcile(temporal, settings)).finalized >= 1
     job = await fresh_status(app_with, accepted["status_url"], token)

@@ -40,18 +40,26 @@ async def test_recorded_histories_replay() -> None:
 
 
 async def test_fresh_histories_replay(
-    app_with: Any, admin: dict[str, str], workers: list[Worker], temporal: WorkflowEnvironment,
+    app_with: Any,
+    admin: dict[str, str],
+    workers: list[Worker],
+    temporal: WorkflowEnvironment,
     fault_proxy: FaultProxy,
 ) -> None:
     """A run with every branch (continue-as-new, a compensated child) replays cleanly."""
     async with app_with(child_window=2, children_per_run=2) as client:
         cpo_id, token = await create_cpo(client, admin)
         fault_proxy.arm(Fault("RunTask", "access_denied", body_contains=f"REPLAY-{cpo_id}-DENIED"))
-        accepted = await submit(client, cpo_id, token, [
-            location("Replay 0", [charger(f"REPLAY-{cpo_id}-0")]),
-            location("Replay 1", [charger(f"REPLAY-{cpo_id}-DENIED")]),
-            location("Replay 2", []),
-        ])
+        accepted = await submit(
+            client,
+            cpo_id,
+            token,
+            [
+                location("Replay 0", [charger(f"REPLAY-{cpo_id}-0")]),
+                location("Replay 1", [charger(f"REPLAY-{cpo_id}-DENIED")]),
+                location("Replay 2", []),
+            ],
+        )
         job = await wait_for_job(client, accepted["status_url"], token)
     assert job["status"] == "FAILED"
     assert job["results"]["locations"][1]["error"]["code"] == "ECS_ACCESS_DENIED"
@@ -59,17 +67,21 @@ async def test_fresh_histories_replay(
     job_id = accepted["job_id"]
     histories: dict[str, WorkflowHistory] = {
         "bulk_create_first_run": await temporal.client.get_workflow_handle(
-            job_id, run_id=accepted["workflow_run_id"]).fetch_history(),
+            job_id, run_id=accepted["workflow_run_id"]
+        ).fetch_history(),
         "bulk_create_last_run": await temporal.client.get_workflow_handle(job_id).fetch_history(),
         "provision_ready": await temporal.client.get_workflow_handle(f"{job_id}/location-0").fetch_history(),
         "provision_compensated": await temporal.client.get_workflow_handle(
-            f"{job_id}/location-1").fetch_history(),
+            f"{job_id}/location-1"
+        ).fetch_history(),
     }
     for name, history in histories.items():
         result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{name}: {result.replay_failure}"
     if os.environ.get("RECORD_HISTORIES"):
         for name, history in histories.items():
-            (HISTORIES / f"{name}.json").write_text(json.dumps(
-                {"workflow_id": history.workflow_id, "history": history.to_json_dict()}, indent=None
-            ))
+            (HISTORIES / f"{name}.json").write_text(
+                json.dumps(
+                    {"workflow_id": history.workflow_id, "history": history.to_json_dict()}, indent=None
+                )
+            )

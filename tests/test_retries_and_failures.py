@@ -31,8 +31,13 @@ from tests.helpers import (
 
 
 async def test_throttling_5xx_and_dropped_connections_are_retried_to_ready(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, ecs: Any, settings: Settings, fault_proxy: FaultProxy,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    ecs: Any,
+    settings: Settings,
+    fault_proxy: FaultProxy,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     # More throttles of one charger than botocore's 3 attempts absorb, so Temporal's own retry is
@@ -43,10 +48,15 @@ async def test_throttling_5xx_and_dropped_connections_are_retried_to_ready(
     describe = fault_proxy.arm(Fault("DescribeTasks", "throttle", remaining=3))
     # as real ECS: RunTask answers PROVISIONING, so every location waits through DescribeTasks
     provisioning = fault_proxy.arm(Fault("RunTask", "provisioning"))
-    accepted = await submit(app_client, cpo_id, token, [
-        location("Throttled A", [charger(f"THR-{cpo_id}-A")]),
-        location("Throttled B", [charger(f"THR-{cpo_id}-B"), charger(f"THR-{cpo_id}-C")]),
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [
+            location("Throttled A", [charger(f"THR-{cpo_id}-A")]),
+            location("Throttled B", [charger(f"THR-{cpo_id}-B"), charger(f"THR-{cpo_id}-C")]),
+        ],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
 
     assert job["status"] == "READY", job
@@ -60,26 +70,40 @@ async def test_throttling_5xx_and_dropped_connections_are_retried_to_ready(
 
 
 async def test_transient_database_error_is_retried_to_ready(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     # PostgreSQL itself fails the first two inserts of this CPO's locations (serialization_failure)
     async with engine.begin() as conn:
         await conn.execute(text("CREATE SEQUENCE ocpp.test_fault_seq"))
-        await conn.execute(text(f"""
+        await conn.execute(
+            text(f"""
             CREATE FUNCTION ocpp.test_fault() RETURNS trigger AS $$
             BEGIN
               IF NEW.network_id = {int(cpo_id)} AND nextval('ocpp.test_fault_seq') <= 2 THEN
                 RAISE EXCEPTION 'injected transient fault' USING ERRCODE = '40001';
               END IF;
               RETURN NEW;
-            END $$ LANGUAGE plpgsql"""))
-        await conn.execute(text("CREATE TRIGGER test_fault BEFORE INSERT ON ocpp.ocpi_locations"
-                                " FOR EACH ROW EXECUTE FUNCTION ocpp.test_fault()"))
+            END $$ LANGUAGE plpgsql""")
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER test_fault BEFORE INSERT ON ocpp.ocpi_locations"
+                " FOR EACH ROW EXECUTE FUNCTION ocpp.test_fault()"
+            )
+        )
     try:
-        accepted = await submit(app_client, cpo_id, token, [
-            location("DB fault", [charger(f"DBF-{cpo_id}-1")]),
-        ])
+        accepted = await submit(
+            app_client,
+            cpo_id,
+            token,
+            [
+                location("DB fault", [charger(f"DBF-{cpo_id}-1")]),
+            ],
+        )
         job = await wait_for_job(app_client, accepted["status_url"], token)
         async with engine.connect() as conn:
             hits = (await conn.execute(text("SELECT last_value FROM ocpp.test_fault_seq"))).scalar_one()
@@ -95,18 +119,28 @@ async def test_transient_database_error_is_retried_to_ready(
 
 
 async def test_permanent_ecs_error_fails_only_its_location_and_leaves_nothing(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, ecs: Any, settings: Settings, fault_proxy: FaultProxy,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    ecs: Any,
+    settings: Settings,
+    fault_proxy: FaultProxy,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     bad = f"PERMA-{cpo_id}-BAD"
     fault_proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=bad))
-    accepted = await submit(app_client, cpo_id, token, [
-        location("Fine", [charger(f"PERMA-{cpo_id}-OK")]),
-        # the first charger of this location starts fine; the second is refused for good
-        location("Doomed", [charger(f"PERMA-{cpo_id}-STARTS"), charger(bad)]),
-        location("Also fine", []),
-    ])
+    accepted = await submit(
+        app_client,
+        cpo_id,
+        token,
+        [
+            location("Fine", [charger(f"PERMA-{cpo_id}-OK")]),
+            # the first charger of this location starts fine; the second is refused for good
+            location("Doomed", [charger(f"PERMA-{cpo_id}-STARTS"), charger(bad)]),
+            location("Also fine", []),
+        ],
+    )
     job = await wait_for_job(app_client, accepted["status_url"], token)
 
     assert job["status"] == "FAILED"
@@ -127,14 +161,17 @@ async def test_permanent_ecs_error_fails_only_its_location_and_leaves_nothing(
         dep_id = ids.deployment_id(job_id, 1, n)
         assert running_tasks(ecs, settings.ecs_cluster, dep_id) == []
     assert len(all_tasks_started_by(ecs, settings.ecs_cluster, ids.deployment_id(job_id, 1, 0))) == 1
-    gone = await app_client.get(f"/ocpi/cpos/{cpo_id}/locations/{ids.location_id(job_id, 1)}",
-                                headers=token)
+    gone = await app_client.get(f"/ocpi/cpos/{cpo_id}/locations/{ids.location_id(job_id, 1)}", headers=token)
     assert gone.status_code == 404
 
 
 async def test_capacity_failure_ends_the_location_with_a_retryable_code(
-    app_client: httpx.AsyncClient, admin: dict[str, str], workers: list[Worker],
-    engine: AsyncEngine, fault_proxy: FaultProxy, temporal: WorkflowEnvironment,
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
+    fault_proxy: FaultProxy,
+    temporal: WorkflowEnvironment,
 ) -> None:
     cpo_id, token = await create_cpo(app_client, admin)
     full = f"CAP-{cpo_id}-FULL"

@@ -51,8 +51,9 @@ def read_env(folder: Path) -> dict[str, str]:
 def provision_one(env: dict[str, str]) -> str:
     admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
     with httpx.Client(base_url=env["API_URL"], timeout=30) as api:
-        cpo = api.post("/ocpi/cpos", json={"name": "Restarted", "country_code": "BE", "party_id": "RST"},
-                       headers=admin).json()
+        cpo = api.post(
+            "/ocpi/cpos", json={"name": "Restarted", "country_code": "BE", "party_id": "RST"}, headers=admin
+        ).json()
         token = {"Authorization": f"Bearer {cpo['token']}"}
         body = {"locations": [location("Survives a restart", [charger("RST-1"), charger("RST-2")])]}
         accepted = api.post(f"/ocpi/cpos/{cpo['cpo_id']}/locations", json=body, headers=token)
@@ -67,8 +68,14 @@ def provision_one(env: dict[str, str]) -> str:
 
 
 def audit(env: dict[str, str], cpo_id: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "worker.audit", "--cpo", cpo_id], cwd=ROOT,
-                          env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "worker.audit", "--cpo", cpo_id],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def schedule_exists(env: dict[str, str], timeout: float = 60) -> bool:
@@ -99,8 +106,11 @@ def test_a_sigkilled_stack_is_stopped_at_the_next_start_and_moto_gets_its_tasks_
     ports = Ports(free_port(), free_port(), free_port(), free_port(), free_port(), 0)
     started = time.monotonic()
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR, str(tmp_path), json.dumps(ports.__dict__)], cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-c", SUPERVISOR, str(tmp_path), json.dumps(ports.__dict__)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     left: list[psutil.Process] = []
     second: Stack | None = None

@@ -15,9 +15,15 @@ async def test_status_answers_promptly_with_no_worker(
 ) -> None:
     async with app_with(task_queue="nobody-polls-this-queue") as client:
         cpo_id, token = await create_cpo(client, admin)
-        accepted = await submit(client, cpo_id, token, [
-            location("Waiting A", [charger(f"NOWORKER-{cpo_id}")]), location("Waiting B", []),
-        ])
+        accepted = await submit(
+            client,
+            cpo_id,
+            token,
+            [
+                location("Waiting A", [charger(f"NOWORKER-{cpo_id}")]),
+                location("Waiting B", []),
+            ],
+        )
         started = time.monotonic()
         response = await client.get(accepted["status_url"], headers=token)
         elapsed = time.monotonic() - started

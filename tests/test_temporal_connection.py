@@ -63,9 +63,11 @@ def test_standard_variables_with_client_certificates_give_mtls(pems: dict[str, P
 
 
 def test_settings_with_client_certificates_give_mtls(pems: dict[str, Path], tmp_path: Path) -> None:
-    settings = plain_settings(temporal_address="temporal.example.internal:7233",
-                              temporal_tls_client_cert_path=str(pems["cert"]),
-                              temporal_tls_client_key_path=str(pems["key"]))
+    settings = plain_settings(
+        temporal_address="temporal.example.internal:7233",
+        temporal_tls_client_cert_path=str(pems["cert"]),
+        temporal_tls_client_key_path=str(pems["key"]),
+    )
     config = connect_config(settings, environ={"HOME": str(tmp_path)})
     tls = config["tls"]
     assert isinstance(tls, TLSConfig)
@@ -83,8 +85,8 @@ address = "temporal.example.internal:7233"
 namespace = "ocpplab"
 
 [profile.prod.tls]
-client_cert_path = "{pems['cert']}"
-client_key_path = "{pems['key']}"
+client_cert_path = "{pems["cert"]}"
+client_key_path = "{pems["key"]}"
 """)
     environ = {"HOME": str(tmp_path), "TEMPORAL_CONFIG_FILE": str(toml), "TEMPORAL_PROFILE": "prod"}
     config = connect_config(plain_settings(), environ=environ)
@@ -101,8 +103,11 @@ client_key_path = "{pems['key']}"
 
 
 def test_an_api_key_turns_tls_on_unless_told_otherwise(tmp_path: Path) -> None:
-    cloud = plain_settings(temporal_address="eu-west-1.aws.api.temporal.io:7233",
-                           temporal_namespace="ocpplab.a1b2c", temporal_api_key="secret-key")
+    cloud = plain_settings(
+        temporal_address="eu-west-1.aws.api.temporal.io:7233",
+        temporal_namespace="ocpplab.a1b2c",
+        temporal_api_key="secret-key",
+    )
     config = connect_config(cloud, environ={"HOME": str(tmp_path)})
     assert config["api_key"] == "secret-key" and config["tls"] is True
     no_tls = plain_settings(temporal_api_key="secret-key", temporal_tls=False)

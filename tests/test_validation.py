@@ -96,8 +96,7 @@ LOCATION_CASES = [
     pytest.param(bad(**coords(latitude=None)), "locations[1].coordinates.latitude", id="lat-null"),
     pytest.param(bad(**coords(longitude=180.01)), "locations[1].coordinates.longitude", id="lng-180.01"),
     pytest.param(bad(**coords(longitude=-180.5)), "locations[1].coordinates.longitude", id="lng--180.5"),
-    pytest.param(bad(coordinates={"latitude": 50.8}), "locations[1].coordinates.longitude",
-                 id="lng-missing"),
+    pytest.param(bad(coordinates={"latitude": 50.8}), "locations[1].coordinates.longitude", id="lng-missing"),
     pytest.param(bad(coordinates=[50.8, 4.3]), "locations[1].coordinates", id="coordinates-list"),
     # OCPI lengths
     pytest.param(bad(address="a" * 46), "locations[1].address", id="address-46"),
@@ -124,29 +123,35 @@ LOCATION_CASES = [
     pytest.param(bad(public=1), "locations[1].public", id="public-1"),
     pytest.param(bad(public=None), "locations[1].public", id="public-null"),
     pytest.param(bad(parking_type="ROOFTOP"), "locations[1].parking_type", id="parking_type-unknown"),
-    pytest.param(bad(facilities=["HOTEL", "CASINO"]), "locations[1].facilities[1]",
-                 id="facility-unknown"),
+    pytest.param(bad(facilities=["HOTEL", "CASINO"]), "locations[1].facilities[1]", id="facility-unknown"),
     # template
     pytest.param(bad(template="no-such-template"), "locations[1].template", id="template-unknown"),
-    pytest.param(bad(template="urban-ac", chargers=[charger("T-AND-C")]), "locations[1]",
-                 id="template-and-chargers"),
+    pytest.param(
+        bad(template="urban-ac", chargers=[charger("T-AND-C")]), "locations[1]", id="template-and-chargers"
+    ),
     # chargers: the bad one at index 1 of location 1
     pytest.param(with_charger(identity="I" * 49), "locations[1].chargers[1].identity", id="identity-49"),
     pytest.param(with_charger(identity="CP 01"), "locations[1].chargers[1].identity", id="identity-space"),
     pytest.param(with_charger(identity="CP/01"), "locations[1].chargers[1].identity", id="identity-slash"),
     pytest.param(with_charger(identity=""), "locations[1].chargers[1].identity", id="identity-empty"),
-    pytest.param(with_charger(ocpp_version="OCPP1.5"), "locations[1].chargers[1].ocpp_version",
-                 id="ocpp_version-1.5"),
-    pytest.param(with_charger(connector_type="Type9"), "locations[1].chargers[1].connector_type",
-                 id="connector_type-Type9"),
+    pytest.param(
+        with_charger(ocpp_version="OCPP1.5"), "locations[1].chargers[1].ocpp_version", id="ocpp_version-1.5"
+    ),
+    pytest.param(
+        with_charger(connector_type="Type9"),
+        "locations[1].chargers[1].connector_type",
+        id="connector_type-Type9",
+    ),
     pytest.param(with_charger(max_power_kw=0), "locations[1].chargers[1].max_power_kw", id="power-0"),
     pytest.param(with_charger(max_power_kw=-5), "locations[1].chargers[1].max_power_kw", id="power--5"),
     pytest.param(with_charger(evses=0), "locations[1].chargers[1].evses", id="evses-0"),
     pytest.param(with_charger(evses=2.5), "locations[1].chargers[1].evses", id="evses-2.5"),
-    pytest.param(location("No identity", [charger("VALID-0"), {"vendor": "ABB"}]),
-                 "locations[1].chargers[1].identity", id="identity-missing"),
-    pytest.param(bad(chargers={"identity": "X"}), "locations[1].chargers",
-                 id="chargers-object"),
+    pytest.param(
+        location("No identity", [charger("VALID-0"), {"vendor": "ABB"}]),
+        "locations[1].chargers[1].identity",
+        id="identity-missing",
+    ),
+    pytest.param(bad(chargers={"identity": "X"}), "locations[1].chargers", id="chargers-object"),
     pytest.param("not a location", "locations[1]", id="location-string"),
 ]
 
@@ -163,17 +168,18 @@ async def test_bad_location_field_is_named_with_its_index(
     assert field in problem["detail"]
 
 
-async def test_every_bad_field_of_every_location_is_reported(
-    app_client: httpx.AsyncClient, cpo: Cpo
-) -> None:
+async def test_every_bad_field_of_every_location_is_reported(app_client: httpx.AsyncClient, cpo: Cpo) -> None:
     cpo_id, token = cpo
-    body = {"locations": [
-        location("Bad A", country="XX"),
-        location("Good"),
-        location("Bad C", city="c" * 46, **coords(latitude=91)),
-    ]}
-    problem = assert_invalid(await app_client.post(url(cpo_id), json=body, headers=token),
-                             "locations[0].country")
+    body = {
+        "locations": [
+            location("Bad A", country="XX"),
+            location("Good"),
+            location("Bad C", city="c" * 46, **coords(latitude=91)),
+        ]
+    }
+    problem = assert_invalid(
+        await app_client.post(url(cpo_id), json=body, headers=token), "locations[0].country"
+    )
     fields = {e["field"] for e in problem["errors"]}
     assert fields == {"locations[0].country", "locations[2].city", "locations[2].coordinates.latitude"}
 
@@ -184,15 +190,18 @@ async def test_every_bad_field_of_every_location_is_reported(
 IDENTITY_CASES = [
     pytest.param(
         [location("A", [charger("DUP-1")]), location("B", [charger("OTHER-1"), charger("DUP-1")])],
-        "locations[1].chargers[1].identity", id="across-locations",
+        "locations[1].chargers[1].identity",
+        id="across-locations",
     ),
     pytest.param(
         [location("A", [charger("SAME-1"), charger("SAME-1")])],
-        "locations[0].chargers[1].identity", id="within-a-location",
+        "locations[0].chargers[1].identity",
+        id="within-a-location",
     ),
     pytest.param(
         [location("A", [charger("PAD-1")]), location("B", [charger("  PAD-1  ")])],
-        "locations[1].chargers[0].identity", id="same-after-trimming",
+        "locations[1].chargers[0].identity",
+        id="same-after-trimming",
     ),
 ]
 
@@ -285,8 +294,9 @@ async def test_more_locations_than_the_limit_is_413(app_with: Any, admin: dict[s
 
         # at the limit the locations are validated (these are invalid: nothing starts)
         at_limit = {"locations": [location(f"L{i}", country="XX") for i in range(3)]}
-        problem = assert_invalid(await client.post(url(cpo_id), json=at_limit, headers=token),
-                                 "locations[2].country")
+        problem = assert_invalid(
+            await client.post(url(cpo_id), json=at_limit, headers=token), "locations[2].country"
+        )
         assert len(problem["errors"]) == 3
 
 
@@ -302,11 +312,20 @@ async def test_the_limit_is_checked_after_authentication(app_with: Any, cpo: Cpo
 
 def at_the_limits() -> Body:
     return bad(
-        name="N" * 255, chargers=[charger("I" * 48, evses=8, max_power_kw=1000, connector_type="CCS2",
-                                   ocpp_version="OCPP2.0.1")],
-        address="A" * 45, city="C" * 45, postal_code="1" * 10, state="S" * 20, country="bel",
-        coordinates={"latitude": -90, "longitude": 180}, timezone="Europe/Brussels",
-        public=False, parking_type="ON_STREET", facilities=["CAFE"],
+        name="N" * 255,
+        chargers=[
+            charger("I" * 48, evses=8, max_power_kw=1000, connector_type="CCS2", ocpp_version="OCPP2.0.1")
+        ],
+        address="A" * 45,
+        city="C" * 45,
+        postal_code="1" * 10,
+        state="S" * 20,
+        country="bel",
+        coordinates={"latitude": -90, "longitude": 180},
+        timezone="Europe/Brussels",
+        public=False,
+        parking_type="ON_STREET",
+        facilities=["CAFE"],
     )
 
 
@@ -319,20 +338,27 @@ ACCEPTED = [
 
 @pytest.mark.parametrize(("accepted", "stored_country"), ACCEPTED)
 async def test_valid_edge_values_are_accepted(
-    app_with: Any, admin: dict[str, str], temporal: WorkflowEnvironment, engine: AsyncEngine,
-    accepted: Body, stored_country: str,
+    app_with: Any,
+    admin: dict[str, str],
+    temporal: WorkflowEnvironment,
+    engine: AsyncEngine,
+    accepted: Body,
+    stored_country: str,
 ) -> None:
     async with app_with(task_queue=IDLE_QUEUE) as client:
         cpo_id, token = await create_cpo(client, admin)
-        response = await client.post(url(cpo_id), headers=token,
-                                     json={"locations": [location("Plain"), accepted]})
+        response = await client.post(
+            url(cpo_id), headers=token, json={"locations": [location("Plain"), accepted]}
+        )
     assert response.status_code == 202, response.text
     job_id = response.json()["job_id"]
     await temporal.client.get_workflow_handle(job_id).terminate("validation test over")
     async with engine.connect() as conn:
-        stored = (await conn.execute(
-            text("SELECT input FROM ocpp.job_locations WHERE job_id = :j AND index = 1"), {"j": job_id}
-        )).scalar_one()
+        stored = (
+            await conn.execute(
+                text("SELECT input FROM ocpp.job_locations WHERE job_id = :j AND index = 1"), {"j": job_id}
+            )
+        ).scalar_one()
     assert stored["country"] == stored_country  # OCPI stores alpha-3
     assert re.fullmatch(r"-?[0-9]{1,2}\.[0-9]{6}", stored["latitude"]), stored
     assert re.fullmatch(r"-?[0-9]{1,3}\.[0-9]{6}", stored["longitude"]), stored
@@ -372,12 +398,15 @@ async def test_cpo_token_cannot_create_cpos(app_client: httpx.AsyncClient, cpo: 
 EMPTY: Body = {"locations": []}  # invalid on purpose: the caller is refused before the body is read
 
 
-@pytest.mark.parametrize("headers", [
-    pytest.param({}, id="no-token"),
-    pytest.param({"Authorization": "Bearer not-a-token"}, id="unknown-token"),
-    pytest.param({"Authorization": "Bearer "}, id="empty-token"),
-    pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="basic-auth"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-token"),
+        pytest.param({"Authorization": "Bearer not-a-token"}, id="unknown-token"),
+        pytest.param({"Authorization": "Bearer "}, id="empty-token"),
+        pytest.param({"Authorization": "Basic dXNlcjpwYXNz"}, id="basic-auth"),
+    ],
+)
 async def test_missing_or_unknown_token_is_401(
     app_client: httpx.AsyncClient, cpo: Cpo, headers: dict[str, str]
 ) -> None:
@@ -432,8 +461,11 @@ ROUTES: list[tuple[str, Callable[[str], str]]] = [
 
 @pytest.mark.parametrize(("method", "path"), ROUTES, ids=["job", "location"])
 async def test_other_routes_answer_problems(
-    app_client: httpx.AsyncClient, admin: dict[str, str], cpo: Cpo,
-    method: str, path: Callable[[str], str],
+    app_client: httpx.AsyncClient,
+    admin: dict[str, str],
+    cpo: Cpo,
+    method: str,
+    path: Callable[[str], str],
 ) -> None:
     cpo_id, token = cpo
     assert_problem(await app_client.request(method, path(cpo_id)), 401, "UNAUTHORIZED")
@@ -441,4 +473,3 @@ async def test_other_routes_answer_problems(
     response = await app_client.request(method, path(cpo_id), headers=token)
     assert_problem(response, 404)
     assert response.json()["code"] in ("JOB_NOT_FOUND", "LOCATION_NOT_FOUND")
-

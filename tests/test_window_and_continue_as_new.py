@@ -33,13 +33,15 @@ def max_children_in_flight(history: WorkflowHistory) -> int:
 
 
 async def test_window_bounds_children_and_continue_as_new_carries_progress(
-    app_with: Any, admin: dict[str, str], workers: list[Worker], engine: AsyncEngine,
+    app_with: Any,
+    admin: dict[str, str],
+    workers: list[Worker],
+    engine: AsyncEngine,
     temporal: WorkflowEnvironment,
 ) -> None:
     async with app_with(child_window=2, children_per_run=3) as client:
         cpo_id, token = await create_cpo(client, admin)
-        locations = [location(f"Site {i}", [charger(f"CAN-{cpo_id}-{i}")] if i % 2 else [])
-                     for i in range(8)]
+        locations = [location(f"Site {i}", [charger(f"CAN-{cpo_id}-{i}")] if i % 2 else []) for i in range(8)]
         accepted = await submit(client, cpo_id, token, locations)
         # Wait on the workflow itself (it follows continue-as-new), not by polling its query:
         # the time-skipping test server has mishandled queries racing a continue-as-new here.

@@ -35,19 +35,29 @@ async def main() -> None:
     try:
         async with ecs_client(settings) as ecs, secrets_client(settings) as sm:
             traced_ecs = traced_aws_client(ecs, "ECS")  # itself when tracing is off
-            workers = build_workers(client, settings, make_sessionmaker(engine), traced_ecs,
-                                    traced_aws_client(sm, "SecretsManager"))
+            workers = build_workers(
+                client,
+                settings,
+                make_sessionmaker(engine),
+                traced_ecs,
+                traced_aws_client(sm, "SecretsManager"),
+            )
             # start-up's objects live as long as the process: out of the collector's sight, so a
             # full collection scans only what the work allocates (see api/app.py)
             gc.freeze()
             runs = [asyncio.create_task(w.run()) for w in workers]
             beat = asyncio.create_task(heartbeat(settings, runs))
-            log.info("worker polling %s, %s and %s (metrics: %s, tracing: %s, version: %s)",
-                     settings.task_queue, settings.ecs_task_queue, settings.ocpi_push_task_queue,
-                     metrics_url(settings) or "off",
-                     "on" if tracing else "off",
-                     f"{settings.worker_deployment_name}/{build_id(settings)}"
-                     if settings.worker_versioning else "unversioned")
+            log.info(
+                "worker polling %s, %s and %s (metrics: %s, tracing: %s, version: %s)",
+                settings.task_queue,
+                settings.ecs_task_queue,
+                settings.ocpi_push_task_queue,
+                metrics_url(settings) or "off",
+                "on" if tracing else "off",
+                f"{settings.worker_deployment_name}/{build_id(settings)}"
+                if settings.worker_versioning
+                else "unversioned",
+            )
             if settings.worker_versioning and settings.worker_set_current_version:
                 await set_current_version(client, settings.worker_deployment_name, build_id(settings))
             stopped = asyncio.create_task(stop.wait())

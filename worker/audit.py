@@ -45,15 +45,27 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.deployments_without_task or self.orphan_tasks or self.orphan_secrets
-                    or self.duplicate_tasks or self.half_written_locations or self.lost_locations)
+        return not (
+            self.deployments_without_task
+            or self.orphan_tasks
+            or self.orphan_secrets
+            or self.duplicate_tasks
+            or self.half_written_locations
+            or self.lost_locations
+        )
 
 
 def _half_written(row: Any) -> bool:
     if row.status == LocationStatus.REMOVED:  # OCPI rows kept for the eMSPs; the OCPP side is gone
-        ocpp_side = (row.locations, row.charge_points, row.charge_point_connectors,
-                     row.charge_point_credentials, row.network_topology, row.charger_deployments,
-                     row.ecs_tasks)
+        ocpp_side = (
+            row.locations,
+            row.charge_points,
+            row.charge_point_connectors,
+            row.charge_point_credentials,
+            row.network_topology,
+            row.charger_deployments,
+            row.ecs_tasks,
+        )
         return any(ocpp_side) or row.ocpi_evses != row.ocpi_connectors
     whole_site = row.locations == 1
     evse_side = row.ocpi_evses == row.ocpi_connectors == row.charge_point_connectors == row.network_topology
@@ -71,8 +83,9 @@ async def running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, 
         async for page in paginator.paginate(cluster=settings.ecs_cluster, desiredStatus="RUNNING"):
             arns += page.get("taskArns", [])
         for start in range(0, len(arns), 100):
-            described = await ecs.describe_tasks(cluster=settings.ecs_cluster,
-                                                 tasks=arns[start:start + 100], include=["TAGS"])
+            described = await ecs.describe_tasks(
+                cluster=settings.ecs_cluster, tasks=arns[start : start + 100], include=["TAGS"]
+            )
             for task in described.get("tasks", []):
                 started_by = task.get("startedBy", "")
                 if started_by.startswith("dep-"):
@@ -86,8 +99,10 @@ async def _charger_secret_jobs(settings: Settings) -> dict[str, str]:
     found: dict[str, str] = {}
     async with secrets_client(settings) as sm:
         paginator = sm.get_paginator("list_secrets")
-        pages = paginator.paginate(Filters=[{"Key": "name", "Values": [settings.charger_secret_prefix]}],
-                                   PaginationConfig={"PageSize": 100})
+        pages = paginator.paginate(
+            Filters=[{"Key": "name", "Values": [settings.charger_secret_prefix]}],
+            PaginationConfig={"PageSize": 100},
+        )
         async for page in pages:
             for secret in page.get("SecretList", []):
                 name = str(secret.get("Name", ""))
@@ -97,8 +112,9 @@ async def _charger_secret_jobs(settings: Settings) -> dict[str, str]:
     return found
 
 
-async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None = None,
-                job_id: str | None = None) -> AuditReport:
+async def audit(
+    settings: Settings, engine: AsyncEngine, *, cpo_id: int | None = None, job_id: str | None = None
+) -> AuditReport:
     if (cpo_id is None) == (job_id is None):
         raise ValueError("audit one CPO or one job")
     params: dict[str, Any]
@@ -113,16 +129,31 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
         report = AuditReport(scope=f"CPO {cpo_id}")
     async with engine.connect() as conn:
         shapes = (await conn.execute(text(location_shapes_sql(scope)), params)).all()
-        deployments = (await conn.execute(text(
-            "SELECT d.id, l.status FROM ocpp.charger_deployments d JOIN ocpp.ocpi_locations l"
-            f" ON l.id = d.ocpi_location_id WHERE {scope}"), params)).all()
+        deployments = (
+            await conn.execute(
+                text(
+                    "SELECT d.id, l.status FROM ocpp.charger_deployments d JOIN ocpp.ocpi_locations l"
+                    f" ON l.id = d.ocpi_location_id WHERE {scope}"
+                ),
+                params,
+            )
+        ).all()
         job_ids = set((await conn.execute(text(jobs_sql), jobs_params)).scalars())
         known = set((await conn.execute(text("SELECT id FROM ocpp.charger_deployments"))).scalars())
-        lost = (await conn.execute(text(
-            "SELECT j.job_id || '#' || j.index FROM ocpp.job_locations j"
-            " LEFT JOIN ocpp.ocpi_locations l ON l.id = j.location_id"
-            f" WHERE j.job_id IN ({jobs_sql}) AND j.state = :ready AND l.id IS NULL"),
-            jobs_params | {"ready": JobStatus.READY.value})).scalars().all()
+        lost = (
+            (
+                await conn.execute(
+                    text(
+                        "SELECT j.job_id || '#' || j.index FROM ocpp.job_locations j"
+                        " LEFT JOIN ocpp.ocpi_locations l ON l.id = j.location_id"
+                        f" WHERE j.job_id IN ({jobs_sql}) AND j.state = :ready AND l.id IS NULL"
+                    ),
+                    jobs_params | {"ready": JobStatus.READY.value},
+                )
+            )
+            .scalars()
+            .all()
+        )
     report.locations_by_state = dict(Counter(row.status for row in shapes))
     half = [row.id for row in shapes if _half_written(row)]
     report.half_written_locations = len(half)
@@ -131,9 +162,13 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
 
     running = await running_charger_tasks(settings)
     in_scope = {
-        dep: tasks for dep, tasks in running.items()
-        if any(t["key"] == "ocpplab:job-id" and t["value"] in job_ids
-               for task in tasks for t in task.get("tags", []))
+        dep: tasks
+        for dep, tasks in running.items()
+        if any(
+            t["key"] == "ocpplab:job-id" and t["value"] in job_ids
+            for task in tasks
+            for t in task.get("tags", [])
+        )
     }
     report.running_tasks = sum(len(tasks) for tasks in in_scope.values())
     missing = [dep for dep, status in deployments if status == LocationStatus.ACTIVE and dep not in running]
@@ -145,9 +180,14 @@ async def audit(settings: Settings, engine: AsyncEngine, *, cpo_id: int | None =
     secrets = await _charger_secret_jobs(settings)
     orphan_secrets = [dep for dep, job in secrets.items() if job in job_ids and dep not in known]
     report.orphan_secrets = len(orphan_secrets)
-    report.examples = [f"half-written {i}" for i in half[:3]] + [f"lost {i}" for i in lost[:3]] + [
-        f"no task {d}" for d in missing[:3]] + [f"orphan {d}" for d in orphans[:3]] + [
-        f"duplicate {d}" for d in duplicates[:3]] + [f"orphan secret {d}" for d in orphan_secrets[:3]]
+    report.examples = (
+        [f"half-written {i}" for i in half[:3]]
+        + [f"lost {i}" for i in lost[:3]]
+        + [f"no task {d}" for d in missing[:3]]
+        + [f"orphan {d}" for d in orphans[:3]]
+        + [f"duplicate {d}" for d in duplicates[:3]]
+        + [f"orphan secret {d}" for d in orphan_secrets[:3]]
+    )
     return report
 
 
@@ -155,8 +195,16 @@ def render(report: AuditReport) -> str:
     lines = [f"audit of {report.scope}"]
     states = ", ".join(f"{k} {v}" for k, v in sorted(report.locations_by_state.items())) or "none"
     lines.append(f"  locations by state         {states}")
-    for name in ("chargers", "running_tasks", "deployments_without_task", "orphan_tasks",
-                 "orphan_secrets", "duplicate_tasks", "half_written_locations", "lost_locations"):
+    for name in (
+        "chargers",
+        "running_tasks",
+        "deployments_without_task",
+        "orphan_tasks",
+        "orphan_secrets",
+        "duplicate_tasks",
+        "half_written_locations",
+        "lost_locations",
+    ):
         lines.append(f"  {name.replace('_', ' '):<26} {getattr(report, name)}")
     lines += [f"  e.g. {example}" for example in report.examples]
     lines.append("  OK" if report.ok else "  MISMATCH")

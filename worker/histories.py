@@ -59,8 +59,9 @@ class JobHistories:
 async def count_history(client: Client, workflow_id: str, run_id: str | None = None) -> HistoryCounts:
     history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
     kinds = Counter(event.event_type for event in history.events)
-    return HistoryCounts(len(history.events), kinds[WORKFLOW_TASK], kinds[ACTIVITY_TASK],
-                         kinds[WORKFLOW_TASK_TIMED_OUT])
+    return HistoryCounts(
+        len(history.events), kinds[WORKFLOW_TASK], kinds[ACTIVITY_TASK], kinds[WORKFLOW_TASK_TIMED_OUT]
+    )
 
 
 async def job_histories(client: Client, job_id: str, sample: int = 50, seed: int = 7) -> JobHistories:

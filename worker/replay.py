@@ -39,8 +39,9 @@ def recent_query(hours: float) -> str:
 
 async def replay_recent(client: Client, query: str, limit: int) -> ReplayReport:
     """Replay up to `limit` histories that `query` lists (open and closed runs alike)."""
-    replayer = Replayer(workflows=WORKFLOWS, workflow_runner=workflow_runner(),
-                        data_converter=client.data_converter)
+    replayer = Replayer(
+        workflows=WORKFLOWS, workflow_runner=workflow_runner(), data_converter=client.data_converter
+    )
     report = ReplayReport()
     histories = client.list_workflows(query, limit=limit).map_histories()
     async with replayer.workflow_replay_iterator(histories) as results:
@@ -52,8 +53,11 @@ async def replay_recent(client: Client, query: str, limit: int) -> ReplayReport:
 
 
 async def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.replay",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--hours", type=float, default=24, help="workflows started this recently")
     parser.add_argument("--limit", type=int, default=200, help="histories to replay at most")
     parser.add_argument("--query", help="a visibility query instead of the recent workflows")
@@ -61,8 +65,11 @@ async def main(argv: list[str] | None = None) -> int:
     settings = get_settings()
     client = await connect(settings)
     query = args.query or recent_query(args.hours)
-    print(f"replaying up to {args.limit} histories from {settings.temporal_address} "
-          f"({settings.temporal_namespace}): {query}", flush=True)
+    print(
+        f"replaying up to {args.limit} histories from {settings.temporal_address} "
+        f"({settings.temporal_namespace}): {query}",
+        flush=True,
+    )
     report = await replay_recent(client, query, args.limit)
     for workflow_id, error in report.failures:
         print(f"FAILED {workflow_id}: {error}")

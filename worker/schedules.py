@@ -31,8 +31,10 @@ def reconcile_schedule(settings: Settings) -> Schedule:
     every = timedelta(seconds=settings.reconcile_interval_seconds)
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            ReconcileJobs.run, ReconcileInput(grace_seconds=settings.reconcile_grace_seconds),
-            id="ocpplab-reconcile-jobs-run", task_queue=settings.task_queue,
+            ReconcileJobs.run,
+            ReconcileInput(grace_seconds=settings.reconcile_grace_seconds),
+            id="ocpplab-reconcile-jobs-run",
+            task_queue=settings.task_queue,
             execution_timeout=timedelta(minutes=10),
             static_summary="repair jobs stuck PROVISIONING",
         ),
@@ -49,8 +51,9 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> bool:
     try:
         try:
             await client.create_schedule(RECONCILE_SCHEDULE_ID, schedule)
-            log.info("created schedule %s (every %ss)", RECONCILE_SCHEDULE_ID,
-                     settings.reconcile_interval_seconds)
+            log.info(
+                "created schedule %s (every %ss)", RECONCILE_SCHEDULE_ID, settings.reconcile_interval_seconds
+            )
         except ScheduleAlreadyRunningError:
 
             def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
@@ -58,7 +61,10 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> bool:
 
             await client.get_schedule_handle(RECONCILE_SCHEDULE_ID).update(update)
     except Exception:
-        log.exception("could not create or update schedule %s: jobs stuck PROVISIONING will not be "
-                      "repaired until a worker can", RECONCILE_SCHEDULE_ID)
+        log.exception(
+            "could not create or update schedule %s: jobs stuck PROVISIONING will not be "
+            "repaired until a worker can",
+            RECONCILE_SCHEDULE_ID,
+        )
         return False
     return True

@@ -46,8 +46,11 @@ def worker_runtime(settings: Settings) -> Runtime | None:
     address = metrics_address(settings)
     if address is None:
         return None
-    return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(
-        bind_address=address, histogram_bucket_overrides=BUCKETS)))
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=address, histogram_bucket_overrides=BUCKETS)
+        )
+    )
 
 
 def health_file(settings: Settings) -> Path:

@@ -47,8 +47,9 @@ def build_id(settings: Settings) -> str:
 
 
 def deployment_version(settings: Settings) -> WorkerDeploymentVersion:
-    return WorkerDeploymentVersion(deployment_name=settings.worker_deployment_name,
-                                   build_id=build_id(settings))
+    return WorkerDeploymentVersion(
+        deployment_name=settings.worker_deployment_name, build_id=build_id(settings)
+    )
 
 
 def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
@@ -56,7 +57,8 @@ def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
     if not settings.worker_versioning:
         return None
     return WorkerDeploymentConfig(
-        version=deployment_version(settings), use_worker_versioning=True,
+        version=deployment_version(settings),
+        use_worker_versioning=True,
         default_versioning_behavior=VersioningBehavior.PINNED,
     )
 
@@ -65,15 +67,17 @@ async def current_build_id(client: Client, deployment_name: str) -> str | None:
     """The deployment's current build id; None when it has none (or does not exist yet)."""
     try:
         response = await client.workflow_service.describe_worker_deployment(
-            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment_name))
+            DescribeWorkerDeploymentRequest(namespace=client.namespace, deployment_name=deployment_name)
+        )
     except RPCError:
         return None
     current = response.worker_deployment_info.routing_config.current_deployment_version
     return current.build_id or None
 
 
-async def set_current_version(client: Client, deployment_name: str, build: str,
-                              timeout: float = 60.0) -> None:
+async def set_current_version(
+    client: Client, deployment_name: str, build: str, timeout: float = 60.0
+) -> None:
     """Make `build` the current version of the deployment: new workflows start on it and jobs
     move to it at their next continue-as-new. The server knows a version once one of its
     workers has polled, so this retries until then."""
@@ -84,8 +88,12 @@ async def set_current_version(client: Client, deployment_name: str, build: str,
         try:
             await client.workflow_service.set_worker_deployment_current_version(
                 SetWorkerDeploymentCurrentVersionRequest(
-                    namespace=client.namespace, deployment_name=deployment_name, build_id=build,
-                    identity=f"{os.getpid()}@ocpplab-worker"))
+                    namespace=client.namespace,
+                    deployment_name=deployment_name,
+                    build_id=build,
+                    identity=f"{os.getpid()}@ocpplab-worker",
+                )
+            )
             log.info("worker deployment %s: current version is now %s", deployment_name, build)
             return
         except RPCError as err:

@@ -33,8 +33,16 @@ from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
 from workflows.reconcile import ReconcileJobs
 
-WORKFLOWS = [BulkCreateLocations, ProvisionLocation, DecommissionLocation, LocationUpdates, UpdateLocation,
-             OcpiLocationPush, ReconcileJobs, JobCompletionCallback]
+WORKFLOWS = [
+    BulkCreateLocations,
+    ProvisionLocation,
+    DecommissionLocation,
+    LocationUpdates,
+    UpdateLocation,
+    OcpiLocationPush,
+    ReconcileJobs,
+    JobCompletionCallback,
+]
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
@@ -125,4 +133,3 @@ def build_workers(
         deployment_config=version,
     )
     return [main, ecs_worker, push_worker]
-

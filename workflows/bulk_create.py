@@ -48,12 +48,18 @@ class BulkCreateLocations:
         """Live counts of this job (the API answers from the database; this is for operators)."""
         job, done = self._job, self._progress
         if job is None:
-            return JobProgress(job_id="", status=self._status, total=0, succeeded=0, failed=0,
-                               in_progress=0, runs=1)
+            return JobProgress(
+                job_id="", status=self._status, total=0, succeeded=0, failed=0, in_progress=0, runs=1
+            )
         failed = done.failed + done.cancelled
         return JobProgress(
-            job_id=job.job_id, status=self._status, total=job.total, succeeded=done.succeeded,
-            failed=failed, in_progress=job.total - done.succeeded - failed, runs=done.runs,
+            job_id=job.job_id,
+            status=self._status,
+            total=job.total,
+            succeeded=done.succeeded,
+            failed=failed,
+            in_progress=job.total - done.succeeded - failed,
+            runs=done.runs,
         )
 
     @workflow.run
@@ -77,9 +83,11 @@ class BulkCreateLocations:
         if job is None:
             return
         failed = done.failed + done.cancelled
-        lines = [f"**{self._status.value}**: {done.succeeded} READY, {failed} failed or cancelled, "
-                 f"{job.total - done.succeeded - failed} in progress, of {job.total}",
-                 f"run {done.runs} of the continue-as-new chain"]
+        lines = [
+            f"**{self._status.value}**: {done.succeeded} READY, {failed} failed or cancelled, "
+            f"{job.total - done.succeeded - failed} in progress, of {job.total}",
+            f"run {done.runs} of the continue-as-new chain",
+        ]
         if done.first_error_code:
             lines.append(f"first error: `{done.first_error_code}`")
         workflow.set_current_details("\n\n".join(lines))
@@ -115,7 +123,8 @@ class BulkCreateLocations:
                     dataclasses.replace(job, carried=progress),
                     # the next run starts on the current version, not on this run's pinned one
                     initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE
-                    if versioned else None,
+                    if versioned
+                    else None,
                 )
 
     async def _cancel(self, job: BulkCreateInput, window: set[asyncio.Task[None]]) -> JobOutcome:
@@ -131,23 +140,35 @@ class BulkCreateLocations:
         policy = retry_policy(job.tuning, forever=True)
         # The rows are the truth now: every child has recorded its end before wait() returned.
         counts: JobCounts = await workflow.execute_activity_method(
-            JobState.cancel_pending_locations, job.job_id,
-            start_to_close_timeout=_attempt(job), retry_policy=policy,
-            summary="locations never started: CANCELLED", priority=interactive_priority(job.cpo_id),
+            JobState.cancel_pending_locations,
+            job.job_id,
+            start_to_close_timeout=_attempt(job),
+            retry_policy=policy,
+            summary="locations never started: CANCELLED",
+            priority=interactive_priority(job.cpo_id),
         )
         progress = self._progress
         progress.succeeded, progress.failed = counts.ready, counts.failed
         progress.cancelled = counts.cancelled
         self._show()  # the final counts, not those of the moment the cancel arrived
         outcome = JobOutcome(
-            job_id=job.job_id, status=JobStatus.CANCELLED, succeeded=counts.ready,
+            job_id=job.job_id,
+            status=JobStatus.CANCELLED,
+            succeeded=counts.ready,
             failed=counts.ended_badly,
-            error=ErrorInfo.of(ErrorCode.CANCELLED, f"the job was cancelled; {counts.ready} of "
-                               f"{job.total} locations had been provisioned and stay"),
+            error=ErrorInfo.of(
+                ErrorCode.CANCELLED,
+                f"the job was cancelled; {counts.ready} of "
+                f"{job.total} locations had been provisioned and stay",
+            ),
         )
         await workflow.execute_activity_method(
-            JobState.finalize_job, outcome, start_to_close_timeout=_attempt(job),
-            retry_policy=policy, summary="job CANCELLED", priority=interactive_priority(job.cpo_id),
+            JobState.finalize_job,
+            outcome,
+            start_to_close_timeout=_attempt(job),
+            retry_policy=policy,
+            summary="job CANCELLED",
+            priority=interactive_priority(job.cpo_id),
         )
         workflow.upsert_search_attributes([JOB_STATUS.value_set(JobStatus.CANCELLED)])
         await self._start_callback(job)
@@ -214,12 +235,20 @@ class BulkCreateLocations:
                 ),
                 retryable=progress.resubmittable_failures > 0,
             )
-        outcome = JobOutcome(job_id=job.job_id, status=status, succeeded=progress.succeeded,
-                             failed=progress.failed, error=error)
+        outcome = JobOutcome(
+            job_id=job.job_id,
+            status=status,
+            succeeded=progress.succeeded,
+            failed=progress.failed,
+            error=error,
+        )
         # the job row must learn the outcome, however long it takes
         await workflow.execute_activity_method(
-            JobState.finalize_job, outcome, start_to_close_timeout=_attempt(job),
-            retry_policy=retry_policy(job.tuning, forever=True), summary=f"job {status.value}",
+            JobState.finalize_job,
+            outcome,
+            start_to_close_timeout=_attempt(job),
+            retry_policy=retry_policy(job.tuning, forever=True),
+            summary=f"job {status.value}",
         )
         self._status = status
         self._show()
@@ -238,11 +267,14 @@ class BulkCreateLocations:
             return
         await workflow.execute_activity_method(
             JobCallbacks.start_job_callback,
-            CallbackInput(job_id=job.job_id,
-                          max_interval_seconds=job.tuning.callback_max_interval_seconds,
-                          delivery_seconds=job.tuning.callback_delivery_seconds,
-                          attempt_seconds=CALLBACK_ATTEMPT_SECONDS),
-            start_to_close_timeout=_attempt(job), retry_policy=retry_policy(job.tuning, forever=True),
+            CallbackInput(
+                job_id=job.job_id,
+                max_interval_seconds=job.tuning.callback_max_interval_seconds,
+                delivery_seconds=job.tuning.callback_delivery_seconds,
+                attempt_seconds=CALLBACK_ATTEMPT_SECONDS,
+            ),
+            start_to_close_timeout=_attempt(job),
+            retry_policy=retry_policy(job.tuning, forever=True),
             summary="start the completion callback",
         )
 

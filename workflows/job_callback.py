@@ -22,13 +22,16 @@ class JobCompletionCallback:
         job's callback row and ends this workflow normally: the job itself is not affected."""
         try:
             outcome: str = await workflow.execute_activity_method(
-                JobCallbacks.deliver_job_callback, inp.job_id,
+                JobCallbacks.deliver_job_callback,
+                inp.job_id,
                 start_to_close_timeout=timedelta(seconds=inp.attempt_seconds),
                 schedule_to_close_timeout=timedelta(seconds=inp.delivery_seconds),
                 retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
+                    initial_interval=timedelta(seconds=1),
+                    backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=inp.max_interval_seconds),
-                    maximum_attempts=0, non_retryable_error_types=["CALLBACK_REFUSED"],
+                    maximum_attempts=0,
+                    non_retryable_error_types=["CALLBACK_REFUSED"],
                 ),
                 summary="signed POST of the job's completion event",
             )

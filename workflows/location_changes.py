@@ -30,8 +30,9 @@ PERSISTENT = RetryPolicy(maximum_interval=timedelta(seconds=60))
 # An accepted PATCH is applied however long the database is away: no attempt limit, backing
 # off to once a minute; only a change the activity refuses for good (a column a PATCH may not
 # change, a value the table cannot hold) is dropped, and that is logged in the worker and Temporal.
-APPLY_POLICY = RetryPolicy(maximum_interval=timedelta(seconds=60),
-                           non_retryable_error_types=[ErrorCode.INVALID_LOCATION.value])
+APPLY_POLICY = RetryPolicy(
+    maximum_interval=timedelta(seconds=60), non_retryable_error_types=[ErrorCode.INVALID_LOCATION.value]
+)
 # A location's updates workflow ends after this long without a change (the next PATCH starts
 # a new one).
 IDLE = timedelta(minutes=10)
@@ -49,8 +50,10 @@ class DecommissionLocation:
         """True when the location existed and is now gone; False when there was nothing to do."""
         step = timedelta(seconds=ref.step_seconds)
         deployment_ids = await workflow.execute_activity_method(
-            LocationChanges.mark_location_decommissioning, ref,
-            start_to_close_timeout=step, retry_policy=PERSISTENT,
+            LocationChanges.mark_location_decommissioning,
+            ref,
+            start_to_close_timeout=step,
+            retry_policy=PERSISTENT,
             summary=f"mark {ref.location_id} DECOMMISSIONING",
         )
         if deployment_ids is None:
@@ -58,13 +61,18 @@ class DecommissionLocation:
         await workflow.execute_activity_method(
             EcsTasks.stop_location_tasks,
             StopTasksInput(location_id=ref.location_id, deployment_ids=deployment_ids),
-            task_queue=ref.ecs_task_queue, start_to_close_timeout=step, retry_policy=PERSISTENT,
+            task_queue=ref.ecs_task_queue,
+            start_to_close_timeout=step,
+            retry_policy=PERSISTENT,
             summary=f"stop {len(deployment_ids)} charger task(s)",
         )
         # OCPI never deletes: the location and its EVSEs stay, REMOVED, for the eMSPs
         await workflow.execute_activity_method(
-            OcpiActivities.retire_location, ref.location_id, start_to_close_timeout=step,
-            retry_policy=PERSISTENT, summary="REMOVED for OCPI; OCPP rows deleted",
+            OcpiActivities.retire_location,
+            ref.location_id,
+            start_to_close_timeout=step,
+            retry_policy=PERSISTENT,
+            summary="REMOVED for OCPI; OCPP rows deleted",
         )
         await notify_ocpi_partners(ref.cpo_id, ref.location_id)
         return True
@@ -98,8 +106,11 @@ class LocationUpdates:
 
     @workflow.query
     def state(self) -> dict[str, int | str]:
-        return {"pending": len(self._pending), "handled_in_this_run": self._handled,
-                "next": self._pending[0].key if self._pending else ""}
+        return {
+            "pending": len(self._pending),
+            "handled_in_this_run": self._handled,
+            "next": self._pending[0].key if self._pending else "",
+        }
 
     @workflow.run
     async def run(self, inp: LocationUpdatesInput) -> int:
@@ -130,7 +141,9 @@ class LocationUpdates:
     async def _apply(self, patch: LocationPatch, step: timedelta) -> None:
         try:
             applied = await workflow.execute_activity_method(
-                LocationChanges.update_location_fields, patch, start_to_close_timeout=step,
+                LocationChanges.update_location_fields,
+                patch,
+                start_to_close_timeout=step,
                 retry_policy=APPLY_POLICY,
                 summary=f"{', '.join(sorted(patch.fields))} ({patch.key})",
             )
@@ -151,7 +164,9 @@ class UpdateLocation:
     @workflow.run
     async def run(self, patch: LocationPatch) -> bool:
         updated = await workflow.execute_activity_method(
-            LocationChanges.update_location_fields, patch, start_to_close_timeout=STEP,
+            LocationChanges.update_location_fields,
+            patch,
+            start_to_close_timeout=STEP,
             retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=10)),
             summary=f"update {', '.join(sorted(patch.fields))} of {patch.location_id}",
         )

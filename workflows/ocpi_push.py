@@ -36,8 +36,9 @@ from contracts.ocpi import (
     PushTarget,
 )
 
-NOTIFY_POLICY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
-                            maximum_attempts=0)
+NOTIFY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=0
+)
 
 
 async def notify_ocpi_partners(cpo_id: int, location_id: str, columns: list[str] | None = None) -> None:
@@ -50,7 +51,8 @@ async def notify_ocpi_partners(cpo_id: int, location_id: str, columns: list[str]
         await workflow.execute_local_activity_method(
             OcpiActivities.notify_partners,
             LocationChange(cpo_id=cpo_id, location_id=location_id, columns=columns or []),
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_POLICY,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_POLICY,
             summary=f"OCPI push of {location_id} to its eMSPs",
         )
     except ActivityError as err:
@@ -76,8 +78,10 @@ class OcpiLocationPush:
     async def run(self, target: PushTarget) -> PushSummary:
         self._nudged = self._nudged or bool(target.pending)
         policy = RetryPolicy(
-            initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-            maximum_interval=timedelta(seconds=target.max_interval_seconds), maximum_attempts=0,
+            initial_interval=timedelta(seconds=1),
+            backoff_coefficient=2.0,
+            maximum_interval=timedelta(seconds=target.max_interval_seconds),
+            maximum_attempts=0,
             non_retryable_error_types=[REJECTED, PATCH_REJECTED],
         )
         pushes = rejected = 0
@@ -87,14 +91,16 @@ class OcpiLocationPush:
                 # Stay a while, so that the next change is one more small PATCH; after that an
                 # idle push workflow goes away (the next change starts a new one).
                 try:
-                    await workflow.wait_condition(lambda: self._nudged,
-                                                  timeout=timedelta(seconds=target.idle_seconds))
+                    await workflow.wait_condition(
+                        lambda: self._nudged, timeout=timedelta(seconds=target.idle_seconds)
+                    )
                 except TimeoutError:
                     break
             info = workflow.info()
             if info.is_continue_as_new_suggested() or info.get_current_history_length() > 2000:
-                workflow.continue_as_new(dataclasses.replace(
-                    target, pending=[LocationChange(target.cpo_id, target.location_id)]))
+                workflow.continue_as_new(
+                    dataclasses.replace(target, pending=[LocationChange(target.cpo_id, target.location_id)])
+                )
             self._nudged = False
             try:
                 result = await workflow.execute_activity_method(

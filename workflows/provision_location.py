@@ -66,16 +66,26 @@ class ProvisionLocation:
         try:
             self._at("writing rows")
             plan = await workflow.execute_local_activity_method(
-                LocationRows.write_location_rows, inp,
-                start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
+                LocationRows.write_location_rows,
+                inp,
+                start_to_close_timeout=attempt,
+                retry_policy=policy,
+                cancellation_type=WAIT,
                 summary=f"rows of location {inp.index}",
             )
             fallback = ErrorCode.ECS_UNAVAILABLE
             self._at(f"starting {len(plan.chargers)} charger task(s)")
             starts = [
-                self._start(inp, ChargerTaskInput(
-                    job_id=inp.job_id, index=inp.index, location_id=plan.location_id,
-                    deployment_id=charger.deployment_id, identity=charger.identity))
+                self._start(
+                    inp,
+                    ChargerTaskInput(
+                        job_id=inp.job_id,
+                        index=inp.index,
+                        location_id=plan.location_id,
+                        deployment_id=charger.deployment_id,
+                        identity=charger.identity,
+                    ),
+                )
                 for charger in plan.chargers
             ]
             # Wait for every start to settle before compensating: a task still being started
@@ -91,19 +101,27 @@ class ProvisionLocation:
                 self._at("waiting for tasks to run")
                 timeout = timedelta(seconds=inp.tuning.task_running_timeout_seconds)
                 await workflow.execute_activity_method(
-                    EcsTasks.wait_tasks_running, WaitTasksInput(location_id=plan.location_id, tasks=tasks),
-                    task_queue=ecs_queue, start_to_close_timeout=timeout,
-                    schedule_to_close_timeout=timeout, heartbeat_timeout=timedelta(seconds=30),
-                    retry_policy=policy, cancellation_type=WAIT, summary="wait until RUNNING",
+                    EcsTasks.wait_tasks_running,
+                    WaitTasksInput(location_id=plan.location_id, tasks=tasks),
+                    task_queue=ecs_queue,
+                    start_to_close_timeout=timeout,
+                    schedule_to_close_timeout=timeout,
+                    heartbeat_timeout=timedelta(seconds=30),
+                    retry_policy=policy,
+                    cancellation_type=WAIT,
+                    summary="wait until RUNNING",
                 )
             fallback = ErrorCode.DATABASE_UNAVAILABLE
             self._at("activating")
             charger_ids = [c.deployment_id for c in plan.chargers]
             await workflow.execute_local_activity_method(
                 LocationRows.activate_location,
-                ActivateInput(job_id=inp.job_id, index=inp.index, location_id=plan.location_id,
-                              charger_ids=charger_ids),
-                start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT,
+                ActivateInput(
+                    job_id=inp.job_id, index=inp.index, location_id=plan.location_id, charger_ids=charger_ids
+                ),
+                start_to_close_timeout=attempt,
+                retry_policy=policy,
+                cancellation_type=WAIT,
                 summary="activate",
             )
             # nothing awaited after activation: a job cancel never undoes a READY location
@@ -117,8 +135,9 @@ class ProvisionLocation:
             await self._compensate(inp, plan, error)
             # the tenant reads `error` (a fixed message); the failure's own message keeps the
             # detail for operators in Temporal
-            raise ApplicationError(f"{error.code}: {detail}", error, type=error.code,
-                                   non_retryable=True) from err
+            raise ApplicationError(
+                f"{error.code}: {detail}", error, type=error.code, non_retryable=True
+            ) from err
         except asyncio.CancelledError:
             # Cancelled (job cancel, or the parent closing): undo, then stay cancelled.
             await self._compensate(inp, plan, ErrorInfo.of(ErrorCode.CANCELLED))
@@ -134,12 +153,21 @@ class ProvisionLocation:
         summary = f"RunTask {charger.identity}"
         if inp.tuning.ecs_local_starts:
             return workflow.execute_local_activity_method(
-                EcsTasks.start_charger_task, charger, start_to_close_timeout=attempt,
-                retry_policy=policy, cancellation_type=WAIT, summary=summary,
+                EcsTasks.start_charger_task,
+                charger,
+                start_to_close_timeout=attempt,
+                retry_policy=policy,
+                cancellation_type=WAIT,
+                summary=summary,
             )
         return workflow.execute_activity_method(
-            EcsTasks.start_charger_task, charger, task_queue=inp.tuning.ecs_task_queue,
-            start_to_close_timeout=attempt, retry_policy=policy, cancellation_type=WAIT, summary=summary,
+            EcsTasks.start_charger_task,
+            charger,
+            task_queue=inp.tuning.ecs_task_queue,
+            start_to_close_timeout=attempt,
+            retry_policy=policy,
+            cancellation_type=WAIT,
+            summary=summary,
         )
 
     async def _compensate(self, inp: ProvisionInput, plan: LocationPlan | None, error: ErrorInfo) -> None:
@@ -153,23 +181,30 @@ class ProvisionLocation:
         # the history. The activity also stops what the location's rows list.
         await workflow.execute_activity_method(
             EcsTasks.stop_location_tasks,
-            StopTasksInput(location_id=ids.location_id(inp.job_id, inp.index),
-                           deployment_ids=[c.deployment_id for c in plan.chargers] if plan else []),
-            task_queue=inp.tuning.ecs_task_queue, start_to_close_timeout=attempt,
-            retry_policy=policy, summary="compensate: stop tasks",
+            StopTasksInput(
+                location_id=ids.location_id(inp.job_id, inp.index),
+                deployment_ids=[c.deployment_id for c in plan.chargers] if plan else [],
+            ),
+            task_queue=inp.tuning.ecs_task_queue,
+            start_to_close_timeout=attempt,
+            retry_policy=policy,
+            summary="compensate: stop tasks",
         )
         # Even with no plan the rows may exist (cancelled after the write committed); the id is
         # derived, and deleting nothing is harmless.
         await workflow.execute_activity_method(
-            LocationRows.delete_location_rows, ids.location_id(inp.job_id, inp.index),
-            start_to_close_timeout=attempt, retry_policy=policy,
+            LocationRows.delete_location_rows,
+            ids.location_id(inp.job_id, inp.index),
+            start_to_close_timeout=attempt,
+            retry_policy=policy,
             summary="compensate: delete rows",
         )
         state = JobStatus.CANCELLED if error.code == ErrorCode.CANCELLED else JobStatus.FAILED
         await workflow.execute_activity_method(
             JobState.record_location_outcome,
             LocationOutcome(job_id=inp.job_id, index=inp.index, state=state, error=error),
-            start_to_close_timeout=attempt, retry_policy=policy,
+            start_to_close_timeout=attempt,
+            retry_policy=policy,
             summary=f"record {state.value} ({error.code})",
         )
         self._at(state.value.lower())

@@ -20,8 +20,10 @@ class ReconcileJobs:
     @workflow.run
     async def run(self, inp: ReconcileInput) -> ReconcileReport:
         return await workflow.execute_activity_method(
-            JobReconciler.reconcile_jobs, inp,
-            start_to_close_timeout=timedelta(minutes=5), heartbeat_timeout=timedelta(minutes=1),
+            JobReconciler.reconcile_jobs,
+            inp,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(minutes=1),
             retry_policy=RetryPolicy(maximum_attempts=3, maximum_interval=timedelta(seconds=10)),
             summary="repair jobs stuck PROVISIONING",
         )

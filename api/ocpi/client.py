@@ -53,8 +53,11 @@ class PeerVersion:
 
 
 def request_headers(token: str) -> dict[str, str]:
-    return {"Authorization": token_header(token), "X-Request-ID": str(uuid.uuid4()),
-            "X-Correlation-ID": str(uuid.uuid4())}
+    return {
+        "Authorization": token_header(token),
+        "X-Request-ID": str(uuid.uuid4()),
+        "X-Correlation-ID": str(uuid.uuid4()),
+    }
 
 
 async def call(policy: EgressPolicy, method: str, url: str, token: str, body: Any = None) -> Any:
@@ -76,8 +79,7 @@ async def fetch_peer(policy: EgressPolicy, versions_url: str, token: str) -> Pee
     versions = await call(policy, "GET", versions_url, token)
     if not isinstance(versions, list):
         raise unusable()
-    url = next((v.get("url") for v in versions if isinstance(v, dict) and v.get("version") == VERSION),
-               None)
+    url = next((v.get("url") for v in versions if isinstance(v, dict) and v.get("version") == VERSION), None)
     if url is None:
         raise OcpiError(200, UNSUPPORTED_VERSION, f"the peer offers no OCPI {VERSION}")
     if not isinstance(url, str):
@@ -86,9 +88,11 @@ async def fetch_peer(policy: EgressPolicy, versions_url: str, token: str) -> Pee
     endpoints = details.get("endpoints") if isinstance(details, dict) else None
     if not isinstance(endpoints, list) or not endpoints:
         raise OcpiError(200, NO_MATCHING_ENDPOINTS, f"the peer's {VERSION} details list no endpoint")
-    clean = [{"identifier": str(e.get("identifier"))[:40], "role": str(e.get("role"))[:16],
-              "url": e.get("url")}
-             for e in endpoints[:MAX_ENDPOINTS] if isinstance(e, dict) and e.get("url")]
+    clean = [
+        {"identifier": str(e.get("identifier"))[:40], "role": str(e.get("role"))[:16], "url": e.get("url")}
+        for e in endpoints[:MAX_ENDPOINTS]
+        if isinstance(e, dict) and e.get("url")
+    ]
     if any(not isinstance(e["url"], str) or len(e["url"]) > 255 for e in clean):
         raise unusable()
     try:  # every URL we may call later, checked now (each call checks again when it connects)

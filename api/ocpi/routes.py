@@ -76,9 +76,16 @@ def version_url(settings: Settings, cpo_id: int) -> str:
 def our_credentials(settings: Settings, cpo: PartnerOperation | Cpo, token: str) -> dict[str, Any]:
     assert cpo.id is not None
     return {
-        "token": token, "url": versions_url(settings, cpo.id),
-        "roles": [{"role": "CPO", "party_id": cpo.party_id, "country_code": cpo.country_code,
-                   "business_details": {"name": cpo.name[:100]}}],
+        "token": token,
+        "url": versions_url(settings, cpo.id),
+        "roles": [
+            {
+                "role": "CPO",
+                "party_id": cpo.party_id,
+                "country_code": cpo.country_code,
+                "business_details": {"name": cpo.name[:100]},
+            }
+        ],
     }
 
 
@@ -104,11 +111,16 @@ async def get_versions(caller: CallerDep, settings: SettingsDep) -> JSONResponse
 @router.get(f"/{VERSION}", summary="OCPI 2.2.1 version details")
 async def get_version_details(caller: CallerDep, settings: SettingsDep) -> JSONResponse:
     base = version_url(settings, caller.cpo_id)
-    return ocpi_json({"version": VERSION, "endpoints": [
-        {"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
-        {"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/credentials"},
-        {"identifier": "locations", "role": "SENDER", "url": f"{base}/locations"},
-    ]})
+    return ocpi_json(
+        {
+            "version": VERSION,
+            "endpoints": [
+                {"identifier": "credentials", "role": "SENDER", "url": f"{base}/credentials"},
+                {"identifier": "credentials", "role": "RECEIVER", "url": f"{base}/credentials"},
+                {"identifier": "locations", "role": "SENDER", "url": f"{base}/locations"},
+            ],
+        }
+    )
 
 
 @router.get(f"/{VERSION}/credentials", summary="Our credentials")
@@ -152,16 +164,22 @@ async def handshake_slot(request: Request, cpo_id: int) -> AsyncIterator[None]:
     slots: HandshakeSlots = services(request).handshakes
     async with slots.take(cpo_id) as taken:
         if not taken:
-            raise OcpiError(429, CLIENT_ERROR, "too many credentials handshakes at once; retry later",
-                            headers={"Retry-After": "5"})
+            raise OcpiError(
+                429,
+                CLIENT_ERROR,
+                "too many credentials handshakes at once; retry later",
+                headers={"Retry-After": "5"},
+            )
         yield
 
 
 async def lock_cpo(session: AsyncSession, cpo_id: int) -> PartnerOperation:
     """The CPO row, locked: one registration of a CPO at a time, so its eMSP limit holds."""
-    cpo = (await session.execute(
-        select(PartnerOperation).where(col(PartnerOperation.id) == cpo_id).with_for_update()
-    )).scalar_one_or_none()
+    cpo = (
+        await session.execute(
+            select(PartnerOperation).where(col(PartnerOperation.id) == cpo_id).with_for_update()
+        )
+    ).scalar_one_or_none()
     if cpo is None:  # the token matched, so the CPO existed a moment ago
         raise unauthorized("unknown CPO")
     return cpo
@@ -169,10 +187,15 @@ async def lock_cpo(session: AsyncSession, cpo_id: int) -> PartnerOperation:
 
 async def emsp_count(session: AsyncSession, cpo_id: int) -> int:
     """eMSPs that count against `ocpi_max_emsps_per_cpo` (unregistered ones do not)."""
-    return int((await session.execute(
-        select(func.count()).select_from(OcpiPartner).where(
-            col(OcpiPartner.cpo_id) == cpo_id, col(OcpiPartner.status) != "UNREGISTERED")
-    )).scalar_one())
+    return int(
+        (
+            await session.execute(
+                select(func.count())
+                .select_from(OcpiPartner)
+                .where(col(OcpiPartner.cpo_id) == cpo_id, col(OcpiPartner.status) != "UNREGISTERED")
+            )
+        ).scalar_one()
+    )
 
 
 async def _commit_or_conflict(session: AsyncSession) -> None:
@@ -181,8 +204,11 @@ async def _commit_or_conflict(session: AsyncSession) -> None:
         await session.commit()
     except IntegrityError as err:
         await session.rollback()
-        raise OcpiError(409, INVALID_PARAMETERS,
-                        "another eMSP of this CPO is registered with that country_code and party_id") from err
+        raise OcpiError(
+            409,
+            INVALID_PARAMETERS,
+            "another eMSP of this CPO is registered with that country_code and party_id",
+        ) from err
 
 
 @router.post(f"/{VERSION}/credentials", summary="An eMSP registers (with token A)")
@@ -203,21 +229,30 @@ async def post_credentials(
     async with sessions_of(request)() as session:
         cpo = await lock_cpo(session, caller.cpo_id)
         spent = await session.execute(
-            update(OcpiTokenA).where(
-                col(OcpiTokenA.id) == caller.token_a_id, col(OcpiTokenA.used_at).is_(None),
+            update(OcpiTokenA)
+            .where(
+                col(OcpiTokenA.id) == caller.token_a_id,
+                col(OcpiTokenA.used_at).is_(None),
                 col(OcpiTokenA.revoked_at).is_(None),
                 or_(col(OcpiTokenA.expires_at).is_(None), col(OcpiTokenA.expires_at) > now),
-            ).values(used_at=now).returning(col(OcpiTokenA.id))
+            )
+            .values(used_at=now)
+            .returning(col(OcpiTokenA.id))
         )
         if spent.scalar_one_or_none() is None:
             await session.rollback()
             raise unauthorized("this token A was used, revoked or has expired")
-        partner = (await session.execute(
-            select(OcpiPartner).where(col(OcpiPartner.cpo_id) == caller.cpo_id,
-                                      col(OcpiPartner.country_code) == role.country_code.upper(),
-                                      col(OcpiPartner.party_id) == role.party_id.upper())
-            .with_for_update()
-        )).scalar_one_or_none()
+        partner = (
+            await session.execute(
+                select(OcpiPartner)
+                .where(
+                    col(OcpiPartner.cpo_id) == caller.cpo_id,
+                    col(OcpiPartner.country_code) == role.country_code.upper(),
+                    col(OcpiPartner.party_id) == role.party_id.upper(),
+                )
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
         if partner is not None and partner.status != "UNREGISTERED":
             await session.rollback()
             raise OcpiError(405, CLIENT_ERROR, f"{role.country_code}*{role.party_id} is already registered")
@@ -247,10 +282,13 @@ async def put_credentials(
     token = new_token()
     async with sessions_of(request)() as session:
         cpo = await _cpo(session, caller.cpo_id)
-        partner = (await session.execute(
-            select(OcpiPartner).where(col(OcpiPartner.id) == caller.partner_id,
-                                      col(OcpiPartner.status) == "REGISTERED").with_for_update()
-        )).scalar_one_or_none()
+        partner = (
+            await session.execute(
+                select(OcpiPartner)
+                .where(col(OcpiPartner.id) == caller.partner_id, col(OcpiPartner.status) == "REGISTERED")
+                .with_for_update()
+            )
+        ).scalar_one_or_none()
         if partner is None:  # unregistered or suspended meanwhile
             raise unauthorized("unknown token")
         apply_credentials(partner, body, peer, token)
@@ -265,9 +303,16 @@ async def delete_credentials(caller: CallerDep, session: SessionDep) -> JSONResp
     if caller.partner_id is None or caller.partner_status != "REGISTERED":
         raise OcpiError(405, CLIENT_ERROR, "not registered")
     await session.execute(
-        update(OcpiPartner).where(col(OcpiPartner.id) == caller.partner_id).values(
-            status="UNREGISTERED", token_hash=None, pending_token_hash=None, their_token=None,
-            updated_at=utcnow()))
+        update(OcpiPartner)
+        .where(col(OcpiPartner.id) == caller.partner_id)
+        .values(
+            status="UNREGISTERED",
+            token_hash=None,
+            pending_token_hash=None,
+            their_token=None,
+            updated_at=utcnow(),
+        )
+    )
     await session.commit()
     return ocpi_json(None)
 
@@ -278,8 +323,9 @@ def _datetime(name: str, value: str | None) -> datetime | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as err:
-        raise OcpiError(200, INVALID_PARAMETERS,
-                        f"{name} is not an RFC 3339 date-time: {value[:40]!r}") from err
+        raise OcpiError(
+            200, INVALID_PARAMETERS, f"{name} is not an RFC 3339 date-time: {value[:40]!r}"
+        ) from err
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)  # no zone means UTC (types)
 
 
@@ -287,14 +333,20 @@ async def routing_headers(session: AsyncSession, caller: transport.Caller) -> di
     """OCPI 2.2.1 routing headers on the Sender's answers: from the CPO, to the eMSP."""
     cpo = await _cpo(session, caller.cpo_id)
     partner = await session.get(OcpiPartner, caller.partner_id) if caller.partner_id is not None else None
-    return {"OCPI-from-country-code": cpo.country_code, "OCPI-from-party-id": cpo.party_id,
-            "OCPI-to-country-code": (partner.country_code or "") if partner else "",
-            "OCPI-to-party-id": (partner.party_id or "") if partner else ""}
+    return {
+        "OCPI-from-country-code": cpo.country_code,
+        "OCPI-from-party-id": cpo.party_id,
+        "OCPI-to-country-code": (partner.country_code or "") if partner else "",
+        "OCPI-to-party-id": (partner.party_id or "") if partner else "",
+    }
 
 
 @router.get(f"/{VERSION}/locations", summary="Locations Sender: paginated list")
 async def list_locations(
-    request: Request, caller: RegisteredDep, session: SessionDep, settings: SettingsDep,
+    request: Request,
+    caller: RegisteredDep,
+    session: SessionDep,
+    settings: SettingsDep,
     date_from: Annotated[str | None, Query(max_length=40)] = None,
     date_to: Annotated[str | None, Query(max_length=40)] = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -304,8 +356,11 @@ async def list_locations(
     start, end = _datetime("date_from", date_from), _datetime("date_to", date_to)
     page_limit = min(limit or settings.ocpi_page_limit, settings.ocpi_page_limit)
     data, total = await location_page(session, caller.cpo_id, start, end, offset, page_limit)
-    headers = {"X-Total-Count": str(total), "X-Limit": str(page_limit),
-               **await routing_headers(session, caller)}
+    headers = {
+        "X-Total-Count": str(total),
+        "X-Limit": str(page_limit),
+        **await routing_headers(session, caller),
+    }
     if offset + len(data) < total:
         query: dict[str, str | int] = {"offset": offset + len(data), "limit": page_limit}
         query |= {k: v for k, v in (("date_from", date_from), ("date_to", date_to)) if v is not None}
@@ -342,8 +397,10 @@ async def get_evse(
     return ocpi_json(evse, headers=await routing_headers(session, caller))
 
 
-@router.get(f"/{VERSION}/locations/{{location_id}}/{{evse_uid}}/{{connector_id}}",
-            summary="Locations Sender: one connector")
+@router.get(
+    f"/{VERSION}/locations/{{location_id}}/{{evse_uid}}/{{connector_id}}",
+    summary="Locations Sender: one connector",
+)
 async def get_connector(
     location_id: str, evse_uid: str, connector_id: str, caller: RegisteredDep, session: SessionDep
 ) -> JSONResponse:
@@ -357,9 +414,11 @@ async def get_connector(
 def create_ocpi_app() -> FastAPI:
     """A sub-application so that every answer, errors included, is the OCPI envelope (the main
     app answers problem+json). Its own OpenAPI is at /ocpi/cpo/docs."""
-    app = FastAPI(title="OCPPLAB Gateway: OCPI 2.2.1 (CPO)", version=VERSION,
-                  description="OCPI 2.2.1 interface of each CPO for its eMSPs. "
-                              "`Authorization: Token <base64 token>`.")
+    app = FastAPI(
+        title="OCPPLAB Gateway: OCPI 2.2.1 (CPO)",
+        version=VERSION,
+        description="OCPI 2.2.1 interface of each CPO for its eMSPs. `Authorization: Token <base64 token>`.",
+    )
     transport.install(app)
     app.include_router(router)
     return app

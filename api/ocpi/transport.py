@@ -45,8 +45,9 @@ NO_MATCHING_ENDPOINTS = 3003
 
 
 class OcpiError(Exception):
-    def __init__(self, http_status: int, status_code: int, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, http_status: int, status_code: int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.status_code = status_code
@@ -55,12 +56,21 @@ class OcpiError(Exception):
 
 
 def envelope(data: Any = None, status_code: int = SUCCESS, message: str = "Success") -> dict[str, Any]:
-    return {"data": data, "status_code": status_code, "status_message": message,
-            "timestamp": ocpi_datetime(datetime.now(UTC))}
+    return {
+        "data": data,
+        "status_code": status_code,
+        "status_message": message,
+        "timestamp": ocpi_datetime(datetime.now(UTC)),
+    }
 
 
-def ocpi_json(data: Any = None, status_code: int = SUCCESS, message: str = "Success",
-              http_status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+def ocpi_json(
+    data: Any = None,
+    status_code: int = SUCCESS,
+    message: str = "Success",
+    http_status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     return JSONResponse(envelope(data, status_code, message), status_code=http_status, headers=headers)
 
 
@@ -100,7 +110,10 @@ def plain_id(value: str, longest: int = 18) -> int | None:
 
 
 async def identify(
-    sessions: async_sessionmaker[AsyncSession], settings: Settings, cpo_id: str, authorization: str | None,
+    sessions: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    cpo_id: str,
+    authorization: str | None,
 ) -> Caller:
     """401 unless the token is a live token A or an eMSP's token, of this CPO. Its own short
     session: nothing is held once the caller is known (a handshake then calls out for seconds)."""
@@ -118,28 +131,37 @@ async def identify(
     async with sessions() as session:
         for token in _candidates(credential):
             digest = sha256_hex(token)
-            partner = (await session.execute(
-                select(col(OcpiPartner.id), col(OcpiPartner.status), col(OcpiPartner.updated_at))
-                .where(or_(col(OcpiPartner.token_hash) == digest,
-                           col(OcpiPartner.pending_token_hash) == digest),
-                       col(OcpiPartner.cpo_id) == number,
-                       col(OcpiPartner.status).in_(["REGISTERED", "REGISTERING", "SUSPENDED"]))
-            )).first()
+            partner = (
+                await session.execute(
+                    select(col(OcpiPartner.id), col(OcpiPartner.status), col(OcpiPartner.updated_at)).where(
+                        or_(
+                            col(OcpiPartner.token_hash) == digest,
+                            col(OcpiPartner.pending_token_hash) == digest,
+                        ),
+                        col(OcpiPartner.cpo_id) == number,
+                        col(OcpiPartner.status).in_(["REGISTERED", "REGISTERING", "SUSPENDED"]),
+                    )
+                )
+            ).first()
             if partner is not None:
                 if partner.status == "SUSPENDED":
                     raise unauthorized("this eMSP is suspended by the CPO")
                 if partner.status == "REGISTERING" and partner.updated_at < registering_since:
                     raise unauthorized("unknown token")
                 return Caller(number, token, partner_id=int(partner.id), partner_status=str(partner.status))
-            token_a = (await session.execute(
-                select(OcpiTokenA).where(col(OcpiTokenA.token_hash) == digest,
-                                         col(OcpiTokenA.cpo_id) == number)
-            )).scalar_one_or_none()
+            token_a = (
+                await session.execute(
+                    select(OcpiTokenA).where(
+                        col(OcpiTokenA.token_hash) == digest, col(OcpiTokenA.cpo_id) == number
+                    )
+                )
+            ).scalar_one_or_none()
             if token_a is not None:
                 if token_a.used_at is not None:
                     raise unauthorized("this token A was already used to register; it is void")
-                if token_a.revoked_at is not None or (token_a.expires_at is not None
-                                                      and token_a.expires_at <= now):
+                if token_a.revoked_at is not None or (
+                    token_a.expires_at is not None and token_a.expires_at <= now
+                ):
                     raise unauthorized("this token A was revoked or has expired")
                 return Caller(number, token, token_a_id=token_a.id)
     raise unauthorized("unknown token")
@@ -151,7 +173,9 @@ def handshake_window(settings: Settings) -> float:
 
 
 async def get_caller(
-    request: Request, cpo_id: str, authorization: Annotated[str | None, Header()] = None,
+    request: Request,
+    cpo_id: str,
+    authorization: Annotated[str | None, Header()] = None,
 ) -> Caller:
     """The caller, as `api.body_guard` found it before reading a body, or looked up now."""
     known: Caller | None = getattr(request.state, "ocpi_caller", None)
@@ -185,15 +209,15 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
     # A body that is not JSON never reached the OCPI layer: HTTP 400. Anything else did, and
     # status_codes.asciidoc answers it with HTTP 200 and 2001 in the envelope.
     unreadable = any(e.get("type") == "json_invalid" for e in exc.errors())
-    return ocpi_json(None, INVALID_PARAMETERS, f"invalid or missing parameters: {problems}",
-                     400 if unreadable else 200)
+    return ocpi_json(
+        None, INVALID_PARAMETERS, f"invalid or missing parameters: {problems}", 400 if unreadable else 200
+    )
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = UNKNOWN_LOCATION if exc.status_code == 404 and "/locations" in request.url.path else CLIENT_ERROR
-    return ocpi_json(None, code, str(exc.detail), exc.status_code,
-                     dict(exc.headers) if exc.headers else None)
+    return ocpi_json(None, code, str(exc.detail), exc.status_code, dict(exc.headers) if exc.headers else None)
 
 
 async def _database(request: Request, exc: Exception) -> JSONResponse:

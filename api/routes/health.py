@@ -34,7 +34,8 @@ async def _postgres(request: Request) -> None:
 async def _temporal(request: Request) -> None:
     client = await (await get_temporal(request)).get()
     await client.workflow_service.get_system_info(
-        GetSystemInfoRequest(), timeout=timedelta(seconds=CHECK_SECONDS))
+        GetSystemInfoRequest(), timeout=timedelta(seconds=CHECK_SECONDS)
+    )
 
 
 async def _check(name: str, probe: Any, request: Request) -> tuple[str, str]:
@@ -49,21 +50,32 @@ async def _check(name: str, probe: Any, request: Request) -> tuple[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: PostgreSQL and Temporal answer",
-    description="200 `{\"postgres\": \"ok\", \"temporal\": \"ok\"}`; otherwise 503 problem+json whose "
-                "`code` and `detail` name what is down (`checks` has each one's state).",
+    description='200 `{"postgres": "ok", "temporal": "ok"}`; otherwise 503 problem+json whose '
+    "`code` and `detail` name what is down (`checks` has each one's state).",
     responses=error_responses(503),
 )
 async def readyz(request: Request) -> Any:
-    checks = dict(await asyncio.gather(_check("postgres", _postgres, request),
-                                       _check("temporal", _temporal, request)))
+    checks = dict(
+        await asyncio.gather(_check("postgres", _postgres, request), _check("temporal", _temporal, request))
+    )
     down = [name for name, state in checks.items() if state != "ok"]
     if not down:
         return checks
     names = {"postgres": "PostgreSQL", "temporal": "Temporal"}
-    code = {"postgres": "DATABASE_UNAVAILABLE", "temporal": "TEMPORAL_UNAVAILABLE"}[down[0]] \
-        if len(down) == 1 else "SERVICE_UNAVAILABLE"
+    code = (
+        {"postgres": "DATABASE_UNAVAILABLE", "temporal": "TEMPORAL_UNAVAILABLE"}[down[0]]
+        if len(down) == 1
+        else "SERVICE_UNAVAILABLE"
+    )
     detail = " and ".join(names[d] for d in down) + " cannot be reached"
-    body = Problem(type=f"urn:ocpplab:problem:{code.lower()}", title=TITLES[503], status=503, code=code,
-                   detail=detail, instance=request.url.path).model_dump(exclude_none=True)
-    return JSONResponse({**body, "checks": checks}, status_code=503, media_type=PROBLEM_JSON,
-                        headers={"Retry-After": "5"})
+    body = Problem(
+        type=f"urn:ocpplab:problem:{code.lower()}",
+        title=TITLES[503],
+        status=503,
+        code=code,
+        detail=detail,
+        instance=request.url.path,
+    ).model_dump(exclude_none=True)
+    return JSONResponse(
+        {**body, "checks": checks}, status_code=503, media_type=PROBLEM_JSON, headers={"Retry-After": "5"}
+    )

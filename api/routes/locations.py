@@ -46,8 +46,9 @@ from observability.logs import bind as bind_log_context
 from settings import Settings
 
 log = logging.getLogger("api.locations")
-router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"],
-                   dependencies=[Depends(limit_inflight)])
+router = APIRouter(
+    prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"], dependencies=[Depends(limit_inflight)]
+)
 
 JobIdPath = Annotated[str, Path(max_length=64, description="the job_id returned by the bulk-create")]
 LocationIdPath = Annotated[str, Path(max_length=36, description="the location's id (loc-…)")]
@@ -78,13 +79,17 @@ async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) ->
         return
     limit = settings.max_locations_per_request
     if len(locations) > limit:
-        raise ApiError(413, "TOO_MANY_LOCATIONS",
-                       f"{len(locations)} locations in one request; the limit is {limit}")
+        raise ApiError(
+            413, "TOO_MANY_LOCATIONS", f"{len(locations)} locations in one request; the limit is {limit}"
+        )
     chargers = sum(_chargers_of(loc) for loc in locations)
     if chargers > settings.max_chargers_per_request:
-        raise ApiError(413, "TOO_MANY_CHARGERS",
-                       f"{chargers} chargers in one request; the limit is "
-                       f"{settings.max_chargers_per_request}: split the locations over several requests")
+        raise ApiError(
+            413,
+            "TOO_MANY_CHARGERS",
+            f"{chargers} chargers in one request; the limit is "
+            f"{settings.max_chargers_per_request}: split the locations over several requests",
+        )
 
 
 def _chargers_of(loc: object) -> int:
@@ -110,13 +115,19 @@ async def _before_create(
     "",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=BulkCreateAccepted,
-    responses={200: {"model": DryRunResult, "description": "dry run: every problem, or a summary"},
-               **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 500, 503)},
+    responses={
+        200: {"model": DryRunResult, "description": "dry run: every problem, or a summary"},
+        **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 500, 503),
+    },
     summary="Bulk-create OCPI locations (durable)",
     dependencies=[Depends(limit_locations)],
     # the body is parsed by the route (api/bulk_validation.py), so it is declared here
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/BulkCreateRequest"}}}}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BulkCreateRequest"}}},
+        }
+    },
 )
 async def bulk_create_locations(
     cpo: CpoDep,
@@ -129,8 +140,12 @@ async def bulk_create_locations(
         str | None,
         Header(max_length=255, description="repeat a POST safely: same key, same body, same job"),
     ] = None,
-    dry_run: Annotated[bool, Query(description="validate only: 200 with every problem or a summary; "
-                                               "nothing is written or started")] = False,
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="validate only: 200 with every problem or a summary; nothing is written or started"
+        ),
+    ] = False,
 ) -> BulkCreateAccepted | JSONResponse:
     """Validates every location, writes the job and its locations in one transaction, starts the
     `BulkCreateLocations` workflow (ID = job_id) and answers 202 once it is durably started.
@@ -148,7 +163,10 @@ async def bulk_create_locations(
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
     raise_problems(await callback_problems(session, cpo_id, body.callback_url))
     job, created = await create_or_reuse_job(
-        session, cpo_id, body, idempotency_key,
+        session,
+        cpo_id,
+        body,
+        idempotency_key,
         before_create=lambda: _before_create(session, settings, cpo_id, body),
     )
     bind_log_context(job_id=job.id)
@@ -158,8 +176,7 @@ async def bulk_create_locations(
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
     response.headers["Retry-After"] = str(settings.retry_after_seconds)
-    return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
-                              workflow_run_id=run_id)
+    return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url, workflow_run_id=run_id)
 
 
 @router.get(
@@ -174,10 +191,14 @@ async def list_cpo_jobs(
     page: Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")] = 1,
     limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
-    created_after: Annotated[AwareDatetime | None, Query(
-        description="only jobs created after this instant (RFC 3339, with its offset)")] = None,
-    created_before: Annotated[AwareDatetime | None, Query(
-        description="only jobs created before this instant (RFC 3339, with its offset)")] = None,
+    created_after: Annotated[
+        AwareDatetime | None,
+        Query(description="only jobs created after this instant (RFC 3339, with its offset)"),
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None,
+        Query(description="only jobs created before this instant (RFC 3339, with its offset)"),
+    ] = None,
 ) -> JobPage:
     """Newest first, from PostgreSQL alone (no Temporal call): each job with its counts, its
     times, the Idempotency-Key it was sent with, the job it retries and the jobs that retry it.
@@ -192,7 +213,10 @@ async def list_cpo_jobs(
     summary="Get bulk location-create job status",
 )
 async def get_job_status(
-    job_id: JobIdPath, cpo: CpoDep, cache: ReadCacheDep, request: Request,
+    job_id: JobIdPath,
+    cpo: CpoDep,
+    cache: ReadCacheDep,
+    request: Request,
     page: Annotated[int, Query(ge=1, le=1_000_000, description="page of `results.locations`")] = 1,
     limit: Annotated[int, Query(ge=1, le=1000, description="locations per page of results")] = 100,
 ) -> JobStatusOut:
@@ -216,12 +240,18 @@ async def get_job_status(
 @router.delete(
     "/jobs/{job_id}",
     response_model=JobStatusOut,
-    responses={202: {"model": JobStatusOut, "description": "cancellation requested, still running"},
-               **error_responses(401, 403, 404, 409, 422, 503)},
+    responses={
+        202: {"model": JobStatusOut, "description": "cancellation requested, still running"},
+        **error_responses(401, 403, 404, 409, 422, 503),
+    },
     summary="Cancel a bulk location-create job",
 )
 async def cancel_job(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
+    job_id: JobIdPath,
+    cpo: CpoDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
     cache: ReadCacheDep,
 ) -> JobStatusOut | JSONResponse:
     """READY locations stay; locations in flight are compensated (tasks stopped, rows removed);
@@ -250,10 +280,17 @@ async def cancel_job(
     summary="Retry the failed locations of a job",
 )
 async def retry_job(
-    job_id: JobIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep, temporal: TemporalDep,
-    cache: ReadCacheDep, request: Request, response: Response,
-    all: Annotated[bool, Query(description="every FAILED location, not only those whose "
-                                           "error.retryable is true")] = False,
+    job_id: JobIdPath,
+    cpo: CpoDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    cache: ReadCacheDep,
+    request: Request,
+    response: Response,
+    all: Annotated[
+        bool, Query(description="every FAILED location, not only those whose error.retryable is true")
+    ] = False,
     idempotency_key: Annotated[
         str | None,
         Header(max_length=255, description="repeat a retry safely: same key, same job"),
@@ -266,21 +303,31 @@ async def retry_job(
     unless that retry failed it too)."""
     original = await job_of(session, cpo.id, job_id)
     if not JobStatus(original.status).terminal:
-        raise ApiError(409, "JOB_RUNNING", f"job {job_id} is still {original.status}; retry it once it "
-                       "has ended", headers={"Retry-After": str(settings.retry_after_seconds)})
+        raise ApiError(
+            409,
+            "JOB_RUNNING",
+            f"job {job_id} is still {original.status}; retry it once it has ended",
+            headers={"Retry-After": str(settings.retry_after_seconds)},
+        )
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
     job, created = await create_retry_job(session, settings, original, all, idempotency_key)
     bind_log_context(job_id=job.id)
     with services(request).metrics.workflow_start.time():
         run_id = await start_job_workflow(client, settings, session, job, created)
     cache.statuses.forget(job_id)  # the original's status lists its retries at once
-    log.info("job %s %s: retry of %s, %d location(s)", job.id, "accepted" if created else "repeated",
-             job_id, job.total)
+    log.info(
+        "job %s %s: retry of %s, %d location(s)",
+        job.id,
+        "accepted" if created else "repeated",
+        job_id,
+        job.total,
+    )
     status_url = f"/ocpi/cpos/{cpo.id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
     response.headers["Retry-After"] = str(settings.retry_after_seconds)
-    return BulkCreateAccepted(job_id=job.id, status=job.status, status_url=status_url,
-                              workflow_run_id=run_id, retry_of=job.retry_of)
+    return BulkCreateAccepted(
+        job_id=job.id, status=job.status, status_url=status_url, workflow_run_id=run_id, retry_of=job.retry_of
+    )
 
 
 @router.get(
@@ -313,13 +360,19 @@ async def read_location(location_id: LocationIdPath, cpo: CpoDep, session: Sessi
 @router.patch(
     "/{location_id}",
     response_model=LocationOut,
-    responses={202: {"model": UpdateAccepted, "description": "accepted; not applied yet"},
-               **error_responses(400, 401, 403, 404, 409, 422, 503)},
+    responses={
+        202: {"model": UpdateAccepted, "description": "accepted; not applied yet"},
+        **error_responses(400, 401, 403, 404, 409, 422, 503),
+    },
     summary="Update OCPI location",
 )
 async def patch_location(
-    location_id: LocationIdPath, body: LocationPatchIn, cpo: CpoDep, session: SessionDep,
-    settings: SettingsDep, temporal: TemporalDep,
+    location_id: LocationIdPath,
+    body: LocationPatchIn,
+    cpo: CpoDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
 ) -> LocationOut | JSONResponse:
     """Only the fields sent change, validated as on create; OCPI `last_updated` becomes the time
     the change was accepted. Applied by the location's `LocationUpdates` workflow, in the order
@@ -330,27 +383,34 @@ async def patch_location(
     current = await location_or_404(session, cpo_id, location_id)
     columns = patch_columns(body)
     if columns and current.status == LocationStatus.PROVISIONING:
-        raise ApiError(409, "LOCATION_PROVISIONING",
-                       "the location is still being provisioned; retry when READY")
+        raise ApiError(
+            409, "LOCATION_PROVISIONING", "the location is still being provisioned; retry when READY"
+        )
     if columns:
         client = await temporal.get()
         await session.close()  # no pooled connection is held while we wait on the workflow
         pending = await apply_patch(client, settings, cpo_id, location_id, columns)
         if pending is not None:
-            return JSONResponse(UpdateAccepted(location_id=location_id, workflow_id=pending).model_dump(),
-                                status_code=202)
+            return JSONResponse(
+                UpdateAccepted(location_id=location_id, workflow_id=pending).model_dump(), status_code=202
+            )
     return await location_or_404(session, cpo_id, location_id)
 
 
 @router.delete(
     "/{location_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={202: {"model": DecommissionAccepted, "description": "decommission still running"},
-               **error_responses(401, 403, 409, 422, 503)},
+    responses={
+        202: {"model": DecommissionAccepted, "description": "decommission still running"},
+        **error_responses(401, 403, 409, 422, 503),
+    },
     summary="Delete OCPI location",
 )
 async def delete_location(
-    location_id: LocationIdPath, cpo: CpoDep, session: SessionDep, settings: SettingsDep,
+    location_id: LocationIdPath,
+    cpo: CpoDep,
+    session: SessionDep,
+    settings: SettingsDep,
     temporal: TemporalDep,
 ) -> Response:
     """Durable decommission: stop the chargers' ECS tasks, then mark the location and its EVSEs
@@ -361,12 +421,16 @@ async def delete_location(
     if status_now is None or status_now == "REMOVED":
         return Response(status_code=204)
     if status_now == LocationStatus.PROVISIONING:
-        raise ApiError(409, "LOCATION_PROVISIONING",
-                       "the location is still being provisioned; cancel its job or retry when READY")
+        raise ApiError(
+            409,
+            "LOCATION_PROVISIONING",
+            "the location is still being provisioned; cancel its job or retry when READY",
+        )
     client = await temporal.get()
     await session.close()  # no pooled connection is held while we wait on the workflow
     pending = await decommission(client, settings, cpo.id, location_id)
     if pending is not None:
-        return JSONResponse(DecommissionAccepted(location_id=location_id, workflow_id=pending).model_dump(),
-                            status_code=202)
+        return JSONResponse(
+            DecommissionAccepted(location_id=location_id, workflow_id=pending).model_dump(), status_code=202
+        )
     return Response(status_code=204)

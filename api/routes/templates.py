@@ -14,12 +14,19 @@ from db.catalog import location_templates
 router = APIRouter(prefix="/ocpp/templates", tags=["Templates"])
 
 
-@router.get("/locations", response_model=list[TemplateOut], responses=error_responses(401, 503),
-            summary="List location templates")
+@router.get(
+    "/locations",
+    response_model=list[TemplateOut],
+    responses=error_responses(401, 503),
+    summary="List location templates",
+)
 async def list_location_templates(_: Annotated[Principal, Depends(get_principal)]) -> list[TemplateOut]:
     return [
         TemplateOut(
-            slug=t.slug, name=t.name, site_type=t.site_type, description=t.description,
+            slug=t.slug,
+            name=t.name,
+            site_type=t.site_type,
+            description=t.description,
             charger_groups=[g.model_dump() for g in t.charger_groups],
             chargers=sum(g.count for g in t.charger_groups),
         )

@@ -23,7 +23,9 @@ router = APIRouter(prefix="/ocpi/cpos/{cpo_id}/webhook", tags=["Webhooks"])
 
 
 @router.put(
-    "", response_model=WebhookIssued, responses=error_responses(400, 401, 403, 404, 422, 503),
+    "",
+    response_model=WebhookIssued,
+    responses=error_responses(400, 401, 403, 404, 422, 503),
     summary="Set the CPO's completion webhook (issues a new signing secret)",
 )
 async def put_webhook(body: WebhookIn, cpo: CpoDep, session: SessionDep) -> WebhookIssued:
@@ -31,18 +33,24 @@ async def put_webhook(body: WebhookIn, cpo: CpoDep, session: SessionDep) -> Webh
     signing at once). Where the URL leads is checked when a callback is delivered."""
     secret = f"whsec_{secrets.token_urlsafe(32)}"
     now = utcnow()
-    row = (await session.execute(
-        insert(CpoWebhook).values(cpo_id=cpo.id, url=body.url, secret=secret, created_at=now, updated_at=now)
-        .on_conflict_do_update(index_elements=["cpo_id"],
-                               set_={"url": body.url, "secret": secret, "updated_at": now})
-        .returning(col(CpoWebhook.created_at), col(CpoWebhook.updated_at))
-    )).one()
+    row = (
+        await session.execute(
+            insert(CpoWebhook)
+            .values(cpo_id=cpo.id, url=body.url, secret=secret, created_at=now, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=["cpo_id"], set_={"url": body.url, "secret": secret, "updated_at": now}
+            )
+            .returning(col(CpoWebhook.created_at), col(CpoWebhook.updated_at))
+        )
+    ).one()
     await session.commit()
     return WebhookIssued(url=body.url, secret=secret, created_at=row[0], updated_at=row[1])
 
 
 @router.get(
-    "", response_model=WebhookOut, responses=error_responses(401, 403, 404, 422, 503),
+    "",
+    response_model=WebhookOut,
+    responses=error_responses(401, 403, 404, 422, 503),
     summary="Get the CPO's completion webhook (without its secret)",
 )
 async def get_webhook(cpo: CpoDep, session: SessionDep) -> WebhookOut:
@@ -53,7 +61,9 @@ async def get_webhook(cpo: CpoDep, session: SessionDep) -> WebhookOut:
 
 
 @router.delete(
-    "", status_code=status.HTTP_204_NO_CONTENT, responses=error_responses(401, 403, 404, 422, 503),
+    "",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=error_responses(401, 403, 404, 422, 503),
     summary="Remove the CPO's completion webhook and its secret",
 )
 async def delete_webhook(cpo: CpoDep, session: SessionDep) -> Response:

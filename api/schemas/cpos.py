@@ -46,8 +46,9 @@ class CpoCreated(BaseModel):
 
 
 class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"example": {"label": "CI", "expires_in_days": 90}})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"label": "CI", "expires_in_days": 90}}
+    )
 
     label: Annotated[str, _text(100)] | None = None
     expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="none: no expiry")
@@ -90,8 +91,11 @@ class TokenAInfo(BaseModel):
 class EmspRegisterIn(BaseModel):
     """What an eMSP gave the CPO out of band: its OCPI versions URL and a token A."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {
-        "versions_url": "https://emsp.example.com/ocpi/versions", "token_a": "3f1c…"}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"versions_url": "https://emsp.example.com/ocpi/versions", "token_a": "3f1c…"}
+        }
+    )
 
     versions_url: str = Field(min_length=10, max_length=255, pattern=r"^https?://[\x21-\x7e]+$")
     token_a: str = Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")
@@ -114,4 +118,3 @@ class EmspOut(BaseModel):
     status: str
     created_at: datetime
     updated_at: datetime
-

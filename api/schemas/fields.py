@@ -16,8 +16,7 @@ PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
 
 
 def _text(max_length: int) -> StringConstraints:
-    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length,
-                             pattern=PRINTABLE)
+    return StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length, pattern=PRINTABLE)
 
 
 Text10 = Annotated[str, _text(10)]
@@ -120,11 +119,12 @@ class Coordinates(BaseModel):
 
 
 Identity = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=48,
-                           pattern=r"^[A-Za-z0-9._:*\-]+$")
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=48, pattern=r"^[A-Za-z0-9._:*\-]+$"),
 ]
 
 
 # http(s) only, printable, no spaces; where it may lead is checked when it is called
-CallbackUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://[\x21-\x7e]+$")]
-
+CallbackUrl = Annotated[
+    str, StringConstraints(max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://[\x21-\x7e]+$")
+]

@@ -17,9 +17,12 @@ class BulkCreateRequest(BaseModel):
             "example": {
                 "locations": [
                     {
-                        "name": "Brussels Midi Hub", "address": "Place Victor Horta 1",
-                        "city": "Brussels", "country": "BE",
-                        "coordinates": {"latitude": 50.8357, "longitude": 4.3353}, "public": True,
+                        "name": "Brussels Midi Hub",
+                        "address": "Place Victor Horta 1",
+                        "city": "Brussels",
+                        "country": "BE",
+                        "coordinates": {"latitude": 50.8357, "longitude": 4.3353},
+                        "public": True,
                     }
                 ]
             }
@@ -28,8 +31,10 @@ class BulkCreateRequest(BaseModel):
 
     locations: list[LocationIn] = Field(min_length=1)
     callback_url: CallbackUrl | None = Field(
-        default=None, description="where this job's completion callback goes (instead of the CPO's "
-        "webhook URL); signed with the CPO's webhook secret, so the CPO must have one (PUT …/webhook)")
+        default=None,
+        description="where this job's completion callback goes (instead of the CPO's "
+        "webhook URL); signed with the CPO's webhook secret, so the CPO must have one (PUT …/webhook)",
+    )
 
 
 class BulkCreateAccepted(BaseModel):
@@ -55,7 +60,8 @@ class DryRunResult(BaseModel):
     locations: int | None = None
     chargers: int | None = None
     timezones_derived: int | None = Field(
-        default=None, description="locations without a `timezone`, which is derived from coordinates")
+        default=None, description="locations without a `timezone`, which is derived from coordinates"
+    )
     timezones: dict[str, int] | None = Field(default=None, description="time zone -> locations")
     templates_used: dict[str, int] | None = Field(default=None, description="template slug -> locations")
 
@@ -102,8 +108,10 @@ class JobProgressOut(BaseModel):
 
 class JobLocationResult(BaseModel):
     index: int
-    origin_index: int = Field(description="the location's index in the request that first carried "
-                              "it (a retry job's locations keep their original index here)")
+    origin_index: int = Field(
+        description="the location's index in the request that first carried "
+        "it (a retry job's locations keep their original index here)"
+    )
     name: str | None
     status: str
     location_id: str | None
@@ -138,5 +146,5 @@ class JobStatusOut(BaseModel):
     retry_of: str | None = Field(default=None, description="the job this one retries")
     retries: list[str] = Field(default_factory=list, description="the jobs that retried this one")
     callback: CallbackStatus | None = Field(
-        default=None, description="the completion callback, once the job has ended and one is due")
-
+        default=None, description="the completion callback, once the job has ended and one is due"
+    )

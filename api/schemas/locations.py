@@ -32,19 +32,24 @@ class ChargerIn(BaseModel):
     max_power_kw: float = Field(default=22.0, gt=0, le=1000, allow_inf_nan=False, strict=True)
     evses: int = Field(default=1, ge=1, le=8, strict=True, description="EVSEs (one connector each)")
     capabilities: list[Literal[DECLARABLE_CAPABILITIES]] = Field(  # type: ignore[valid-type]
-        default_factory=list, max_length=len(DECLARABLE_CAPABILITIES),
+        default_factory=list,
+        max_length=len(DECLARABLE_CAPABILITIES),
         description="OCPI EVSE capabilities the hardware offers on its own (payment terminals, "
-                    "card readers). Nothing is claimed unless declared; capabilities that need a "
-                    "Commands, Tokens or SmartCharging module are not offered by this gateway.")
+        "card readers). Nothing is claimed unless declared; capabilities that need a "
+        "Commands, Tokens or SmartCharging module are not offered by this gateway.",
+    )
 
 
 class LocationIn(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "example": {
-                "name": "Brussels Midi Hub", "address": "Place Victor Horta 1",
-                "city": "Brussels", "country": "BE",
-                "coordinates": {"latitude": 50.8357, "longitude": 4.3353}, "public": True,
+                "name": "Brussels Midi Hub",
+                "address": "Place Victor Horta 1",
+                "city": "Brussels",
+                "country": "BE",
+                "coordinates": {"latitude": 50.8357, "longitude": 4.3353},
+                "public": True,
             }
         }
     )
@@ -62,8 +67,10 @@ class LocationIn(BaseModel):
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
     twentyfourseven: bool | None = Field(
-        default=None, strict=True,
-        description="open around the clock (OCPI opening_times.twentyfourseven); absent: no claim")
+        default=None,
+        strict=True,
+        description="open around the clock (OCPI opening_times.twentyfourseven); absent: no claim",
+    )
     template: str | None = Field(default=None, description="slug of a location template")
     chargers: list[ChargerIn] | None = Field(default=None, max_length=100)
 
@@ -139,8 +146,10 @@ class LocationPatchIn(BaseModel):
     parking_type: ParkingType | None = None
     facilities: list[Facility] | None = Field(default=None, max_length=20)
     twentyfourseven: bool | None = Field(
-        default=None, strict=True,
-        description="open around the clock (OCPI opening_times.twentyfourseven); absent: no claim")
+        default=None,
+        strict=True,
+        description="open around the clock (OCPI opening_times.twentyfourseven); absent: no claim",
+    )
 
     _country = field_validator("country")(check_country)
     _timezone = field_validator("timezone")(check_timezone)
@@ -172,4 +181,3 @@ class TemplateOut(BaseModel):
     description: str
     charger_groups: list[dict[str, Any]]
     chargers: int
-

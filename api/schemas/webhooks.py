@@ -10,8 +10,9 @@ from api.schemas.fields import CallbackUrl
 
 
 class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid",
-                              json_schema_extra={"example": {"url": "https://cpo.example.com/hooks/ocpplab"}})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"example": {"url": "https://cpo.example.com/hooks/ocpplab"}}
+    )
 
     url: CallbackUrl
 
@@ -24,4 +25,3 @@ class WebhookOut(BaseModel):
 
 class WebhookIssued(WebhookOut):
     secret: str = Field(description="signs every callback (Ocpplab-Signature); shown once")
-

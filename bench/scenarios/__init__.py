@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from bench.core import Bench
 
 SCENARIOS: dict[str, Callable[[Bench], Awaitable[None]]] = {
-    "floor": side.floor, "peer": side.peer, "baseline": baseline.run, "product": product.run,
-    "latency": latency.run, "big": big.run, "fairness": fairness.run,
+    "floor": side.floor,
+    "peer": side.peer,
+    "baseline": baseline.run,
+    "product": product.run,
+    "latency": latency.run,
+    "big": big.run,
+    "fairness": fairness.run,
 }

@@ -41,13 +41,19 @@ async def direct(settings: Settings, cpo_id: int, n: int, chargers: int, concurr
 
         async def one(index: int) -> None:
             async with gate:
-                plan = await env.run(rows.write_location_rows, ProvisionInput(
-                    job_id=job.id, cpo_id=cpo_id, index=index, tuning=job_tuning(settings)))
+                plan = await env.run(
+                    rows.write_location_rows,
+                    ProvisionInput(job_id=job.id, cpo_id=cpo_id, index=index, tuning=job_tuning(settings)),
+                )
                 for c in plan.chargers:
-                    await env.run(tasks.start_charger_task, ChargerTaskInput(
-                        job.id, index, plan.location_id, c.deployment_id, c.identity))
-                await env.run(rows.activate_location, ActivateInput(
-                    job.id, index, plan.location_id, [c.deployment_id for c in plan.chargers]))
+                    await env.run(
+                        tasks.start_charger_task,
+                        ChargerTaskInput(job.id, index, plan.location_id, c.deployment_id, c.identity),
+                    )
+                await env.run(
+                    rows.activate_location,
+                    ActivateInput(job.id, index, plan.location_id, [c.deployment_id for c in plan.chargers]),
+                )
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -68,6 +74,8 @@ async def run(b: Bench) -> None:
     )
     b.baseline_rate[chargers] = n / seconds
     b.seconds["baseline"] = seconds
-    b.report.add(f"direct baseline {n} x {chargers}: time / throughput",
-                    f"{seconds:.1f} s, {n / seconds:.1f} loc/s",
-                    baseline=f"{n / seconds:.1f} loc/s (fresh ECS)")
+    b.report.add(
+        f"direct baseline {n} x {chargers}: time / throughput",
+        f"{seconds:.1f} s, {n / seconds:.1f} loc/s",
+        baseline=f"{n / seconds:.1f} loc/s (fresh ECS)",
+    )

@@ -25,25 +25,35 @@ async def run(b: Bench) -> None:
     a = b.args
     for rate in (None, 20):
         for fair in (False, True):
-            label = (f"fairness {'on' if fair else 'off'}, ECS "
-                     f"{f'{rate}/s' if rate else 'unlimited'}")
+            label = f"fairness {'on' if fair else 'off'}, ECS {f'{rate}/s' if rate else 'unlimited'}"
             seconds, note = await small_job_beside_a_big_cpo(a, fair, rate, label, b.error)
             b.report.add(
-                f"{label}: another CPO's 1 x 2 job beside {a.fair_jobs} jobs of "
-                f"{a.fair_locations} x 2", f"READY in {seconds:.1f} s ({note})",
-                target="<= 5 s" if fair else "", met=(seconds <= 5) if fair else None)
+                f"{label}: another CPO's 1 x 2 job beside {a.fair_jobs} jobs of {a.fair_locations} x 2",
+                f"READY in {seconds:.1f} s ({note})",
+                target="<= 5 s" if fair else "",
+                met=(seconds <= 5) if fair else None,
+            )
 
 
 async def small_job_beside_a_big_cpo(
-    args: argparse.Namespace, fairness: bool, ecs_rate: int | None, label: str,
+    args: argparse.Namespace,
+    fairness: bool,
+    ecs_rate: int | None,
+    label: str,
     on_error: Callable[[BaseException], None],
 ) -> tuple[float, str]:
     """The fairness scenario on a stack of its own (the dev server's fairness is set at its
     start, the ECS rate limit at the workers'): seconds from the POST of the small job to its
     READY, and how far the big CPO's jobs had got by then."""
     with tempfile.TemporaryDirectory(prefix="ocpplab-bench-fair-") as folder:
-        stack = Stack(Path(folder), Ports.free(), workers=args.workers, use_environment=False,
-                      say=lambda m: say(f"{label}: {m}"), fairness=fairness)
+        stack = Stack(
+            Path(folder),
+            Ports.free(),
+            workers=args.workers,
+            use_environment=False,
+            say=lambda m: say(f"{label}: {m}"),
+            fairness=fairness,
+        )
         try:
             env = await asyncio.to_thread(stack.start_services)
             if ecs_rate:
@@ -54,23 +64,32 @@ async def small_job_beside_a_big_cpo(
             async with httpx.AsyncClient(base_url=env["API_URL"], timeout=120) as http:
 
                 async def cpo(party: str) -> tuple[str, dict[str, str]]:
-                    response = await http.post("/ocpi/cpos", headers=admin, json={
-                        "name": f"bench {party}", "country_code": "BE", "party_id": party})
+                    response = await http.post(
+                        "/ocpi/cpos",
+                        headers=admin,
+                        json={"name": f"bench {party}", "country_code": "BE", "party_id": party},
+                    )
                     response.raise_for_status()
                     return str(response.json()["cpo_id"]), {
-                        "Authorization": f"Bearer {response.json()['token']}"}
+                        "Authorization": f"Bearer {response.json()['token']}"
+                    }
 
                 async def post(cpo_id: str, token: dict[str, str], n: int, tag: str) -> dict[str, Any]:
-                    response = await http.post(f"/ocpi/cpos/{cpo_id}/locations", headers=token,
-                                               json=body(n, 2, tag))
+                    response = await http.post(
+                        f"/ocpi/cpos/{cpo_id}/locations", headers=token, json=body(n, 2, tag)
+                    )
                     if response.status_code != 202:
                         raise RuntimeError(f"POST answered {response.status_code}: {response.text[:300]}")
                     return dict(response.json())
 
                 big_cpo, big_token = await cpo("BIG")
                 small_cpo, small_token = await cpo("SML")
-                big_jobs = await asyncio.gather(*(
-                    post(big_cpo, big_token, args.fair_locations, f"FAIR{j}") for j in range(args.fair_jobs)))
+                big_jobs = await asyncio.gather(
+                    *(
+                        post(big_cpo, big_token, args.fair_locations, f"FAIR{j}")
+                        for j in range(args.fair_jobs)
+                    )
+                )
                 # let the big CPO's jobs fill the queues before the small job arrives
                 await asyncio.sleep(args.fair_warmup)
                 started = time.perf_counter()

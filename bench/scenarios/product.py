@@ -32,17 +32,21 @@ async def run(b: Bench) -> None:
     b.report.add(
         f"product {n} x {chargers} (+{a.pollers} pollers): time / throughput",
         f"{elapsed:.1f} s, {rate:.1f} loc/s" + (f" = {rate / base:.2f}x baseline" if base else ""),
-        target=">= 0.5x baseline", baseline=f"{base:.1f} loc/s" if base else "not run",
+        target=">= 0.5x baseline",
+        baseline=f"{base:.1f} loc/s" if base else "not run",
         met=(rate >= 0.5 * base) if base else None,
     )
     b.report.add(f"product {n} x {chargers}: 202 of the POST", ms(answered))
     b.report.add(
         f"status GET, {a.pollers} clients polling a running job ({len(latencies)} polls)",
         f"p50 {ms(pct(latencies, 50))}, p99 {ms(pct(latencies, 99))}",
-        target="p99 <= 20 ms", met=pct(latencies, 99) <= 0.020,
+        target="p99 <= 20 ms",
+        met=pct(latencies, 99) <= 0.020,
     )
     await b.server_side_rows(scraped, "status GET", STATUS_ROUTE, "GET")
-    b.report.add("the polling client's own event-loop lag meanwhile (a 10 ms sleep's overshoot)",
-                    f"p50 {ms(pct(b.client_lag, 50))}, p99 {ms(pct(b.client_lag, 99))}")
+    b.report.add(
+        "the polling client's own event-loop lag meanwhile (a 10 ms sleep's overshoot)",
+        f"p50 {ms(pct(b.client_lag, 50))}, p99 {ms(pct(b.client_lag, 99))}",
+    )
     histories = await job_histories(b.temporal, job_id, a.history_sample)
     b.history_rows(f"product {n} x {chargers}", histories)

@@ -10,7 +10,6 @@ rows.
 Run alone with `make test-faults`. The stack and steps are in `tests/faults/stack.py`; the
 fixtures here."""
 
-
 from __future__ import annotations
 
 import tempfile

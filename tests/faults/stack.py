@@ -48,9 +48,13 @@ class FaultStack:
         self.root = root
         self.pg = EmbeddedPostgres(root / "pg", free_port(), durable=False)
         # matched as `make run` matches (one partition per task queue, the new matcher, fairness)
-        self.temporal = TemporalDevServer(free_port(), None, root / "temporal.db",
-                                          dynamic_config=matching_config(True),
-                                          log_file=root / "temporal.log")
+        self.temporal = TemporalDevServer(
+            free_port(),
+            None,
+            root / "temporal.db",
+            dynamic_config=matching_config(True),
+            log_file=root / "temporal.log",
+        )
         self.moto = MotoServer(free_port(), root / "moto.log")
         self.proxy: FaultProxy | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -69,13 +73,25 @@ class FaultStack:
         boot = bootstrap_ecs(self.moto.url, "eu-west-1", "faults", "ocpplab-charger", "charger", "sim")
         self.settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            admin_token=ADMIN, dev_stack=True, database_url=self.pg.url("ocpplab"),
-            temporal_address=self.temporal.address, aws_endpoint_url=self.proxy.url,
-            aws_region="eu-west-1", aws_access_key_id="testing", aws_secret_access_key="testing",
-            ecs_cluster="faults", ecs_subnets=boot.subnet_ids, ecs_security_groups=boot.security_group_ids,
-            task_queue="faults-main", ecs_task_queue="faults-ecs", child_window=25,
-            activity_timeout_seconds=6, activity_max_interval_seconds=2, activity_max_attempts=40,
-            worker_shutdown_grace_seconds=5, sync_wait_seconds=30,
+            admin_token=ADMIN,
+            dev_stack=True,
+            database_url=self.pg.url("ocpplab"),
+            temporal_address=self.temporal.address,
+            aws_endpoint_url=self.proxy.url,
+            aws_region="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            ecs_cluster="faults",
+            ecs_subnets=boot.subnet_ids,
+            ecs_security_groups=boot.security_group_ids,
+            task_queue="faults-main",
+            ecs_task_queue="faults-ecs",
+            child_window=25,
+            activity_timeout_seconds=6,
+            activity_max_interval_seconds=2,
+            activity_max_attempts=40,
+            worker_shutdown_grace_seconds=5,
+            sync_wait_seconds=30,
             worker_set_current_version=True,  # versioned workers, as in production
         )
         self.start_worker()
@@ -83,8 +99,11 @@ class FaultStack:
 
     def worker_env(self) -> dict[str, str]:
         assert self.settings is not None
-        env = {k.upper(): (json.dumps(v) if isinstance(v, list) else str(v))
-               for k, v in self.settings.model_dump().items() if v is not None}
+        env = {
+            k.upper(): (json.dumps(v) if isinstance(v, list) else str(v))
+            for k, v in self.settings.model_dump().items()
+            if v is not None
+        }
         return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
 
     def start_worker(self) -> None:
@@ -92,15 +111,33 @@ class FaultStack:
 
     def spawn_worker(self, log_name: str) -> subprocess.Popen[bytes]:
         with open(self.root / log_name, "ab") as log:
-            return subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=self.worker_env(),
-                                    stdout=log, stderr=subprocess.STDOUT)
+            return subprocess.Popen(
+                [sys.executable, "-m", "worker"],
+                cwd=ROOT,
+                env=self.worker_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
     def start_api(self, port: int) -> subprocess.Popen[bytes]:
         log = open(self.root / "api.log", "ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1", "--port", str(port),
-             "--timeout-graceful-shutdown", "30"],
-            cwd=ROOT, env=self.worker_env(), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--timeout-graceful-shutdown",
+                "30",
+            ],
+            cwd=ROOT,
+            env=self.worker_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill_worker(self) -> None:
@@ -128,8 +165,14 @@ class FaultStack:
 class Job:
     """One 200-location job of the fault suite, polled like a client polls it."""
 
-    def __init__(self, api: httpx.AsyncClient, cpo_id: str, token: dict[str, str], body: dict[str, Any],
-                 accepted: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        api: httpx.AsyncClient,
+        cpo_id: str,
+        token: dict[str, str],
+        body: dict[str, Any],
+        accepted: dict[str, Any],
+    ) -> None:
         self.api, self.cpo_id, self.token, self.body = api, cpo_id, token, body
         self.job_id: str = accepted["job_id"]
         self.status_url: str = accepted["status_url"]
@@ -138,12 +181,20 @@ class Job:
     @classmethod
     async def submit(cls, api: httpx.AsyncClient, tag: str) -> Job:
         cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
-        body = {"locations": [
-            {"name": f"{tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-             "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
-             "chargers": [{"identity": f"{tag}-{cpo_id}-{i}", "connector_type": "Type2"}]}
-            for i in range(JOB_SIZE)
-        ]}
+        body = {
+            "locations": [
+                {
+                    "name": f"{tag} {i}",
+                    "address": "Rue de la Loi 16",
+                    "city": "Brussels",
+                    "country": "BE",
+                    "coordinates": {"latitude": 50.8, "longitude": 4.3},
+                    "timezone": "Europe/Brussels",
+                    "chargers": [{"identity": f"{tag}-{cpo_id}-{i}", "connector_type": "Type2"}],
+                }
+                for i in range(JOB_SIZE)
+            ]
+        }
         response = await api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
         assert response.status_code == 202, response.text
         return cls(api, cpo_id, token, body, response.json())
@@ -184,10 +235,12 @@ async def check_books(
     assert stack.settings is not None
     report = await audit(stack.settings, db, cpo_id=int(job.cpo_id))
     ready = [loc for loc in result["results"]["locations"] if loc["status"] == "READY"]
-    print(f"\n[{what}] {JOB_SIZE} locations → {result['status']} in {job.elapsed:.1f}s; "
-          f"audit: {report.locations_by_state}, running tasks {report.running_tasks}, duplicates "
-          f"{report.duplicate_tasks}, orphans {report.orphan_tasks}, without task "
-          f"{report.deployments_without_task}, half-written {report.half_written_locations}")
+    print(
+        f"\n[{what}] {JOB_SIZE} locations → {result['status']} in {job.elapsed:.1f}s; "
+        f"audit: {report.locations_by_state}, running tasks {report.running_tasks}, duplicates "
+        f"{report.duplicate_tasks}, orphans {report.orphan_tasks}, without task "
+        f"{report.deployments_without_task}, half-written {report.half_written_locations}"
+    )
     assert report.ok, render(report)
     assert report.locations_by_state == ({"ACTIVE": len(ready)} if ready else {})
     assert report.running_tasks == len(ready)
@@ -219,26 +272,44 @@ def marker(tag: str, cpo_id: str, index: int, charger: int = 0) -> str:
 
 
 async def small_job(
-    api: httpx.AsyncClient, tag: str, chargers: list[int], arm: Callable[[str], None] | None = None,
+    api: httpx.AsyncClient,
+    tag: str,
+    chargers: list[int],
+    arm: Callable[[str], None] | None = None,
 ) -> Job:
     """A job of len(chargers) locations, location i with chargers[i] chargers; `arm` gets the
     new CPO's id before the POST (the identities embed it)."""
     cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
     if arm is not None:
         arm(cpo_id)
-    body = {"locations": [
-        {"name": f"{tag} {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-         "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
-         "chargers": [{"identity": identity(tag, cpo_id, i, c), "connector_type": "Type2"} for c in range(n)]}
-        for i, n in enumerate(chargers)
-    ]}
+    body = {
+        "locations": [
+            {
+                "name": f"{tag} {i}",
+                "address": "Rue de la Loi 16",
+                "city": "Brussels",
+                "country": "BE",
+                "coordinates": {"latitude": 50.8, "longitude": 4.3},
+                "timezone": "Europe/Brussels",
+                "chargers": [
+                    {"identity": identity(tag, cpo_id, i, c), "connector_type": "Type2"} for c in range(n)
+                ],
+            }
+            for i, n in enumerate(chargers)
+        ]
+    }
     response = await api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
     assert response.status_code == 202, response.text
     return Job(api, cpo_id, token, body, response.json())
 
 
 async def check_small(
-    stack: FaultStack, db: AsyncEngine, job: Job, result: dict[str, Any], chargers: list[int], what: str,
+    stack: FaultStack,
+    db: AsyncEngine,
+    job: Job,
+    result: dict[str, Any],
+    chargers: list[int],
+    what: str,
     removed: tuple[int, ...] = (),
 ) -> None:
     """The oracle for a small job: the audit clean, one RUNNING task per charger of a READY
@@ -247,28 +318,41 @@ async def check_small(
     started = time.monotonic()
     report = await audit(stack.settings, db, cpo_id=int(job.cpo_id))
     audited = time.monotonic() - started
-    ready = [loc["index"] for loc in result["results"]["locations"]
-             if loc["status"] == "READY" and loc["index"] not in removed]
-    print(f"\n[{what}] {len(chargers)} locations → {result['status']} in {job.elapsed:.1f}s; "
-          f"audit: {report.locations_by_state}, running tasks {report.running_tasks}, duplicates "
-          f"{report.duplicate_tasks}, orphans {report.orphan_tasks}, without task "
-          f"{report.deployments_without_task}, half-written {report.half_written_locations}, "
-          f"lost {report.lost_locations} (audit {audited:.1f}s)")
+    ready = [
+        loc["index"]
+        for loc in result["results"]["locations"]
+        if loc["status"] == "READY" and loc["index"] not in removed
+    ]
+    print(
+        f"\n[{what}] {len(chargers)} locations → {result['status']} in {job.elapsed:.1f}s; "
+        f"audit: {report.locations_by_state}, running tasks {report.running_tasks}, duplicates "
+        f"{report.duplicate_tasks}, orphans {report.orphan_tasks}, without task "
+        f"{report.deployments_without_task}, half-written {report.half_written_locations}, "
+        f"lost {report.lost_locations} (audit {audited:.1f}s)"
+    )
     assert report.ok, render(report)
     states = {"ACTIVE": len(ready), "REMOVED": len(removed)}
     assert report.locations_by_state == {k: v for k, v in states.items() if v}
     assert report.running_tasks == sum(chargers[i] for i in ready)
     assert await table_counts(db, job.cpo_id) == expected_counts(
-        [[1] * chargers[i] for i in ready], removed=[[1] * chargers[i] for i in removed])
+        [[1] * chargers[i] for i in ready], removed=[[1] * chargers[i] for i in removed]
+    )
 
 
 def running_of(stack: FaultStack, job: Job, index: int, chargers: int) -> list[int]:
     """RUNNING tasks in moto of each charger of one location (the test's own view of ECS)."""
     assert stack.settings is not None
-    ecs = boto3.client("ecs", region_name="eu-west-1", endpoint_url=stack.moto.url,
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
-    return [len(running_tasks(ecs, stack.settings.ecs_cluster, ids.deployment_id(job.job_id, index, c)))
-            for c in range(chargers)]
+    ecs = boto3.client(
+        "ecs",
+        region_name="eu-west-1",
+        endpoint_url=stack.moto.url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    return [
+        len(running_tasks(ecs, stack.settings.ecs_cluster, ids.deployment_id(job.job_id, index, c)))
+        for c in range(chargers)
+    ]
 
 
 async def state_is(db: AsyncEngine, location_id: str, status: str) -> bool:
@@ -277,8 +361,11 @@ async def state_is(db: AsyncEngine, location_id: str, status: str) -> bool:
 
 async def location_state(db: AsyncEngine, location_id: str) -> str | None:
     async with db.connect() as conn:
-        found = (await conn.execute(text("SELECT status FROM ocpp.ocpi_locations WHERE id = :i"),
-                                    {"i": location_id})).scalar_one_or_none()
+        found = (
+            await conn.execute(
+                text("SELECT status FROM ocpp.ocpi_locations WHERE id = :i"), {"i": location_id}
+            )
+        ).scalar_one_or_none()
     return None if found is None else str(found)
 
 
@@ -309,8 +396,10 @@ async def recovery_after_kill(
                 name = f"{workflow_id}/{run_id} workflow task"
                 stalls[name] = (at - killed_at).total_seconds()
                 if phases is not None:
-                    phases[name] = ((waiting_since - killed_at).total_seconds(),
-                                    (restarted - killed_at).total_seconds())
+                    phases[name] = (
+                        (waiting_since - killed_at).total_seconds(),
+                        (restarted - killed_at).total_seconds(),
+                    )
                 waiting_since = None
             elif kind == "EVENT_TYPE_ACTIVITY_TASK_STARTED" and at >= killed_at:
                 started = event.activity_task_started_event_attributes

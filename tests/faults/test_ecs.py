@@ -40,10 +40,12 @@ async def test_run_task_answer_lost(stack: FaultStack, api: httpx.AsyncClient, d
     faults: list[Fault] = []
 
     def arm(cpo_id: str) -> None:
-        faults.append(proxy.arm(Fault("RunTask", "lose_response", remaining=1,
-                                      body_contains=marker("LOST", cpo_id, 0))))
-        faults.append(proxy.arm(Fault("RunTask", "lose_response", remaining=4,
-                                      body_contains=marker("LOST", cpo_id, 1))))
+        faults.append(
+            proxy.arm(Fault("RunTask", "lose_response", remaining=1, body_contains=marker("LOST", cpo_id, 0)))
+        )
+        faults.append(
+            proxy.arm(Fault("RunTask", "lose_response", remaining=4, body_contains=marker("LOST", cpo_id, 1)))
+        )
 
     job = await small_job(api, "LOST", chargers, arm)
     result = await job.wait_end(stack)
@@ -77,9 +79,7 @@ async def test_stop_task_failing_during_compensation(
     await check_small(stack, db, job, result, chargers, "StopTask failing during compensation")
 
 
-async def test_ecs_unreachable_longer_than_the_retry_budget(
-    stack: FaultStack, db: AsyncEngine
-) -> None:
+async def test_ecs_unreachable_longer_than_the_retry_budget(stack: FaultStack, db: AsyncEngine) -> None:
     """Every ECS call is dropped for longer than the activity retry budget (2 attempts here):
     the locations that were starting end FAILED with ECS_UNAVAILABLE (retryable) once their
     compensation, which retries without limit, gets through; the others go READY after."""
@@ -87,8 +87,10 @@ async def test_ecs_unreachable_longer_than_the_retry_budget(
     proxy = stack.proxy
     chargers = [1, 1, 1, 1]
     async with api_with(stack, child_window=2, activity_max_attempts=2) as small_budget:
-        outage = [proxy.arm(Fault(action, "drop"))
-                  for action in ("RunTask", "ListTasks", "DescribeTasks", "StopTask")]
+        outage = [
+            proxy.arm(Fault(action, "drop"))
+            for action in ("RunTask", "ListTasks", "DescribeTasks", "StopTask")
+        ]
         job = await small_job(small_budget, "DOWN", chargers)
         temporal = await connect(stack.settings)
 
@@ -137,7 +139,7 @@ async def test_one_permanent_ecs_error(stack: FaultStack, api: httpx.AsyncClient
     doomed = 57
     job_holder: list[Job] = []
     # arm before submitting: the identity embeds the CPO id, so match on the location's index suffix
-    fault = stack.proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=f"-{doomed}\""))
+    fault = stack.proxy.arm(Fault("RunTask", "invalid_parameter", body_contains=f'-{doomed}"'))
     job = await Job.submit(api, "PERM")
     job_holder.append(job)
     result = await job.wait_end(stack)
@@ -145,7 +147,10 @@ async def test_one_permanent_ecs_error(stack: FaultStack, api: httpx.AsyncClient
     assert result["status"] == "FAILED"
     failed = [loc for loc in result["results"]["locations"] if loc["status"] != "READY"]
     assert [loc["index"] for loc in failed] == [doomed]
-    assert failed[0]["error"] == {"code": "ECS_INVALID_PARAMETER", "retryable": False,
-                                  "message": failed[0]["error"]["message"]}
+    assert failed[0]["error"] == {
+        "code": "ECS_INVALID_PARAMETER",
+        "retryable": False,
+        "message": failed[0]["error"]["message"],
+    }
     assert result["progress"]["succeeded"] == JOB_SIZE - 1
     await check_books(stack, db, job, result, "one permanent ECS error")

@@ -70,8 +70,7 @@ async def test_worker_killed_during_a_compensation_and_a_decommission(
     assert (await api.get(url, headers=first.token)).status_code == 404
     assert running_of(stack, second, 0, 2) == [0, 0] and running_of(stack, first, 0, 2) == [0, 0]
     await check_small(stack, db, second, second_result, chargers, "kill -9 during a compensation")
-    await check_small(stack, db, first, first_result, chargers, "kill -9 during a decommission",
-                      removed=(0,))
+    await check_small(stack, db, first, first_result, chargers, "kill -9 during a decommission", removed=(0,))
 
 
 async def test_worker_killed_three_times(stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine) -> None:
@@ -106,10 +105,14 @@ async def test_two_workers_one_killed(stack: FaultStack, api: httpx.AsyncClient,
     assert result["status"] == "READY", result["error"]
     await check_books(stack, db, job, result, "two workers, one kill -9")
     work = await work_by_identity(await connect(stack.settings), job.job_id)
-    per_pid = {kind: {int(identity.split("@")[0]): n for identity, n in counts.items()}
-               for kind, counts in work.items()}
-    print(f"[two workers] activities started per worker pid: {per_pid['activities']}, workflow tasks: "
-          f"{per_pid['workflow_tasks']} (first {first.pid}, second {second.pid}, killed)")
+    per_pid = {
+        kind: {int(identity.split("@")[0]): n for identity, n in counts.items()}
+        for kind, counts in work.items()
+    }
+    print(
+        f"[two workers] activities started per worker pid: {per_pid['activities']}, workflow tasks: "
+        f"{per_pid['workflow_tasks']} (first {first.pid}, second {second.pid}, killed)"
+    )
     # a child's rows and RunTasks are local activities: they run inside its workflow tasks
     assert per_pid["workflow_tasks"].get(first.pid, 0) > 0
     assert per_pid["workflow_tasks"].get(second.pid, 0) > 0
@@ -117,15 +120,22 @@ async def test_two_workers_one_killed(stack: FaultStack, api: httpx.AsyncClient,
     phases: dict[str, tuple[float, float]] = {}
     stalls = await recovery_after_kill(await connect(stack.settings), job.job_id, killed_at, phases)
     worst = max(stalls.values(), default=0.0)
-    print(f"[two workers] recovery after kill -9: {len(stalls)} workflow or activity task(s) held by "
-          f"the killed worker completed on the other {worst:.1f}s after the kill at the latest "
-          f"(sticky schedule-to-start {stack.settings.sticky_schedule_to_start_seconds}s, workflow "
-          f"task timeout {stack.settings.workflow_task_timeout_seconds}s, activity start-to-close "
-          f"{stack.settings.activity_timeout_seconds}s); the slowest: "
-          + ", ".join(f"{what.removeprefix(job.job_id)} {seconds:.1f}s"
-                      + (" (timed out at {:.1f}s, started again at {:.1f}s)".format(*phases[what])
-                         if what in phases else "")
-                      for what, seconds in sorted(stalls.items(), key=lambda kv: -kv[1])[:3]))
+    print(
+        f"[two workers] recovery after kill -9: {len(stalls)} workflow or activity task(s) held by "
+        f"the killed worker completed on the other {worst:.1f}s after the kill at the latest "
+        f"(sticky schedule-to-start {stack.settings.sticky_schedule_to_start_seconds}s, workflow "
+        f"task timeout {stack.settings.workflow_task_timeout_seconds}s, activity start-to-close "
+        f"{stack.settings.activity_timeout_seconds}s); the slowest: "
+        + ", ".join(
+            f"{what.removeprefix(job.job_id)} {seconds:.1f}s"
+            + (
+                " (timed out at {:.1f}s, started again at {:.1f}s)".format(*phases[what])
+                if what in phases
+                else ""
+            )
+            for what, seconds in sorted(stalls.items(), key=lambda kv: -kv[1])[:3]
+        )
+    )
     assert worst < 30  # a generous bound: the figure is printed, the target is in docs/performance.md
 
 

@@ -40,14 +40,23 @@ async def test_same_body_posted_twice_at_once_without_a_key(
     when both arrive at once. Never a charger twice, never the locations split over two jobs."""
     cpo_id, token = await create_cpo(api, {"Authorization": f"Bearer {ADMIN}"})
     chargers = [1, 1, 1, 1]
-    body = {"locations": [
-        {"name": f"Twice {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-         "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels",
-         "chargers": [{"identity": identity("TWICE", cpo_id, i), "connector_type": "Type2"}]}
-        for i in range(len(chargers))
-    ]}
-    answers = await asyncio.gather(*(api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
-                                      for _ in range(2)))
+    body = {
+        "locations": [
+            {
+                "name": f"Twice {i}",
+                "address": "Rue de la Loi 16",
+                "city": "Brussels",
+                "country": "BE",
+                "coordinates": {"latitude": 50.8, "longitude": 4.3},
+                "timezone": "Europe/Brussels",
+                "chargers": [{"identity": identity("TWICE", cpo_id, i), "connector_type": "Type2"}],
+            }
+            for i in range(len(chargers))
+        ]
+    }
+    answers = await asyncio.gather(
+        *(api.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token) for _ in range(2))
+    )
     print(f"\n[same body twice] answers {[a.status_code for a in answers]}")
     assert sorted(a.status_code for a in answers) == [202, 422], [a.text for a in answers]
     accepted = next(a for a in answers if a.status_code == 202)
@@ -58,17 +67,21 @@ async def test_same_body_posted_twice_at_once_without_a_key(
     assert result["status"] == "READY", result["error"]
     await check_small(stack, db, job, result, chargers, "same body POSTed twice at once")
     async with db.connect() as conn:
-        jobs = (await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"),
-                                   {"c": int(cpo_id)})).scalar_one()
-        identities = (await conn.execute(text(
-            "SELECT count(*), count(DISTINCT identity) FROM ocpp.charge_points WHERE network_id = :c"),
-            {"c": int(cpo_id)})).one()
+        jobs = (
+            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
+        ).scalar_one()
+        identities = (
+            await conn.execute(
+                text(
+                    "SELECT count(*), count(DISTINCT identity) FROM ocpp.charge_points WHERE network_id = :c"
+                ),
+                {"c": int(cpo_id)},
+            )
+        ).one()
     assert jobs == 1 and tuple(identities) == (len(chargers), len(chargers))
 
 
-async def test_delete_of_locations_while_their_job_runs(
-    stack: FaultStack, db: AsyncEngine
-) -> None:
+async def test_delete_of_locations_while_their_job_runs(stack: FaultStack, db: AsyncEngine) -> None:
     """While its job still runs (two locations at a time): DELETE of a location being
     provisioned is 409 and changes nothing; DELETE of a location already READY removes it at
     once (its job's result still counts it READY). The job ends READY and the books agree."""
@@ -78,8 +91,9 @@ async def test_delete_of_locations_while_their_job_runs(
     slow: list[Fault] = []
 
     def arm(cpo_id: str) -> None:  # location 2 takes a while to start its task
-        slow.append(proxy.arm(Fault("RunTask", "delay", delay_seconds=4,
-                                    body_contains=marker("DJOB", cpo_id, 2))))
+        slow.append(
+            proxy.arm(Fault("RunTask", "delay", delay_seconds=4, body_contains=marker("DJOB", cpo_id, 2)))
+        )
 
     async with api_with(stack, child_window=2) as api:
         job = await small_job(api, "DJOB", chargers, arm)
@@ -112,6 +126,10 @@ async def test_cancel_a_running_job(stack: FaultStack, api: httpx.AsyncClient, d
     assert states <= {"READY", "CANCELLED"}
     ready = sum(loc["status"] == "READY" for loc in result["results"]["locations"])
     assert JOB_SIZE // 4 <= ready < JOB_SIZE
-    assert result["progress"] == {"total": JOB_SIZE, "succeeded": ready, "failed": JOB_SIZE - ready,
-                                  "in_progress": 0}
+    assert result["progress"] == {
+        "total": JOB_SIZE,
+        "succeeded": ready,
+        "failed": JOB_SIZE - ready,
+        "in_progress": 0,
+    }
     await check_books(stack, db, job, result, "cancel mid-job")

@@ -29,8 +29,10 @@ async def test_sigterm_lets_the_worker_go_gracefully(
     stack.worker.send_signal(signal.SIGTERM)
     code = await asyncio.to_thread(stack.worker.wait, 60)
     stopped_in = time.monotonic() - started
-    print(f"\n[SIGTERM] worker exited {code} after {stopped_in:.1f}s "
-          f"(grace {stack.settings.worker_shutdown_grace_seconds}s)")
+    print(
+        f"\n[SIGTERM] worker exited {code} after {stopped_in:.1f}s "
+        f"(grace {stack.settings.worker_shutdown_grace_seconds}s)"
+    )
     assert code == 0, stack.worker_log_tail()
     stack.start_worker()
     result = await job.wait_end(stack)
@@ -51,11 +53,19 @@ async def test_sigterm_lets_the_api_finish_in_flight_requests(stack: FaultStack)
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
             cpo_id, token = await create_cpo(client, {"Authorization": f"Bearer {ADMIN}"})
-            body = {"locations": [
-                {"name": f"Term {i}", "address": "Rue de la Loi 16", "city": "Brussels", "country": "BE",
-                 "coordinates": {"latitude": 50.8, "longitude": 4.3}, "timezone": "Europe/Brussels"}
-                for i in range(10_000)  # a request that takes a moment to validate and store
-            ]}
+            body = {
+                "locations": [
+                    {
+                        "name": f"Term {i}",
+                        "address": "Rue de la Loi 16",
+                        "city": "Brussels",
+                        "country": "BE",
+                        "coordinates": {"latitude": 50.8, "longitude": 4.3},
+                        "timezone": "Europe/Brussels",
+                    }
+                    for i in range(10_000)  # a request that takes a moment to validate and store
+                ]
+            }
 
             async def post() -> tuple[httpx.Response, float]:
                 response = await client.post(f"/ocpi/cpos/{cpo_id}/locations", json=body, headers=token)
@@ -70,8 +80,10 @@ async def test_sigterm_lets_the_api_finish_in_flight_requests(stack: FaultStack)
     finally:
         if api_proc.poll() is None:
             api_proc.kill()
-    print(f"\n[SIGTERM API] POST answered {response.status_code} {answered - signalled:.2f}s after "
-          f"SIGTERM; API exited {code}")
+    print(
+        f"\n[SIGTERM API] POST answered {response.status_code} {answered - signalled:.2f}s after "
+        f"SIGTERM; API exited {code}"
+    )
     assert answered > signalled  # it really was in flight
     assert response.status_code == 202, response.text
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has drained
