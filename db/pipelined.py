@@ -1,0 +1,79 @@
+"""One transaction on a pooled psycopg connection, its statements pipelined: for the worker's hot
+activities (writing a location's rows, starting a charger, activating a location).
+
+Through an ORM session every statement is a round trip of its own (BEGIN and COMMIT included)
+and goes through SQLAlchemy's execute path; the profile (docs/performance.md) put most of a
+worker's CPU there. Here the connection comes from the same engine and pool (so the same
+pre-ping, recycling and limits), the statements are plain SQL strings written once, and psycopg's
+pipeline mode sends them without waiting for each answer: BEGIN goes with the first statement,
+COMMIT with the last, and only a result that is read (`fetchone`) waits for the server.
+
+An error raised by the server surfaces at the next read or at the end of the block, and the
+transaction is then rolled back, as with a session. Errors are psycopg's own (no SQLAlchemy
+wrapper): `psycopg.errors.UniqueViolation` and the like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from enum import Enum
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+
+def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine):
+        raise TypeError("the sessionmaker is not bound to an AsyncEngine")
+    return engine
+
+
+@asynccontextmanager
+async def transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A psycopg connection of the sessions' pool, in pipeline mode, inside one transaction:
+    committed when the block ends, rolled back if it raises."""
+    async with engine_of(sessions).connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.pipeline(), driver.transaction():
+            yield driver
+
+
+@cache
+def insert_ignore(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
+    """`INSERT … ON CONFLICT (primary key) DO NOTHING` of these columns of the table, and which of
+    them are JSONB (their values go wrapped in `Jsonb`). Built once per table and column set.
+
+    A column left out gets its server default; one with a Python-side default in the model
+    (SQLAlchemy would fill it in) must be given, so that both paths write the same row."""
+    pk = ", ".join(c.name for c in table.primary_key.columns)
+    for column in table.columns:
+        if column.name not in columns and column.default is not None and not (
+            column.default.is_scalar and column.default.arg is None  # type: ignore[attr-defined]
+        ):
+            raise ValueError(f"{table.fullname}.{column.name} has a default: give it explicitly")
+    sql = (f"INSERT INTO {table.fullname} ({', '.join(columns)}) "
+           f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT ({pk}) DO NOTHING")
+    return sql, tuple(isinstance(table.columns[c].type, JSONB) for c in columns)
+
+
+def params(row: dict[str, Any], columns: tuple[str, ...], json: tuple[bool, ...]) -> tuple[Any, ...]:
+    """A row's values in column order, as psycopg takes them (JSONB wrapped, enums by value)."""
+    values: list[Any] = []
+    for column, is_json in zip(columns, json, strict=True):
+        value = row[column]
+        if is_json:
+            values.append(None if value is None else Jsonb(value))
+        else:
+            values.append(value.value if isinstance(value, Enum) else value)
+    return tuple(values)
