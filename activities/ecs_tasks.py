@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
@@ -39,6 +39,7 @@ from activities.ecs_client import permanent_or_raise, run_task_failure
 from contracts import activities as interfaces
 from contracts.payloads import ChargerTaskInput, StopTasksInput, TaskRef, WaitTasksInput
 from contracts.vocabulary import DeploymentState, ErrorCode
+from db import pipelined
 from db.models import ChargerDeployment, EcsTask, utcnow
 from settings import Settings
 
@@ -46,35 +47,40 @@ POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 
 
-# The two writes of every start, each one statement (one round trip) prepared once: a start's
-# database work was most of the worker's activity CPU (profiled: docs/performance.md), a third of
-# it in building SQLAlchemy statements and going through the ORM's bulk-update path.
+# The two writes of every start, each one statement in a transaction of its own, sent with its
+# BEGIN and COMMIT in one round trip (db/pipelined.py): a start's database work was most of the
+# worker's activity CPU (profiled: docs/performance.md).
 
-# PENDING → LAUNCHING, only from PENDING; the row lock the UPDATE takes is the fence (a concurrent
-# `stop_location_tasks` that marked STOPPING first leaves nothing to update).
-CLAIM = text(
-    "UPDATE ocpp.charger_deployments SET state = :launching, updated_at = :now"
-    " WHERE id = :deployment_id AND state = :pending RETURNING id"
-)
+# PENDING → LAUNCHING, only from PENDING, under the deployment's row lock; returns the state found
+# (no row: gone). The lock is the fence: a concurrent `stop_location_tasks` that marked STOPPING
+# first leaves nothing to claim, and one that comes after finds LAUNCHING.
+CLAIM = """
+    WITH deployment AS (
+        SELECT id, state FROM ocpp.charger_deployments WHERE id = %(deployment_id)s FOR UPDATE
+    ), claimed AS (
+        UPDATE ocpp.charger_deployments c SET state = %(launching)s, updated_at = %(now)s
+        FROM deployment d WHERE c.id = d.id AND d.state = %(pending)s
+    )
+    SELECT state FROM deployment"""
 
 # The task's row and the deployment STARTING, under the deployment's row lock, unless the
 # deployment is being undone (STOPPING) or gone; returns the state found (no row: gone).
-RECORD = text("""
+RECORD = """
     WITH deployment AS (
-        SELECT id, state FROM ocpp.charger_deployments WHERE id = :deployment_id FOR UPDATE
+        SELECT id, state FROM ocpp.charger_deployments WHERE id = %(deployment_id)s FOR UPDATE
     ), task AS (
         INSERT INTO ocpp.ecs_tasks (task_arn, deployment_id, cluster, task_definition_arn,
                                     last_status, desired_status, started_at, created_at, updated_at)
-        SELECT :task_arn, d.id, :cluster, :task_definition_arn, :last_status, :desired_status,
-               CAST(:started_at AS timestamptz), :now, :now
-        FROM deployment d WHERE d.state <> :stopping
+        SELECT %(task_arn)s, d.id, %(cluster)s, %(task_definition_arn)s, %(last_status)s, %(desired_status)s,
+               CAST(%(started_at)s AS timestamptz), %(now)s, %(now)s
+        FROM deployment d WHERE d.state <> %(stopping)s
         ON CONFLICT (deployment_id)
         DO UPDATE SET task_arn = EXCLUDED.task_arn, updated_at = EXCLUDED.updated_at
     ), starting AS (
-        UPDATE ocpp.charger_deployments c SET state = :starting, updated_at = :now
-        FROM deployment d WHERE c.id = d.id AND d.state IN (:pending, :launching)
+        UPDATE ocpp.charger_deployments c SET state = %(starting)s, updated_at = %(now)s
+        FROM deployment d WHERE c.id = d.id AND d.state IN (%(pending)s, %(launching)s)
     )
-    SELECT state FROM deployment""")
+    SELECT state FROM deployment"""
 
 
 def _undone(deployment_id: str) -> ApplicationError:
@@ -156,28 +162,16 @@ class EcsTaskActivities(interfaces.EcsTasks):
         to get that far. Any later call (a retry, a replay after a crash, a reset) may follow a
         RunTask whose answer was lost, so it must look for that task first. A deployment being
         undone (STOPPING, or its rows gone) is never started again."""
-        async with self.sessions() as session, session.begin():
-            claimed = (await session.execute(CLAIM, {
-                "deployment_id": deployment_id, "now": utcnow(),
-                "pending": DeploymentState.PENDING.value, "launching": DeploymentState.LAUNCHING.value,
-            })).first()
-            if claimed is not None:
-                return True
-            state = await self._locked_state(session, deployment_id)
+        rows = await pipelined.one_statement(self.sessions, CLAIM, {
+            "deployment_id": deployment_id, "now": utcnow(),
+            "pending": DeploymentState.PENDING.value, "launching": DeploymentState.LAUNCHING.value,
+        })
+        state = rows[0][0] if rows else None
+        if state == DeploymentState.PENDING:
+            return True
         if state is None or state == DeploymentState.STOPPING:
             raise _undone(deployment_id)
         return False
-
-    @staticmethod
-    async def _locked_state(session: AsyncSession, deployment_id: str) -> str | None:
-        """The deployment's state, its row locked until the transaction ends: the fence between a
-        start and the compensation's stop (`stop_location_tasks` marks STOPPING first)."""
-        return (
-            await session.execute(
-                select(col(ChargerDeployment.state))
-                .where(col(ChargerDeployment.id) == deployment_id).with_for_update()
-            )
-        ).scalar_one_or_none()
 
     @activity.defn
     async def start_charger_task(self, inp: ChargerTaskInput) -> TaskRef:
@@ -286,16 +280,16 @@ class EcsTaskActivities(interfaces.EcsTasks):
             stopping=DeploymentState.STOPPING.value, starting=DeploymentState.STARTING.value,
             pending=DeploymentState.PENDING.value, launching=DeploymentState.LAUNCHING.value,
         )
-        async with self.sessions() as session, session.begin():
-            # one statement: lock the deployment, and unless it is being undone, write the task's
-            # row and move the deployment to STARTING
-            state = (await session.execute(RECORD, values)).scalar_one_or_none()
-            if state is None or state == DeploymentState.STOPPING:
-                # the compensation (or a decommission) got here first and may have looked for
-                # tasks (and deleted secrets) before these existed: undo them ourselves
-                await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
-                await self._delete_secret(deployment_id)
-                raise _undone(deployment_id)
+        # one statement (one round trip): lock the deployment, and unless it is being undone,
+        # write the task's row and move the deployment to STARTING
+        rows = await pipelined.one_statement(self.sessions, RECORD, values)
+        state = rows[0][0] if rows else None
+        if state is None or state == DeploymentState.STOPPING:
+            # the compensation (or a decommission) got here first and may have looked for tasks
+            # (and deleted secrets) before these existed: undo them ourselves
+            await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
+            await self._delete_secret(deployment_id)
+            raise _undone(deployment_id)
 
     @activity.defn
     async def wait_tasks_running(self, inp: WaitTasksInput) -> None:

@@ -27,6 +27,7 @@ from contracts.ocpi import (
     PushTarget,
 )
 from contracts.vocabulary import EvseStatus, LocationStatus
+from db import pipelined
 from db.models import (
     OcpiDelivery,
     OcpiEvse,
@@ -41,9 +42,17 @@ from db.ocpi_wire import evses_of, get_location_row, location_object, patch_body
 from settings import Settings
 from workflows.ocpi_push import OcpiLocationPush
 
+REGISTERED_PARTNERS = ("SELECT id, country_code, party_id, endpoints FROM ocpp.ocpi_partners"
+                       " WHERE cpo_id = %s AND status = %s")
+
 
 def receiver_url(partner: OcpiPartner) -> str | None:
-    for endpoint in partner.endpoints or []:
+    return locations_receiver(partner.endpoints)
+
+
+def locations_receiver(endpoints: list[dict[str, Any]] | None) -> str | None:
+    """The eMSP's Locations Receiver URL among its endpoints, if it has one."""
+    for endpoint in endpoints or []:
         if endpoint.get("identifier") == "locations" and endpoint.get("role") == "RECEIVER":
             return str(endpoint["url"]).rstrip("/")
     return None
@@ -101,26 +110,24 @@ class OcpiPushActivities(OcpiActivities):
 
     @activity.defn(name="ocpi_notify_partners")
     async def notify_partners(self, change: LocationChange) -> int:
-        async with self.sessions() as session:
-            partners = (await session.execute(
-                select(OcpiPartner).where(col(OcpiPartner.cpo_id) == change.cpo_id,
-                                          col(OcpiPartner.status) == "REGISTERED")
-            )).scalars().all()
+        # told of every location that becomes READY (most CPOs have no eMSP to push to): one
+        # round trip, no ORM objects
+        partners = await pipelined.one_statement(
+            self.sessions, REGISTERED_PARTNERS, (change.cpo_id, "REGISTERED"))
         signal = LocationChange(change.cpo_id, change.location_id)
         sent = 0
-        for partner in partners:
-            if receiver_url(partner) is None or partner.id is None:
+        for partner_id, country_code, party_id, endpoints in partners:
+            if locations_receiver(endpoints) is None:
                 continue  # this eMSP only pulls
             await self.client.start_workflow(
                 OcpiLocationPush.run,
-                PushTarget(partner.id, change.cpo_id, change.location_id,
+                PushTarget(partner_id, change.cpo_id, change.location_id,
                            self.settings.ocpi_push_max_interval_seconds,
                            task_queue=self.settings.ocpi_push_task_queue,
                            attempt_timeout_seconds=self.settings.ocpi_push_attempt_timeout_seconds),
-                id=push_workflow_id(partner.id, change.location_id), task_queue=self.settings.task_queue,
+                id=push_workflow_id(partner_id, change.location_id), task_queue=self.settings.task_queue,
                 start_signal="change", start_signal_args=[signal],
-                static_summary=f"OCPI push of {change.location_id} to eMSP "
-                               f"{partner.country_code}*{partner.party_id}",
+                static_summary=f"OCPI push of {change.location_id} to eMSP {country_code}*{party_id}",
             )
             sent += 1
         return sent

@@ -77,3 +77,18 @@ def params(row: dict[str, Any], columns: tuple[str, ...], json: tuple[bool, ...]
         else:
             values.append(value.value if isinstance(value, Enum) else value)
     return tuple(values)
+
+
+async def one_statement(
+    sessions: async_sessionmaker[AsyncSession], sql: str, args: dict[str, Any] | tuple[Any, ...],
+) -> list[tuple[Any, ...]]:
+    """One statement that returns rows, in a transaction of its own and one round trip (BEGIN,
+    the statement and COMMIT go together); its rows, read once it has committed."""
+    async with engine_of(sessions).connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, psycopg.AsyncConnection)
+        async with driver.pipeline():
+            async with driver.transaction():
+                cursor = await driver.execute(sql, args)
+            return await cursor.fetchall()
