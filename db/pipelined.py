@@ -6,7 +6,8 @@ and goes through SQLAlchemy's execute path; the profile (docs/performance.md) pu
 worker's CPU there. Here the connection comes from the same engine and pool (so the same
 pre-ping, recycling and limits), the statements are plain SQL strings written once, and psycopg's
 pipeline mode sends them without waiting for each answer: BEGIN goes with the first statement,
-COMMIT with the last, and only a result that is read (`fetchone`) waits for the server.
+COMMIT with the last, and only a result that is read (`fetchone`) waits for the server. A single
+statement goes alone in autocommit mode (`one_statement`): one round trip.
 
 An error raised by the server surfaces at the next read or at the end of the block, and the
 transaction is then rolled back, as with a session. Errors are psycopg's own (no SQLAlchemy
@@ -25,7 +26,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 
 def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
@@ -36,17 +37,55 @@ def engine_of(sessions: async_sessionmaker[AsyncSession]) -> AsyncEngine:
 
 
 @asynccontextmanager
-async def transaction(
+async def _driver(
     sessions: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """A psycopg connection of the sessions' pool, in pipeline mode, inside one transaction:
-    committed when the block ends, rolled back if it raises."""
+) -> AsyncIterator[tuple[AsyncConnection, psycopg.AsyncConnection[Any]]]:
+    """A connection of the sessions' pool (checked out, pinged) and the psycopg one under it."""
     async with engine_of(sessions).connect() as connection:
         raw = await connection.get_raw_connection()
         driver = raw.driver_connection
         assert isinstance(driver, psycopg.AsyncConnection)
-        async with driver.pipeline(), driver.transaction():
-            yield driver
+        yield connection, driver
+
+
+@asynccontextmanager
+async def transaction(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A psycopg connection of the sessions' pool, in pipeline mode, inside one transaction:
+    committed when the block ends, rolled back if it raises.
+
+    Not psycopg's `transaction()` block: in pipeline mode it waits for the server at its start
+    and twice at its end. The connection is not in autocommit mode, so the first statement
+    starts the transaction (its BEGIN goes with it), and COMMIT is queued after the last one:
+    the pipeline's end is the only wait."""
+    async with _driver(sessions) as (connection, driver):
+        try:
+            async with driver.pipeline():
+                yield driver
+                await driver.commit()
+        except BaseException:
+            try:
+                await driver.rollback()
+            except Exception:  # a broken connection: never back into the pool
+                await connection.invalidate()
+            raise
+
+
+async def one_statement(
+    sessions: async_sessionmaker[AsyncSession], sql: str, args: dict[str, Any] | tuple[Any, ...],
+) -> list[tuple[Any, ...]]:
+    """One statement that returns rows, in a transaction of its own (autocommit: a statement
+    is atomic on its own) and one round trip; its rows, once it has committed."""
+    async with _driver(sessions) as (connection, driver):
+        await driver.set_autocommit(True)
+        try:
+            return await (await driver.execute(sql, args)).fetchall()
+        finally:
+            try:
+                await driver.set_autocommit(False)
+            except Exception:  # interrupted mid-statement: never back into the pool like this
+                await connection.invalidate()
 
 
 @cache
@@ -78,17 +117,3 @@ def params(row: dict[str, Any], columns: tuple[str, ...], json: tuple[bool, ...]
             values.append(value.value if isinstance(value, Enum) else value)
     return tuple(values)
 
-
-async def one_statement(
-    sessions: async_sessionmaker[AsyncSession], sql: str, args: dict[str, Any] | tuple[Any, ...],
-) -> list[tuple[Any, ...]]:
-    """One statement that returns rows, in a transaction of its own and one round trip (BEGIN,
-    the statement and COMMIT go together); its rows, read once it has committed."""
-    async with engine_of(sessions).connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver = raw.driver_connection
-        assert isinstance(driver, psycopg.AsyncConnection)
-        async with driver.pipeline():
-            async with driver.transaction():
-                cursor = await driver.execute(sql, args)
-            return await cursor.fetchall()
