@@ -102,7 +102,8 @@ class LocationRowsActivities(interfaces.LocationRows):
     @activity.defn
     async def write_location_rows(self, inp: ProvisionInput) -> LocationPlan:
         """Tables 1-9 of one location in one transaction, deployments PENDING: two round trips
-        (the job's input and CPO with BEGIN; then the nine inserts, the job row and COMMIT)."""
+        (the job's input and CPO with BEGIN; then one statement for the nine tables' inserts,
+        the job row and COMMIT)."""
         try:
             async with pipelined.transaction(self.sessions) as conn:
                 found = await (await conn.execute(READ_INPUT, (inp.job_id, inp.index))).fetchone()
@@ -116,13 +117,11 @@ class LocationRowsActivities(interfaces.LocationRows):
                                        party_id=party_id)
                 loc = NormalizedLocation.model_validate_json(payload)
                 plan = self._plan(inp, loc)
-                cursor = conn.cursor()
-                for model, model_rows in self._rows(inp, loc, cpo, plan).items():
-                    if model_rows:
-                        columns = tuple(model_rows[0])
-                        sql, json = pipelined.insert_ignore(model.__table__, columns)  # type: ignore[attr-defined]
-                        await cursor.executemany(
-                            sql, [pipelined.params(row, columns, json) for row in model_rows])
+                built = [(model.__table__, rows)  # type: ignore[attr-defined]
+                         for model, rows in self._rows(inp, loc, cpo, plan).items() if rows]
+                await conn.execute(
+                    pipelined.insert_all(tuple((table, tuple(rows[0])) for table, rows in built)),
+                    {f"t{n}": pipelined.json_rows(rows) for n, (_, rows) in enumerate(built)})
                 await conn.execute(MARK_PROVISIONING, (
                     JobStatus.PROVISIONING.value, plan.location_id, utcnow(), inp.job_id, inp.index,
                     JobStatus.PENDING.value, JobStatus.PROVISIONING.value))

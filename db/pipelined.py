@@ -16,16 +16,16 @@ wrapper): `psycopg.errors.UniqueViolation` and the like.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from enum import Enum
 from functools import cache
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 from sqlalchemy import Table
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 
@@ -89,31 +89,42 @@ async def one_statement(
 
 
 @cache
-def insert_ignore(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[bool, ...]]:
-    """`INSERT … ON CONFLICT (primary key) DO NOTHING` of these columns of the table, and which of
-    them are JSONB (their values go wrapped in `Jsonb`). Built once per table and column set.
+def insert_all(tables: tuple[tuple[Table, tuple[str, ...]], ...]) -> str:
+    """One statement that writes rows into several tables: one `INSERT … ON CONFLICT (primary
+    key) DO NOTHING` per table (the retry-safe write), each a data-modifying CTE reading its rows
+    from a JSON array parameter (`t0`, `t1`, … in the order given; see `json_rows`). Foreign keys
+    are checked at the end of the statement, so the order of the tables does not matter. Built
+    once per set of tables and columns; the statement's text does not depend on the row counts.
 
     A column left out gets its server default; one with a Python-side default in the model
     (SQLAlchemy would fill it in) must be given, so that both paths write the same row."""
-    pk = ", ".join(c.name for c in table.primary_key.columns)
-    for column in table.columns:
-        if column.name not in columns and column.default is not None and not (
-            column.default.is_scalar and column.default.arg is None  # type: ignore[attr-defined]
-        ):
-            raise ValueError(f"{table.fullname}.{column.name} has a default: give it explicitly")
-    sql = (f"INSERT INTO {table.fullname} ({', '.join(columns)}) "
-           f"VALUES ({', '.join(['%s'] * len(columns))}) ON CONFLICT ({pk}) DO NOTHING")
-    return sql, tuple(isinstance(table.columns[c].type, JSONB) for c in columns)
+    parts = []
+    for n, (table, columns) in enumerate(tables):
+        for column in table.columns:
+            if column.name not in columns and column.default is not None and not (
+                column.default.is_scalar and column.default.arg is None  # type: ignore[attr-defined]
+            ):
+                raise ValueError(f"{table.fullname}.{column.name} has a default: give it explicitly")
+        pk = ", ".join(c.name for c in table.primary_key.columns)
+        names = ", ".join(columns)
+        parts.append(
+            f"INSERT INTO {table.fullname} ({names}) SELECT {names}"
+            f" FROM jsonb_populate_recordset(NULL::{table.fullname}, CAST(%(t{n})s AS jsonb))"
+            f" ON CONFLICT ({pk}) DO NOTHING")
+    *ctes, last = parts
+    if not ctes:
+        return last
+    return "WITH " + ", ".join(f"i{n} AS ({cte})" for n, cte in enumerate(ctes)) + " " + last
 
 
-def params(row: dict[str, Any], columns: tuple[str, ...], json: tuple[bool, ...]) -> tuple[Any, ...]:
-    """A row's values in column order, as psycopg takes them (JSONB wrapped, enums by value)."""
-    values: list[Any] = []
-    for column, is_json in zip(columns, json, strict=True):
-        value = row[column]
-        if is_json:
-            values.append(None if value is None else Jsonb(value))
-        else:
-            values.append(value.value if isinstance(value, Enum) else value)
-    return tuple(values)
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
+
+def json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows as the JSON array `insert_all` reads (JSONB columns nested as they are)."""
+    return json.dumps(rows, default=_json_value, separators=(",", ":"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
@@ -24,6 +24,8 @@ from contracts.job_start import job_tuning
 from contracts.payloads import ActivateInput, ChargerTaskInput, ProvisionInput
 from contracts.vocabulary import ErrorCode
 from db.engine import make_sessionmaker
+from db.job_input import NormalizedLocation
+from db.models import PartnerOperation
 from settings import Settings
 from tests.helpers import all_tasks_started_by, charger, create_cpo, location, running_tasks, submit
 
@@ -52,8 +54,30 @@ async def test_identity_conflict_fence_and_replayed_activation(
     sessions = make_sessionmaker(engine)
     rows = LocationRowsActivities(sessions, settings)
     tuning = job_tuning(settings)
-    plan = await env.run(rows.write_location_rows, ProvisionInput(
-        job_id=first_job["job_id"], cpo_id=int(cpo_id), index=0, tuning=tuning))
+    first_input = ProvisionInput(job_id=first_job["job_id"], cpo_id=int(cpo_id), index=0, tuning=tuning)
+    plan = await env.run(rows.write_location_rows, first_input)
+    # the rows as written are the rows as built (types, time zones, JSONB), table by table
+    async with engine.connect() as conn:
+        found = (await conn.execute(text(
+            "SELECT input, p.id, p.name, p.country_code, p.party_id FROM ocpp.job_locations jl"
+            " JOIN ocpp.partner_operations p ON p.id = :cpo WHERE jl.job_id = :j"),
+            {"cpo": int(cpo_id), "j": first_job["job_id"]})).one()
+        built = rows._rows(first_input, NormalizedLocation.model_validate(found[0]),
+                           PartnerOperation(id=found[1], name=found[2], country_code=found[3],
+                                            party_id=found[4]), plan)
+        for model, expected in built.items():
+            table = model.__table__  # type: ignore[attr-defined]
+            pk = [c.name for c in table.primary_key.columns]
+            written = (await conn.execute(
+                select(*(table.columns[c] for c in expected[0])).order_by(*(table.columns[c] for c in pk))
+                .where(table.columns[pk[0]].in_([row[pk[0]] for row in expected]))
+            )).mappings().all()
+            stamps = {"created_at", "updated_at", "last_updated"}  # `now` of each build
+            assert [{k: v for k, v in row.items() if k not in stamps} for row in written] == [
+                {k: v for k, v in row.items() if k not in stamps}
+                for row in sorted(expected, key=lambda row: tuple(row[c] for c in pk))], table.name
+            assert all(abs(row[k] - expected[0][k]).total_seconds() < 60
+                       for row in written for k in stamps & set(row)), table.name
 
     with pytest.raises(ApplicationError) as conflict:
         await env.run(rows.write_location_rows, ProvisionInput(
