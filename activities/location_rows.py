@@ -229,24 +229,26 @@ class LocationRowsActivities(interfaces.LocationRows):
     @activity.defn
     async def activate_location(self, inp: ActivateInput) -> None:
         """Deployments RUNNING, EVSEs AVAILABLE, location ACTIVE and the job row READY: together,
-        in four round trips (the job row with BEGIN; the location's state; the stamp; the two
+        in three round trips (BEGIN, the job row and the location's state; the stamp; the two
         visible UPDATEs with COMMIT)."""
         now = utcnow()
         async with pipelined.transaction(self.sessions) as conn:
             # the deployments RUNNING and the job's row READY, in one statement; the row's state
             # before (locked first), and the job's creation: the READY metrics count a location
             # once (a replayed local activity runs again) and time it from the POST
-            before = await (await conn.execute(ACTIVATE_JOB_ROW, {
+            job_row = await conn.execute(ACTIVATE_JOB_ROW, {
                 "job_id": inp.job_id, "index": inp.index, "location_id": inp.location_id,
                 "running": DeploymentState.RUNNING.value, "ready": JobStatus.READY.value,
                 "charger_ids": Jsonb(inp.charger_ids), "now": now,
-            })).fetchone()
+            })
             # Visible to the eMSPs from here on (the Sender serves ACTIVE, not PROVISIONING), so
             # stamped last, with the commit's clock. A replayed activation changes nothing. Read
-            # in a statement of its own, after the job row's lock: a concurrent replay that held
-            # it has committed ACTIVE by then.
+            # in a statement of its own, after the one that locks the job's row: a concurrent
+            # replay that held the lock has committed ACTIVE by the time this one starts. Sent
+            # with it, without waiting for its answer (one round trip for both).
             found = await (await conn.execute(PROVISIONING_NETWORK, (
                 inp.location_id, LocationStatus.PROVISIONING.value))).fetchone()
+            before = await job_row.fetchone()
             if found is not None:
                 stamp = await stamp_visible_change(conn, int(found[0]))
                 await conn.execute(EVSES_AVAILABLE, (EvseStatus.AVAILABLE.value, stamp, inp.location_id))
