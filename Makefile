@@ -34,6 +34,7 @@ test-faults: $(SYNCED)  ## only the fault-injection suite
 
 lint: $(SYNCED)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy api contracts observability workflows activities worker db devstack tests bench settings.py
 
 docs: $(SYNCED)  ## regenerate docs/configuration.md from settings.py (a test fails when it is stale)

@@ -47,6 +47,10 @@ def _client(
     )
     config = AioConfig(
         retries={"mode": "standard", "max_attempts": 3},
+        # botocore's client-side check of every request against the service model (a tenth of
+        # each call's CPU): the requests are built here from validated input, and ECS and
+        # Secrets Manager check them again and answer InvalidParameterException (permanent)
+        parameter_validation=False,
         max_pool_connections=100,
         connect_timeout=5,
         read_timeout=20,

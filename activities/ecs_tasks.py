@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from botocore.exceptions import ClientError
-from sqlalchemy import or_, select, text, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 from temporalio import activity
@@ -39,6 +39,7 @@ from activities.ecs_client import permanent_or_raise, run_task_failure
 from contracts import activities as interfaces
 from contracts.payloads import ChargerTaskInput, StopTasksInput, TaskRef, WaitTasksInput
 from contracts.vocabulary import DeploymentState, ErrorCode
+from db import pipelined
 from db.models import ChargerDeployment, EcsTask, utcnow
 from settings import Settings
 
@@ -46,40 +47,48 @@ POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 
 
-# The two writes of every start, each one statement (one round trip) prepared once: a start's
-# database work was most of the worker's activity CPU (profiled: docs/performance.md), a third of
-# it in building SQLAlchemy statements and going through the ORM's bulk-update path.
+# The two writes of every start, each one statement in a transaction of its own, sent with its
+# BEGIN and COMMIT in one round trip (db/pipelined.py): a start's database work was most of the
+# worker's activity CPU (profiled: docs/performance.md).
 
-# PENDING → LAUNCHING, only from PENDING; the row lock the UPDATE takes is the fence (a concurrent
-# `stop_location_tasks` that marked STOPPING first leaves nothing to update).
-CLAIM = text(
-    "UPDATE ocpp.charger_deployments SET state = :launching, updated_at = :now"
-    " WHERE id = :deployment_id AND state = :pending RETURNING id"
-)
+# PENDING → LAUNCHING, only from PENDING, under the deployment's row lock; returns the state found
+# (no row: gone). The lock is the fence: a concurrent `stop_location_tasks` that marked STOPPING
+# first leaves nothing to claim, and one that comes after finds LAUNCHING.
+CLAIM = """
+    WITH deployment AS (
+        SELECT id, state FROM ocpp.charger_deployments WHERE id = %(deployment_id)s FOR UPDATE
+    ), claimed AS (
+        UPDATE ocpp.charger_deployments c SET state = %(launching)s, updated_at = %(now)s
+        FROM deployment d WHERE c.id = d.id AND d.state = %(pending)s
+    )
+    SELECT state FROM deployment"""
 
 # The task's row and the deployment STARTING, under the deployment's row lock, unless the
 # deployment is being undone (STOPPING) or gone; returns the state found (no row: gone).
-RECORD = text("""
+RECORD = """
     WITH deployment AS (
-        SELECT id, state FROM ocpp.charger_deployments WHERE id = :deployment_id FOR UPDATE
+        SELECT id, state FROM ocpp.charger_deployments WHERE id = %(deployment_id)s FOR UPDATE
     ), task AS (
         INSERT INTO ocpp.ecs_tasks (task_arn, deployment_id, cluster, task_definition_arn,
                                     last_status, desired_status, started_at, created_at, updated_at)
-        SELECT :task_arn, d.id, :cluster, :task_definition_arn, :last_status, :desired_status,
-               CAST(:started_at AS timestamptz), :now, :now
-        FROM deployment d WHERE d.state <> :stopping
+        SELECT %(task_arn)s, d.id, %(cluster)s, %(task_definition_arn)s, %(last_status)s, %(desired_status)s,
+               CAST(%(started_at)s AS timestamptz), %(now)s, %(now)s
+        FROM deployment d WHERE d.state <> %(stopping)s
         ON CONFLICT (deployment_id)
         DO UPDATE SET task_arn = EXCLUDED.task_arn, updated_at = EXCLUDED.updated_at
     ), starting AS (
-        UPDATE ocpp.charger_deployments c SET state = :starting, updated_at = :now
-        FROM deployment d WHERE c.id = d.id AND d.state IN (:pending, :launching)
+        UPDATE ocpp.charger_deployments c SET state = %(starting)s, updated_at = %(now)s
+        FROM deployment d WHERE c.id = d.id AND d.state IN (%(pending)s, %(launching)s)
     )
-    SELECT state FROM deployment""")
+    SELECT state FROM deployment"""
 
 
 def _undone(deployment_id: str) -> ApplicationError:
-    return ApplicationError(f"deployment {deployment_id} is being undone; not starting it",
-                            type=ErrorCode.CANCELLED.value, non_retryable=True)
+    return ApplicationError(
+        f"deployment {deployment_id} is being undone; not starting it",
+        type=ErrorCode.CANCELLED.value,
+        non_retryable=True,
+    )
 
 
 def tag_value(text: str) -> str:
@@ -94,9 +103,11 @@ def secret_request(settings: Settings, inp: ChargerTaskInput) -> dict[str, Any]:
         Name=charger_secret_name(settings, inp.deployment_id),
         SecretString=charger_secret(settings.charger_secret_key, inp.deployment_id),
         Description=f"OCPP basic-auth secret of {inp.identity}",
-        Tags=[{"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
-              {"Key": "ocpplab:location-id", "Value": inp.location_id},
-              {"Key": "ocpplab:job-id", "Value": inp.job_id}],
+        Tags=[
+            {"Key": "ocpplab:deployment-id", "Value": inp.deployment_id},
+            {"Key": "ocpplab:location-id", "Value": inp.location_id},
+            {"Key": "ocpplab:job-id", "Value": inp.job_id},
+        ],
     )
 
 
@@ -156,28 +167,22 @@ class EcsTaskActivities(interfaces.EcsTasks):
         to get that far. Any later call (a retry, a replay after a crash, a reset) may follow a
         RunTask whose answer was lost, so it must look for that task first. A deployment being
         undone (STOPPING, or its rows gone) is never started again."""
-        async with self.sessions() as session, session.begin():
-            claimed = (await session.execute(CLAIM, {
-                "deployment_id": deployment_id, "now": utcnow(),
-                "pending": DeploymentState.PENDING.value, "launching": DeploymentState.LAUNCHING.value,
-            })).first()
-            if claimed is not None:
-                return True
-            state = await self._locked_state(session, deployment_id)
+        rows = await pipelined.one_statement(
+            self.sessions,
+            CLAIM,
+            {
+                "deployment_id": deployment_id,
+                "now": utcnow(),
+                "pending": DeploymentState.PENDING.value,
+                "launching": DeploymentState.LAUNCHING.value,
+            },
+        )
+        state = rows[0][0] if rows else None
+        if state == DeploymentState.PENDING:
+            return True
         if state is None or state == DeploymentState.STOPPING:
             raise _undone(deployment_id)
         return False
-
-    @staticmethod
-    async def _locked_state(session: AsyncSession, deployment_id: str) -> str | None:
-        """The deployment's state, its row locked until the transaction ends: the fence between a
-        start and the compensation's stop (`stop_location_tasks` marks STOPPING first)."""
-        return (
-            await session.execute(
-                select(col(ChargerDeployment.state))
-                .where(col(ChargerDeployment.id) == deployment_id).with_for_update()
-            )
-        ).scalar_one_or_none()
 
     @activity.defn
     async def start_charger_task(self, inp: ChargerTaskInput) -> TaskRef:
@@ -206,8 +211,11 @@ class EcsTaskActivities(interfaces.EcsTasks):
             task = await self.run_and_record(inp)
             task_arn = task["taskArn"]
             activity.logger.info("charger %s: task %s started", inp.identity, task_arn)
-        return TaskRef(deployment_id=inp.deployment_id, task_arn=task_arn,
-                       last_status=str(task.get("lastStatus", "PROVISIONING")))
+        return TaskRef(
+            deployment_id=inp.deployment_id,
+            task_arn=task_arn,
+            last_status=str(task.get("lastStatus", "PROVISIONING")),
+        )
 
     async def run_and_record(self, inp: ChargerTaskInput) -> dict[str, Any]:
         """The charger's secret, then its task, then the task's row: what a start does when no
@@ -238,8 +246,9 @@ class EcsTaskActivities(interfaces.EcsTasks):
     async def _delete_secret(self, deployment_id: str) -> None:
         """Gone at once (no recovery window: the value is derived, nothing is lost); idempotent."""
         try:
-            await self.secrets.delete_secret(SecretId=charger_secret_name(self.settings, deployment_id),
-                                             ForceDeleteWithoutRecovery=True)
+            await self.secrets.delete_secret(
+                SecretId=charger_secret_name(self.settings, deployment_id), ForceDeleteWithoutRecovery=True
+            )
         except ClientError as err:
             if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
                 raise
@@ -270,32 +279,41 @@ class EcsTaskActivities(interfaces.EcsTasks):
         """Keep exactly one task for the deployment: the one RunTask answered with."""
         for extra in await self._live_tasks(deployment_id):
             if extra != task_arn:
-                activity.logger.warning("deployment %s: stopping %s, started by a RunTask whose "
-                                        "answer was lost", deployment_id, extra)
+                activity.logger.warning(
+                    "deployment %s: stopping %s, started by a RunTask whose answer was lost",
+                    deployment_id,
+                    extra,
+                )
                 await self._stop(extra, "duplicate task of one deployment")
 
     async def _record(self, deployment_id: str, task: dict[str, Any]) -> None:
         now = utcnow()
         values = dict(
-            task_arn=task["taskArn"], deployment_id=deployment_id, cluster=self.settings.ecs_cluster,
+            task_arn=task["taskArn"],
+            deployment_id=deployment_id,
+            cluster=self.settings.ecs_cluster,
             task_definition_arn=task.get("taskDefinitionArn", self.settings.ecs_task_definition),
             last_status=task.get("lastStatus", "PROVISIONING"),
-            desired_status=task.get("desiredStatus", "RUNNING"), now=now,
+            desired_status=task.get("desiredStatus", "RUNNING"),
+            now=now,
             started_at=(task.get("startedAt") or task.get("createdAt") or now)
-            if task.get("lastStatus") == "RUNNING" else None,
-            stopping=DeploymentState.STOPPING.value, starting=DeploymentState.STARTING.value,
-            pending=DeploymentState.PENDING.value, launching=DeploymentState.LAUNCHING.value,
+            if task.get("lastStatus") == "RUNNING"
+            else None,
+            stopping=DeploymentState.STOPPING.value,
+            starting=DeploymentState.STARTING.value,
+            pending=DeploymentState.PENDING.value,
+            launching=DeploymentState.LAUNCHING.value,
         )
-        async with self.sessions() as session, session.begin():
-            # one statement: lock the deployment, and unless it is being undone, write the task's
-            # row and move the deployment to STARTING
-            state = (await session.execute(RECORD, values)).scalar_one_or_none()
-            if state is None or state == DeploymentState.STOPPING:
-                # the compensation (or a decommission) got here first and may have looked for
-                # tasks (and deleted secrets) before these existed: undo them ourselves
-                await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
-                await self._delete_secret(deployment_id)
-                raise _undone(deployment_id)
+        # one statement (one round trip): lock the deployment, and unless it is being undone,
+        # write the task's row and move the deployment to STARTING
+        rows = await pipelined.one_statement(self.sessions, RECORD, values)
+        state = rows[0][0] if rows else None
+        if state is None or state == DeploymentState.STOPPING:
+            # the compensation (or a decommission) got here first and may have looked for tasks
+            # (and deleted secrets) before these existed: undo them ourselves
+            await self._stop(task["taskArn"], f"deployment {deployment_id} is being undone")
+            await self._delete_secret(deployment_id)
+            raise _undone(deployment_id)
 
     @activity.defn
     async def wait_tasks_running(self, inp: WaitTasksInput) -> None:
@@ -314,19 +332,22 @@ class EcsTaskActivities(interfaces.EcsTasks):
             await self._update_statuses(described)
             by_arn = {t["taskArn"]: t for t in described}
             stopped = [
-                t for t in described
+                t
+                for t in described
                 if t.get("desiredStatus") == "STOPPED" or t.get("lastStatus") in STOPPING_STATES
             ]
             if stopped:
                 reason = stopped[0].get("stoppedReason") or "task stopped"
                 raise ApplicationError(
                     f"charger task stopped before running: {reason}",
-                    type=ErrorCode.ECS_TASK_STOPPED.value, non_retryable=True,
+                    type=ErrorCode.ECS_TASK_STOPPED.value,
+                    non_retryable=True,
                 )
             missing = [a for a in arns if a not in by_arn]
             if missing:
                 raise ApplicationError(
-                    f"ECS does not know task {missing[0]}", type=ErrorCode.ECS_TASK_STOPPED.value,
+                    f"ECS does not know task {missing[0]}",
+                    type=ErrorCode.ECS_TASK_STOPPED.value,
                     non_retryable=True,
                 )
             if all(t.get("lastStatus") == "RUNNING" for t in described):
@@ -359,20 +380,34 @@ class EcsTaskActivities(interfaces.EcsTasks):
         STOPPING first (a fence): a start still in flight then records its task before this
         reads them, or finds the mark and stops its task itself."""
         async with self.sessions() as session, session.begin():
-            marked = (await session.execute(
-                update(ChargerDeployment)
-                .where(or_(col(ChargerDeployment.id).in_(inp.deployment_ids),
-                           col(ChargerDeployment.ocpi_location_id) == inp.location_id))
-                .values(state=DeploymentState.STOPPING, updated_at=utcnow())
-                .returning(col(ChargerDeployment.id))
-            )).scalars().all()
+            marked = (
+                (
+                    await session.execute(
+                        update(ChargerDeployment)
+                        .where(
+                            or_(
+                                col(ChargerDeployment.id).in_(inp.deployment_ids),
+                                col(ChargerDeployment.ocpi_location_id) == inp.location_id,
+                            )
+                        )
+                        .values(state=DeploymentState.STOPPING, updated_at=utcnow())
+                        .returning(col(ChargerDeployment.id))
+                    )
+                )
+                .scalars()
+                .all()
+            )
         deployment_ids = sorted(set(inp.deployment_ids) | set(marked))
         async with self.sessions() as session:
             recorded = (
-                await session.execute(
-                    select(col(EcsTask.task_arn)).where(col(EcsTask.deployment_id).in_(deployment_ids))
+                (
+                    await session.execute(
+                        select(col(EcsTask.task_arn)).where(col(EcsTask.deployment_id).in_(deployment_ids))
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
         arns = set(recorded)
         for deployment_id in deployment_ids:
             arns.update(await self._live_tasks(deployment_id))

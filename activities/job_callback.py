@@ -61,8 +61,14 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 async def post_callback(
-    url: str, body: bytes, headers: dict[str, str], *, deadline: float, max_bytes: int,
-    allow_private: bool = False, allow: Sequence[str] = (),
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    deadline: float,
+    max_bytes: int,
+    allow_private: bool = False,
+    allow: Sequence[str] = (),
 ) -> int:
     """POST `body` to `url` through the egress policy (contracts/egress.py: the address checked
     at connect time and connected to, no redirects, a total deadline, a byte cap); the
@@ -85,8 +91,15 @@ async def post_callback(
     if not addresses or not all(policy.address_allowed(a) for a in addresses):
         raise CallbackRefused(f"{parts.hostname} resolves to an address callbacks may not reach")
     try:
-        response = await peer_request("POST", url, policy=policy, headers=headers, content=body,
-                                      max_bytes=max_bytes, deadline_seconds=deadline)
+        response = await peer_request(
+            "POST",
+            url,
+            policy=policy,
+            headers=headers,
+            content=body,
+            max_bytes=max_bytes,
+            deadline_seconds=deadline,
+        )
     except PeerUnusable as err:  # refused at connect, unreachable, too slow, too big
         raise CallbackFailed("the receiver could not be used") from err
     return response.status
@@ -96,13 +109,23 @@ def event_payload(job: Job) -> str:
     """The event's body, from the job's final row (compact JSON, sent as is on every attempt)."""
     ended = job.provisioned_at or job.updated_at
     failed = job.failed
-    return json.dumps({
-        "event_id": callback_event_id(job.id), "type": EVENT_TYPE, "job_id": job.id,
-        "cpo_id": str(job.cpo_id), "status": job.status,
-        "progress": {"total": job.total, "succeeded": job.succeeded, "failed": failed,
-                     "in_progress": max(job.total - job.succeeded - failed, 0)},
-        "ended_at": ended.isoformat().replace("+00:00", "Z"),
-    }, separators=(",", ":"))
+    return json.dumps(
+        {
+            "event_id": callback_event_id(job.id),
+            "type": EVENT_TYPE,
+            "job_id": job.id,
+            "cpo_id": str(job.cpo_id),
+            "status": job.status,
+            "progress": {
+                "total": job.total,
+                "succeeded": job.succeeded,
+                "failed": failed,
+                "in_progress": max(job.total - job.succeeded - failed, 0),
+            },
+            "ended_at": ended.isoformat().replace("+00:00", "Z"),
+        },
+        separators=(",", ":"),
+    )
 
 
 class JobCallbackActivities(interfaces.JobCallbacks):
@@ -119,7 +142,9 @@ class JobCallbackActivities(interfaces.JobCallbacks):
         start finds the one already started or closed)."""
         try:
             await self.client.start_workflow(
-                CALLBACK_WORKFLOW, inp, id=callback_workflow_id(inp.job_id),
+                CALLBACK_WORKFLOW,
+                inp,
+                id=callback_workflow_id(inp.job_id),
                 task_queue=self.settings.task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -139,10 +164,17 @@ class JobCallbackActivities(interfaces.JobCallbacks):
             url = job.callback_url or (hook.url if hook else None)
             if url is None:
                 return "no callback configured"
-            await session.execute(insert(JobCallback).values(
-                job_id=job_id, event_id=callback_event_id(job_id), url=url, payload=event_payload(job),
-                created_at=utcnow(),
-            ).on_conflict_do_nothing(index_elements=["job_id"]))
+            await session.execute(
+                insert(JobCallback)
+                .values(
+                    job_id=job_id,
+                    event_id=callback_event_id(job_id),
+                    url=url,
+                    payload=event_payload(job),
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["job_id"])
+            )
             await session.commit()
             callback = await session.get(JobCallback, job_id)
             assert callback is not None
@@ -154,13 +186,22 @@ class JobCallbackActivities(interfaces.JobCallbacks):
             await self._record(job_id, "not sent: the CPO has no webhook secret", delivered=False)
             return "no secret"
         body = payload.encode()
-        headers = {"Content-Type": "application/json", "User-Agent": "ocpplab-gateway-callbacks",
-                   EVENT_ID_HEADER: event_id, SIGNATURE_HEADER: sign(secret, int(time.time()), body)}
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "ocpplab-gateway-callbacks",
+            EVENT_ID_HEADER: event_id,
+            SIGNATURE_HEADER: sign(secret, int(time.time()), body),
+        }
         try:
-            status = await post_callback(url, body, headers, deadline=self.settings.callback_timeout_seconds,
-                                         max_bytes=self.settings.callback_max_bytes,
-                                         allow_private=self.settings.callback_allow_private,
-                                         allow=self.settings.egress_allow)
+            status = await post_callback(
+                url,
+                body,
+                headers,
+                deadline=self.settings.callback_timeout_seconds,
+                max_bytes=self.settings.callback_max_bytes,
+                allow_private=self.settings.callback_allow_private,
+                allow=self.settings.egress_allow,
+            )
         except CallbackRefused as err:
             await self._record(job_id, f"refused: {err}", delivered=False)
             raise ApplicationError(str(err), type="CALLBACK_REFUSED", non_retryable=True) from err
@@ -175,10 +216,14 @@ class JobCallbackActivities(interfaces.JobCallbacks):
 
     async def _record(self, job_id: str, outcome: str, *, delivered: bool) -> None:
         now = utcnow()
-        values: dict[str, object] = {"attempts": col(JobCallback.attempts) + 1, "last_status": outcome[:100],
-                                     "last_attempt_at": now}
+        values: dict[str, object] = {
+            "attempts": col(JobCallback.attempts) + 1,
+            "last_status": outcome[:100],
+            "last_attempt_at": now,
+        }
         if delivered:
             values["delivered_at"] = now
         async with self.sessions() as session, session.begin():
             await session.execute(
-                update(JobCallback).where(col(JobCallback.job_id) == job_id).values(**values))
+                update(JobCallback).where(col(JobCallback.job_id) == job_id).values(**values)
+            )

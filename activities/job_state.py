@@ -41,9 +41,11 @@ class JobStateActivities(interfaces.JobState):
                 update(JobLocation)
                 .where(col(JobLocation.job_id) == outcome.job_id, col(JobLocation.index) == outcome.index)
                 .values(
-                    state=outcome.state, location_id=outcome.location_id,
+                    state=outcome.state,
+                    location_id=outcome.location_id,
                     charger_ids=outcome.charger_ids,
-                    error=asdict(outcome.error) if outcome.error else None, updated_at=utcnow(),
+                    error=asdict(outcome.error) if outcome.error else None,
+                    updated_at=utcnow(),
                 )
             )
         if before is not None and before != outcome.state:  # once per location, not per retry
@@ -55,13 +57,14 @@ class JobStateActivities(interfaces.JobState):
         async with self.sessions() as session, session.begin():
             cancelled = await session.execute(
                 update(JobLocation)
-                .where(col(JobLocation.job_id) == job_id,
-                       col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]))
+                .where(
+                    col(JobLocation.job_id) == job_id,
+                    col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]),
+                )
                 .values(state=JobStatus.CANCELLED, updated_at=utcnow(), error=asdict(NEVER_STARTED))
             )
             counts = await count_by_state(session, job_id)
-        metrics.location_outcome(JobStatus.CANCELLED, NEVER_STARTED.code,
-                                 int(cancelled.rowcount or 0))  # type: ignore[attr-defined]
+        metrics.location_outcome(JobStatus.CANCELLED, NEVER_STARTED.code, int(cancelled.rowcount or 0))  # type: ignore[attr-defined]
         return counts
 
     @activity.defn
@@ -72,8 +75,11 @@ class JobStateActivities(interfaces.JobState):
                 update(Job)
                 .where(col(Job.id) == outcome.job_id)
                 .values(
-                    status=outcome.status, succeeded=outcome.succeeded, failed=outcome.failed,
-                    error=asdict(outcome.error) if outcome.error else None, updated_at=now,
+                    status=outcome.status,
+                    succeeded=outcome.succeeded,
+                    failed=outcome.failed,
+                    error=asdict(outcome.error) if outcome.error else None,
+                    updated_at=now,
                     provisioned_at=now if outcome.status == JobStatus.READY else None,
                 )
             )

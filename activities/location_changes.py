@@ -16,10 +16,24 @@ from db.models import ChargerDeployment, OcpiLocation, OcppLocation, utcnow
 from db.ocpi_clock import stamp_visible_change
 
 # The OCPI columns a PATCH may change (what api/location_changes.py produces)
-PATCHABLE = frozenset({
-    "name", "address", "city", "postal_code", "state", "country", "latitude", "longitude",
-    "time_zone", "publish", "owner_name", "parking_type", "facilities", "twentyfourseven",
-})
+PATCHABLE = frozenset(
+    {
+        "name",
+        "address",
+        "city",
+        "postal_code",
+        "state",
+        "country",
+        "latitude",
+        "longitude",
+        "time_zone",
+        "publish",
+        "owner_name",
+        "parking_type",
+        "facilities",
+        "twentyfourseven",
+    }
+)
 # A location on its way out, or out: a PATCH no longer applies to it
 GONE = (LocationStatus.DECOMMISSIONING, LocationStatus.REMOVED)
 # OCPI columns that the OCPP site mirrors
@@ -37,8 +51,11 @@ class LocationChangeActivities(interfaces.LocationChanges):
         async with self.sessions() as session, session.begin():
             found = await session.execute(
                 update(OcpiLocation)
-                .where(col(OcpiLocation.id) == ref.location_id, col(OcpiLocation.network_id) == ref.cpo_id,
-                       col(OcpiLocation.status) != LocationStatus.REMOVED)
+                .where(
+                    col(OcpiLocation.id) == ref.location_id,
+                    col(OcpiLocation.network_id) == ref.cpo_id,
+                    col(OcpiLocation.status) != LocationStatus.REMOVED,
+                )
                 # not visible to eMSPs (the wire has no location status): last_updated stays
                 .values(status=LocationStatus.DECOMMISSIONING)
                 .returning(col(OcpiLocation.id))
@@ -67,18 +84,25 @@ class LocationChangeActivities(interfaces.LocationChanges):
         trusted to name columns."""
         unknown = sorted(set(patch.fields) - PATCHABLE)
         if unknown:
-            raise ApplicationError(f"PATCH names columns it may not change: {unknown}",
-                                   type=ErrorCode.INVALID_LOCATION.value, non_retryable=True)
+            raise ApplicationError(
+                f"PATCH names columns it may not change: {unknown}",
+                type=ErrorCode.INVALID_LOCATION.value,
+                non_retryable=True,
+            )
         try:
             async with self.sessions() as session, session.begin():
                 await bound_transaction(session)
-                network = (await session.execute(
-                    select(col(OcpiLocation.network_id)).where(
-                        col(OcpiLocation.id) == patch.location_id,
-                        col(OcpiLocation.network_id) == patch.cpo_id,
-                        col(OcpiLocation.status).not_in(GONE))
-                    .with_for_update()
-                )).scalar_one_or_none()
+                network = (
+                    await session.execute(
+                        select(col(OcpiLocation.network_id))
+                        .where(
+                            col(OcpiLocation.id) == patch.location_id,
+                            col(OcpiLocation.network_id) == patch.cpo_id,
+                            col(OcpiLocation.status).not_in(GONE),
+                        )
+                        .with_for_update()
+                    )
+                ).scalar_one_or_none()
                 if network is None:
                     return False
                 mirrored = {MIRRORED[k]: v for k, v in patch.fields.items() if k in MIRRORED}
@@ -90,7 +114,8 @@ class LocationChangeActivities(interfaces.LocationChanges):
                     )
                 stamp = await stamp_visible_change(session, network)
                 await session.execute(
-                    update(OcpiLocation).where(col(OcpiLocation.id) == patch.location_id)
+                    update(OcpiLocation)
+                    .where(col(OcpiLocation.id) == patch.location_id)
                     .values(**patch.fields, last_updated=stamp, version=col(OcpiLocation.version) + 1)
                 )
         except DBAPIError as err:
@@ -98,8 +123,11 @@ class LocationChangeActivities(interfaces.LocationChanges):
             # (the API validates, so this is a bug to see in the log); anything else is retried
             sqlstate = str(getattr(err.orig, "sqlstate", None) or "")
             if sqlstate[:2] in ("22", "23"):  # data exception, integrity constraint violation
-                raise ApplicationError(f"PATCH refused by the database: {err.orig}",
-                                       type=ErrorCode.INVALID_LOCATION.value, non_retryable=True) from err
+                raise ApplicationError(
+                    f"PATCH refused by the database: {err.orig}",
+                    type=ErrorCode.INVALID_LOCATION.value,
+                    non_retryable=True,
+                ) from err
             raise
         return True
 

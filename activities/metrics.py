@@ -38,12 +38,14 @@ def _meter() -> MetricMeter:
 def location_outcome(outcome: str, error_code: str | None, count: int = 1) -> None:
     if count > 0:
         _meter().create_counter(LOCATIONS, "locations by outcome and error code").add(
-            count, {"outcome": str(outcome), "error_code": str(error_code or "")})
+            count, {"outcome": str(outcome), "error_code": str(error_code or "")}
+        )
 
 
 def run_task(seconds: float, result: str) -> None:
     _meter().create_histogram_float(RUN_TASK_SECONDS, "latency of one ECS RunTask call", "s").record(
-        seconds, {"result": result})
+        seconds, {"result": result}
+    )
 
 
 def location_ready(elapsed: timedelta) -> None:

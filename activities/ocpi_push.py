@@ -27,6 +27,7 @@ from contracts.ocpi import (
     PushTarget,
 )
 from contracts.vocabulary import EvseStatus, LocationStatus
+from db import pipelined
 from db.models import (
     OcpiDelivery,
     OcpiEvse,
@@ -41,9 +42,18 @@ from db.ocpi_wire import evses_of, get_location_row, location_object, patch_body
 from settings import Settings
 from workflows.ocpi_push import OcpiLocationPush
 
+REGISTERED_PARTNERS = (
+    "SELECT id, country_code, party_id, endpoints FROM ocpp.ocpi_partners WHERE cpo_id = %s AND status = %s"
+)
+
 
 def receiver_url(partner: OcpiPartner) -> str | None:
-    for endpoint in partner.endpoints or []:
+    return locations_receiver(partner.endpoints)
+
+
+def locations_receiver(endpoints: list[dict[str, Any]] | None) -> str | None:
+    """The eMSP's Locations Receiver URL among its endpoints, if it has one."""
+    for endpoint in endpoints or []:
         if endpoint.get("identifier") == "locations" and endpoint.get("role") == "RECEIVER":
             return str(endpoint["url"]).rstrip("/")
     return None
@@ -76,51 +86,64 @@ class OcpiPushActivities(OcpiActivities):
         stay for the eMSPs; the OCPP side of its stopped chargers goes (so their identities can
         be used again and no credential of a stopped charger lingers)."""
         async with self.sessions() as session, session.begin():
-            network = (await session.execute(
-                select(col(OcpiLocation.network_id))
-                .where(col(OcpiLocation.id) == location_id,
-                       col(OcpiLocation.status) != LocationStatus.REMOVED)
-                .with_for_update()
-            )).scalar_one_or_none()
+            network = (
+                await session.execute(
+                    select(col(OcpiLocation.network_id))
+                    .where(
+                        col(OcpiLocation.id) == location_id,
+                        col(OcpiLocation.status) != LocationStatus.REMOVED,
+                    )
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
             if network is None:
                 return False
             # charge points, their connectors and credentials, topology, deployments, task rows
             await session.execute(
-                delete(OcppLocation).where(col(OcppLocation.ocpi_location_id) == location_id))
+                delete(OcppLocation).where(col(OcppLocation.ocpi_location_id) == location_id)
+            )
             stamp = await stamp_visible_change(session, network)
             await session.execute(
-                update(OcpiEvse).where(col(OcpiEvse.location_id) == location_id)
+                update(OcpiEvse)
+                .where(col(OcpiEvse.location_id) == location_id)
                 .values(status=EvseStatus.REMOVED, last_updated=stamp)
             )
             await session.execute(
-                update(OcpiLocation).where(col(OcpiLocation.id) == location_id)
-                .values(status=LocationStatus.REMOVED, last_updated=stamp,
-                        version=col(OcpiLocation.version) + 1)
+                update(OcpiLocation)
+                .where(col(OcpiLocation.id) == location_id)
+                .values(
+                    status=LocationStatus.REMOVED, last_updated=stamp, version=col(OcpiLocation.version) + 1
+                )
             )
         return True
 
     @activity.defn(name="ocpi_notify_partners")
     async def notify_partners(self, change: LocationChange) -> int:
-        async with self.sessions() as session:
-            partners = (await session.execute(
-                select(OcpiPartner).where(col(OcpiPartner.cpo_id) == change.cpo_id,
-                                          col(OcpiPartner.status) == "REGISTERED")
-            )).scalars().all()
+        # told of every location that becomes READY (most CPOs have no eMSP to push to): one
+        # round trip, no ORM objects
+        partners = await pipelined.one_statement(
+            self.sessions, REGISTERED_PARTNERS, (change.cpo_id, "REGISTERED")
+        )
         signal = LocationChange(change.cpo_id, change.location_id)
         sent = 0
-        for partner in partners:
-            if receiver_url(partner) is None or partner.id is None:
+        for partner_id, country_code, party_id, endpoints in partners:
+            if locations_receiver(endpoints) is None:
                 continue  # this eMSP only pulls
             await self.client.start_workflow(
                 OcpiLocationPush.run,
-                PushTarget(partner.id, change.cpo_id, change.location_id,
-                           self.settings.ocpi_push_max_interval_seconds,
-                           task_queue=self.settings.ocpi_push_task_queue,
-                           attempt_timeout_seconds=self.settings.ocpi_push_attempt_timeout_seconds),
-                id=push_workflow_id(partner.id, change.location_id), task_queue=self.settings.task_queue,
-                start_signal="change", start_signal_args=[signal],
-                static_summary=f"OCPI push of {change.location_id} to eMSP "
-                               f"{partner.country_code}*{partner.party_id}",
+                PushTarget(
+                    partner_id,
+                    change.cpo_id,
+                    change.location_id,
+                    self.settings.ocpi_push_max_interval_seconds,
+                    task_queue=self.settings.ocpi_push_task_queue,
+                    attempt_timeout_seconds=self.settings.ocpi_push_attempt_timeout_seconds,
+                ),
+                id=push_workflow_id(partner_id, change.location_id),
+                task_queue=self.settings.task_queue,
+                start_signal="change",
+                start_signal_args=[signal],
+                static_summary=f"OCPI push of {change.location_id} to eMSP {country_code}*{party_id}",
             )
             sent += 1
         return sent
@@ -130,8 +153,13 @@ class OcpiPushActivities(OcpiActivities):
         async with self.sessions() as session:
             partner = await session.get(OcpiPartner, inp.partner_id)
             url = receiver_url(partner) if partner is not None else None
-            if (partner is None or partner.id is None or partner.status != "REGISTERED"
-                    or not partner.their_token or url is None):
+            if (
+                partner is None
+                or partner.id is None
+                or partner.status != "REGISTERED"
+                or not partner.their_token
+                or url is None
+            ):
                 return PushResult(outcome="GONE")
             cpo = await session.get(PartnerOperation, partner.cpo_id)
             loc = await get_location_row(session, partner.cpo_id, inp.location_id)
@@ -145,8 +173,10 @@ class OcpiPushActivities(OcpiActivities):
             target = f"{url}/{loc.country_code}/{loc.party_id}/{loc.id}"
             headers = {
                 "Authorization": token_header(partner.their_token),
-                "X-Request-ID": str(uuid.uuid4()), "X-Correlation-ID": str(uuid.uuid4()),
-                "OCPI-from-country-code": cpo.country_code, "OCPI-from-party-id": cpo.party_id,
+                "X-Request-ID": str(uuid.uuid4()),
+                "X-Correlation-ID": str(uuid.uuid4()),
+                "OCPI-from-country-code": cpo.country_code,
+                "OCPI-from-party-id": cpo.party_id,
                 "OCPI-to-country-code": partner.country_code or "",
                 "OCPI-to-party-id": partner.party_id or "",
             }
@@ -162,8 +192,13 @@ class OcpiPushActivities(OcpiActivities):
             async with self._slot(partner.id):
                 # the egress policy, a total deadline and a byte cap, as every peer-chosen URL
                 response = await peer_request(
-                    method, target, policy=self.policy, headers=headers, json=body,
-                    deadline_seconds=self.settings.ocpi_push_attempt_timeout_seconds * 0.8)
+                    method,
+                    target,
+                    policy=self.policy,
+                    headers=headers,
+                    json=body,
+                    deadline_seconds=self.settings.ocpi_push_attempt_timeout_seconds * 0.8,
+                )
         except PeerUnusable as err:  # refused, unreachable, too slow, too big: retried with backoff
             raise ApplicationError(f"{method} of {loc.id}: the eMSP could not be used; retrying") from err
         status = response.status
@@ -176,25 +211,37 @@ class OcpiPushActivities(OcpiActivities):
         if status in (408, 425, 429) or status >= 500 or (isinstance(code, int) and code >= 3000):
             raise ApplicationError(f"{method} of {loc.id}: HTTP {status}, OCPI {code}; retrying")
         if not (200 <= status < 300 and (code is None or (isinstance(code, int) and code < 2000))):
-            raise ApplicationError(f"{method} of {loc.id} refused: HTTP {status}, OCPI {code}",
-                                   type=PATCH_REJECTED if method == "PATCH" else REJECTED,
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"{method} of {loc.id} refused: HTTP {status}, OCPI {code}",
+                type=PATCH_REJECTED if method == "PATCH" else REJECTED,
+                non_retryable=True,
+            )
         await self._delivered(partner.id, loc.id, version, current, method)
         return PushResult(outcome="DELIVERED", method=method, version=version)
 
-    async def _delivered(self, partner_id: int, location_id: str, version: int, sent: dict[str, Any],
-                         method: str) -> None:
+    async def _delivered(
+        self, partner_id: int, location_id: str, version: int, sent: dict[str, Any], method: str
+    ) -> None:
         """Record what the eMSP now holds, no longer in doubt. Pushes of one (eMSP, location) run
         one at a time, but a late attempt must still never move the record back to an older
         version."""
-        stmt = insert(OcpiDelivery).values(partner_id=partner_id, location_id=location_id,
-                                           version=version, object=sent, method=method,
-                                           delivered_at=utcnow())
+        stmt = insert(OcpiDelivery).values(
+            partner_id=partner_id,
+            location_id=location_id,
+            version=version,
+            object=sent,
+            method=method,
+            delivered_at=utcnow(),
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=["partner_id", "location_id"],
-            set_={"version": stmt.excluded.version, "object": stmt.excluded.object,
-                  "method": stmt.excluded.method, "delivered_at": stmt.excluded.delivered_at,
-                  "in_doubt": False},
+            set_={
+                "version": stmt.excluded.version,
+                "object": stmt.excluded.object,
+                "method": stmt.excluded.method,
+                "delivered_at": stmt.excluded.delivered_at,
+                "in_doubt": False,
+            },
             where=col(OcpiDelivery.version) <= stmt.excluded.version,
         )
         async with self.sessions() as session, session.begin():
@@ -206,6 +253,9 @@ class OcpiPushActivities(OcpiActivities):
         push is then a PUT: a difference from the recorded object could leave fields behind."""
         async with self.sessions() as session, session.begin():
             await session.execute(
-                update(OcpiDelivery).where(col(OcpiDelivery.partner_id) == partner_id,
-                                           col(OcpiDelivery.location_id) == location_id)
-                .values(in_doubt=True))
+                update(OcpiDelivery)
+                .where(
+                    col(OcpiDelivery.partner_id) == partner_id, col(OcpiDelivery.location_id) == location_id
+                )
+                .values(in_doubt=True)
+            )

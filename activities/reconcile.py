@@ -40,8 +40,11 @@ from db.models import Job, JobLocation, utcnow
 from settings import Settings
 
 INTERRUPTED = ErrorInfo.of(ErrorCode.JOB_INTERRUPTED)
-BROKEN = (WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.FAILED,
-          WorkflowExecutionStatus.TIMED_OUT)
+BROKEN = (
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.TIMED_OUT,
+)
 ALIVE = (WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW)
 
 
@@ -61,10 +64,18 @@ class JobReconcilerActivities(interfaces.JobReconciler):
         # Temporal's timestamps: the server's clock (the time-skipping test server's runs ahead)
         closed_cutoff = activity.info().started_time.astimezone(UTC) - grace
         async with self.sessions() as session:
-            jobs = (await session.execute(
-                select(Job).where(col(Job.status) == JobStatus.PROVISIONING, col(Job.created_at) <= cutoff)
-                .order_by(col(Job.created_at)).limit(inp.limit)
-            )).scalars().all()
+            jobs = (
+                (
+                    await session.execute(
+                        select(Job)
+                        .where(col(Job.status) == JobStatus.PROVISIONING, col(Job.created_at) <= cutoff)
+                        .order_by(col(Job.created_at))
+                        .limit(inp.limit)
+                    )
+                )
+                .scalars()
+                .all()
+            )
         report = ReconcileReport(examined=len(jobs))
         for job in jobs:
             activity.heartbeat(job.id)
@@ -97,12 +108,19 @@ class JobReconcilerActivities(interfaces.JobReconciler):
             report.finalized += 1
         elif status == WorkflowExecutionStatus.CANCELED:
             counts = await self.job_state.cancel_pending_locations(job.id)
-            await self.job_state.finalize_job(JobOutcome(
-                job_id=job.id, status=JobStatus.CANCELLED, succeeded=counts.ready,
-                failed=counts.ended_badly,
-                error=ErrorInfo.of(ErrorCode.CANCELLED, f"the job was cancelled; {counts.ready} of "
-                                   f"{job.total} locations had been provisioned and stay"),
-            ))
+            await self.job_state.finalize_job(
+                JobOutcome(
+                    job_id=job.id,
+                    status=JobStatus.CANCELLED,
+                    succeeded=counts.ready,
+                    failed=counts.ended_badly,
+                    error=ErrorInfo.of(
+                        ErrorCode.CANCELLED,
+                        f"the job was cancelled; {counts.ready} of "
+                        f"{job.total} locations had been provisioned and stay",
+                    ),
+                )
+            )
             report.finalized += 1
         elif status in BROKEN:
             await self._interrupted(job)
@@ -112,27 +130,36 @@ class JobReconcilerActivities(interfaces.JobReconciler):
     async def _start(self, job: Job) -> None:
         """As the API starts it: same id, same input; a start that meets a running one is that one."""
         try:
-            handle = await start_job(self.client, self.settings, job.id, job.cpo_id, job.total,
-                                     "the reconciler")
+            handle = await start_job(
+                self.client, self.settings, job.id, job.cpo_id, job.total, "the reconciler"
+            )
         except WorkflowAlreadyStartedError:  # it ran and closed meanwhile: the next run looks again
             return
         activity.logger.warning("job %s had no workflow: started it", job.id)
         run_id = handle.first_execution_run_id or handle.result_run_id
         async with self.sessions() as session, session.begin():
-            await session.execute(update(Job).where(col(Job.id) == job.id)
-                                  .values(workflow_run_id=run_id, updated_at=utcnow()))
+            await session.execute(
+                update(Job).where(col(Job.id) == job.id).values(workflow_run_id=run_id, updated_at=utcnow())
+            )
 
     async def _interrupted(self, job: Job) -> None:
         """The unfinished locations and the job end FAILED with a code that says so."""
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(JobLocation)
-                .where(col(JobLocation.job_id) == job.id,
-                       col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]))
+                .where(
+                    col(JobLocation.job_id) == job.id,
+                    col(JobLocation.state).in_([JobStatus.PENDING, JobStatus.PROVISIONING]),
+                )
                 .values(state=JobStatus.FAILED, error=asdict(INTERRUPTED), updated_at=utcnow())
             )
             counts = await count_by_state(session, job.id)
-        await self.job_state.finalize_job(JobOutcome(
-            job_id=job.id, status=JobStatus.FAILED, succeeded=counts.ready,
-            failed=counts.ended_badly, error=INTERRUPTED,
-        ))
+        await self.job_state.finalize_job(
+            JobOutcome(
+                job_id=job.id,
+                status=JobStatus.FAILED,
+                succeeded=counts.ready,
+                failed=counts.ended_badly,
+                error=INTERRUPTED,
+            )
+        )

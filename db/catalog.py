@@ -45,8 +45,13 @@ CONNECTOR_TYPES: dict[str, ConnectorSpec] = {
 # start/stop, reservations, unlock; Tokens for RFID whitelists and token groups; SmartCharging
 # for charging profiles and preferences), so claiming them would show eMSP apps buttons that
 # can never work. Nothing is claimed unless declared.
-DECLARABLE_CAPABILITIES = ("CHIP_CARD_SUPPORT", "CONTACTLESS_CARD_SUPPORT", "CREDIT_CARD_PAYABLE",
-                           "DEBIT_CARD_PAYABLE", "PED_TERMINAL")
+DECLARABLE_CAPABILITIES = (
+    "CHIP_CARD_SUPPORT",
+    "CONTACTLESS_CARD_SUPPORT",
+    "CREDIT_CARD_PAYABLE",
+    "DEBIT_CARD_PAYABLE",
+    "PED_TERMINAL",
+)
 
 
 def max_amperage(spec: ConnectorSpec, max_power_kw: float) -> int:

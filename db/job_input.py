@@ -68,9 +68,10 @@ async def copy_job_locations(
         f"{job_id}\t{index}\t{payload.replace(chr(92), chr(92) * 2)}\t{state}\t{stamp}\n"
         for index, payload in enumerate(inputs)
     ]
-    async with driver.cursor() as cursor, cursor.copy(
-        "COPY ocpp.job_locations (job_id, index, input, state, updated_at) FROM STDIN"
-    ) as copy:
+    async with (
+        driver.cursor() as cursor,
+        cursor.copy("COPY ocpp.job_locations (job_id, index, input, state, updated_at) FROM STDIN") as copy,
+    ):
         await copy.write("".join(lines).encode())
     return len(lines)
 
@@ -84,7 +85,9 @@ async def count_by_state(session: AsyncSession, job_id: str) -> JobCounts:
     )
     counts = {JobStatus(state): int(n) for state, n in rows.all()}
     return JobCounts(
-        ready=counts.get(JobStatus.READY, 0), failed=counts.get(JobStatus.FAILED, 0),
-        cancelled=counts.get(JobStatus.CANCELLED, 0), pending=counts.get(JobStatus.PENDING, 0),
+        ready=counts.get(JobStatus.READY, 0),
+        failed=counts.get(JobStatus.FAILED, 0),
+        cancelled=counts.get(JobStatus.CANCELLED, 0),
+        pending=counts.get(JobStatus.PENDING, 0),
         provisioning=counts.get(JobStatus.PROVISIONING, 0),
     )

@@ -4,27 +4,27 @@ with it; the tests count a network's rows with it."""
 
 from __future__ import annotations
 
-_CHARGERS = ("FROM ocpp.charge_points p JOIN ocpp.locations o ON o.id = p.location_id"
-             " WHERE o.ocpi_location_id = l.id")
+_CHARGERS = (
+    "FROM ocpp.charge_points p JOIN ocpp.locations o ON o.id = p.location_id WHERE o.ocpi_location_id = l.id"
+)
 
 ROWS_PER_LOCATION: dict[str, str] = {
     "ocpi_locations": "SELECT 1",
     "ocpi_evses": "SELECT count(*) FROM ocpp.ocpi_evses e WHERE e.location_id = l.id",
     "ocpi_connectors": "SELECT count(*) FROM ocpp.ocpi_connectors c JOIN ocpp.ocpi_evses e"
-                       " ON e.uid = c.evse_uid WHERE e.location_id = l.id",
+    " ON e.uid = c.evse_uid WHERE e.location_id = l.id",
     "locations": "SELECT count(*) FROM ocpp.locations o WHERE o.ocpi_location_id = l.id",
     "charge_points": f"SELECT count(*) {_CHARGERS}",
     "charge_point_connectors": "SELECT count(*) FROM ocpp.charge_point_connectors pc JOIN"
-                               f" ({_CHARGERS.replace('FROM', 'SELECT p.id FROM', 1)}) p"
-                               " ON p.id = pc.charge_point_id",
+    f" ({_CHARGERS.replace('FROM', 'SELECT p.id FROM', 1)}) p"
+    " ON p.id = pc.charge_point_id",
     "charge_point_credentials": "SELECT count(*) FROM ocpp.charge_point_credentials cr JOIN"
-                                f" ({_CHARGERS.replace('FROM', 'SELECT p.id FROM', 1)}) p"
-                                " ON p.id = cr.charge_point_id",
+    f" ({_CHARGERS.replace('FROM', 'SELECT p.id FROM', 1)}) p"
+    " ON p.id = cr.charge_point_id",
     "network_topology": "SELECT count(*) FROM ocpp.network_topology t WHERE t.ocpi_location_id = l.id",
-    "charger_deployments": "SELECT count(*) FROM ocpp.charger_deployments d"
-                           " WHERE d.ocpi_location_id = l.id",
+    "charger_deployments": "SELECT count(*) FROM ocpp.charger_deployments d WHERE d.ocpi_location_id = l.id",
     "ecs_tasks": "SELECT count(*) FROM ocpp.ecs_tasks k JOIN ocpp.charger_deployments d"
-                 " ON d.id = k.deployment_id WHERE d.ocpi_location_id = l.id",
+    " ON d.id = k.deployment_id WHERE d.ocpi_location_id = l.id",
 }
 
 

@@ -59,9 +59,7 @@ class PartnerOperation(SQLModel, table=True):
         {"schema": SCHEMA},
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
-    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     name: str = Field(max_length=255)
     country_code: str = Field(max_length=2)
     party_id: str = Field(max_length=3)
@@ -75,9 +73,7 @@ class ApiToken(SQLModel, table=True):
     __tablename__ = "api_tokens"
     __table_args__ = {"schema": SCHEMA}
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
-    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     cpo_id: int = _cpo_fk(index=True)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _ts()
@@ -131,9 +127,7 @@ class JobCallback(SQLModel, table=True):
     __tablename__ = "job_callbacks"
     __table_args__ = {"schema": SCHEMA}
 
-    job_id: str = Field(
-        primary_key=True, foreign_key=f"{SCHEMA}.jobs.id", ondelete="CASCADE", max_length=64
-    )
+    job_id: str = Field(primary_key=True, foreign_key=f"{SCHEMA}.jobs.id", ondelete="CASCADE", max_length=64)
     event_id: str = Field(max_length=64)
     url: str = Field(max_length=2048)
     payload: str
@@ -154,8 +148,9 @@ class CpoWebhook(SQLModel, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     cpo_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey(f"{SCHEMA}.partner_operations.id", ondelete="CASCADE"),
-                         primary_key=True)
+        sa_column=Column(
+            BigInteger, ForeignKey(f"{SCHEMA}.partner_operations.id", ondelete="CASCADE"), primary_key=True
+        )
     )
     url: str = Field(max_length=2048)
     secret: str = Field(max_length=100)
@@ -172,9 +167,7 @@ class JobLocation(SQLModel, table=True):
         {"schema": SCHEMA},
     )
 
-    job_id: str = Field(
-        primary_key=True, foreign_key=f"{SCHEMA}.jobs.id", ondelete="CASCADE", max_length=64
-    )
+    job_id: str = Field(primary_key=True, foreign_key=f"{SCHEMA}.jobs.id", ondelete="CASCADE", max_length=64)
     index: int = Field(primary_key=True)
     input: dict[str, Any] = _json(nullable=False)
     state: str = Field(default="PENDING", max_length=16)
@@ -406,9 +399,7 @@ class OcpiTokenA(SQLModel, table=True):
     __tablename__ = "ocpi_token_a"
     __table_args__ = {"schema": SCHEMA}
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
-    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     cpo_id: int = _cpo_fk(index=True)
     token_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = _ts()
@@ -431,9 +422,7 @@ class OcpiPartner(SQLModel, table=True):
         {"schema": SCHEMA},
     )
 
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(), primary_key=True)
-    )
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
     cpo_id: int = _cpo_fk(index=True)
     # null only while we register with an eMSP and do not know its party yet
     country_code: str | None = Field(default=None, max_length=2)
@@ -464,11 +453,16 @@ class OcpiDelivery(SQLModel, table=True):
     __table_args__ = {"schema": SCHEMA}
 
     partner_id: int = Field(
-        sa_type=BigInteger, primary_key=True,  # type: ignore[call-overload]
-        foreign_key=f"{SCHEMA}.ocpi_partners.id", ondelete="CASCADE",
+        sa_type=BigInteger,
+        primary_key=True,  # type: ignore[call-overload]
+        foreign_key=f"{SCHEMA}.ocpi_partners.id",
+        ondelete="CASCADE",
     )
     location_id: str = Field(
-        primary_key=True, foreign_key=f"{SCHEMA}.ocpi_locations.id", ondelete="CASCADE", index=True,
+        primary_key=True,
+        foreign_key=f"{SCHEMA}.ocpi_locations.id",
+        ondelete="CASCADE",
+        index=True,
         max_length=36,
     )
     version: int = Field(sa_type=BigInteger)  # type: ignore[call-overload]

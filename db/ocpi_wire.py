@@ -42,8 +42,12 @@ def ocpi_datetime(value: datetime) -> str:
 
 def connector_object(row: OcpiConnector) -> dict[str, Any]:
     obj: dict[str, Any] = {
-        "id": row.id, "standard": row.standard, "format": row.format, "power_type": row.power_type,
-        "max_voltage": row.max_voltage, "max_amperage": row.max_amperage,
+        "id": row.id,
+        "standard": row.standard,
+        "format": row.format,
+        "power_type": row.power_type,
+        "max_voltage": row.max_voltage,
+        "max_amperage": row.max_amperage,
     }
     if row.max_electric_power is not None:
         obj["max_electric_power"] = row.max_electric_power
@@ -69,12 +73,21 @@ def location_fields(loc: OcpiLocation) -> dict[str, Any]:
     """Every Location field we hold, except `evses` (None where we have no value)."""
     owner = {"name": loc.owner_name[:OWNER_NAME_MAX]} if loc.owner_name else None
     return {
-        "country_code": loc.country_code, "party_id": loc.party_id, "id": loc.id,
-        "publish": loc.publish, "name": loc.name, "address": loc.address, "city": loc.city,
-        "postal_code": loc.postal_code, "state": loc.state, "country": loc.country,
+        "country_code": loc.country_code,
+        "party_id": loc.party_id,
+        "id": loc.id,
+        "publish": loc.publish,
+        "name": loc.name,
+        "address": loc.address,
+        "city": loc.city,
+        "postal_code": loc.postal_code,
+        "state": loc.state,
+        "country": loc.country,
         "coordinates": {"latitude": loc.latitude, "longitude": loc.longitude},
-        "parking_type": loc.parking_type, "facilities": loc.facilities,
-        "time_zone": loc.time_zone, "owner": owner,
+        "parking_type": loc.parking_type,
+        "facilities": loc.facilities,
+        "time_zone": loc.time_zone,
+        "owner": owner,
         "opening_times": {"twentyfourseven": True} if loc.twentyfourseven else None,
         "last_updated": ocpi_datetime(loc.last_updated),
     }
@@ -105,15 +118,30 @@ def patch_body(delivered: dict[str, Any], current: dict[str, Any]) -> dict[str, 
 async def evses_of(session: AsyncSession, location_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
     if not location_ids:
         return {}
-    evses = (await session.execute(
-        select(OcpiEvse).where(col(OcpiEvse.location_id).in_(location_ids)).order_by(col(OcpiEvse.uid))
-    )).scalars().all()
+    evses = (
+        (
+            await session.execute(
+                select(OcpiEvse)
+                .where(col(OcpiEvse.location_id).in_(location_ids))
+                .order_by(col(OcpiEvse.uid))
+            )
+        )
+        .scalars()
+        .all()
+    )
     connectors: dict[str, list[OcpiConnector]] = defaultdict(list)
     if evses:
-        rows = (await session.execute(
-            select(OcpiConnector).where(col(OcpiConnector.evse_uid).in_([e.uid for e in evses]))
-            .order_by(col(OcpiConnector.evse_uid), col(OcpiConnector.id))
-        )).scalars().all()
+        rows = (
+            (
+                await session.execute(
+                    select(OcpiConnector)
+                    .where(col(OcpiConnector.evse_uid).in_([e.uid for e in evses]))
+                    .order_by(col(OcpiConnector.evse_uid), col(OcpiConnector.id))
+                )
+            )
+            .scalars()
+            .all()
+        )
         for c in rows:
             connectors[c.evse_uid].append(c)
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -125,11 +153,15 @@ async def evses_of(session: AsyncSession, location_ids: Sequence[str]) -> dict[s
 async def get_location_row(session: AsyncSession, cpo_id: int, location_id: str) -> OcpiLocation | None:
     """A visible location of this CPO. `id` is a CiString: matched without regard to case (ours
     are stored lower-case, as generated, so the primary key still serves the look-up)."""
-    return (await session.execute(
-        select(OcpiLocation).where(col(OcpiLocation.id).in_({location_id, location_id.lower()}),
-                                   col(OcpiLocation.network_id) == cpo_id,
-                                   col(OcpiLocation.status).in_(VISIBLE))
-    )).scalar_one_or_none()
+    return (
+        await session.execute(
+            select(OcpiLocation).where(
+                col(OcpiLocation.id).in_({location_id, location_id.lower()}),
+                col(OcpiLocation.network_id) == cpo_id,
+                col(OcpiLocation.status).in_(VISIBLE),
+            )
+        )
+    ).scalar_one_or_none()
 
 
 async def location_by_id(session: AsyncSession, cpo_id: int, location_id: str) -> dict[str, Any] | None:
@@ -142,8 +174,12 @@ async def location_by_id(session: AsyncSession, cpo_id: int, location_id: str) -
 
 
 async def location_page(
-    session: AsyncSession, cpo_id: int, date_from: datetime | None, date_to: datetime | None,
-    offset: int, limit: int,
+    session: AsyncSession,
+    cpo_id: int,
+    date_from: datetime | None,
+    date_to: datetime | None,
+    offset: int,
+    limit: int,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of the CPO's locations, oldest first so offsets stay stable while new ones
     arrive; `date_from` inclusive and `date_to` exclusive on last_updated, as 2.2.1 says."""
@@ -154,9 +190,18 @@ async def location_page(
     if date_to is not None:
         where.append(col(OcpiLocation.last_updated) < date_to)
     total = (await session.execute(select(func.count()).select_from(OcpiLocation).where(*where))).scalar_one()
-    locs = (await session.execute(
-        select(OcpiLocation).where(*where)
-        .order_by(col(OcpiLocation.created_at), col(OcpiLocation.id)).offset(offset).limit(limit)
-    )).scalars().all()
+    locs = (
+        (
+            await session.execute(
+                select(OcpiLocation)
+                .where(*where)
+                .order_by(col(OcpiLocation.created_at), col(OcpiLocation.id))
+                .offset(offset)
+                .limit(limit)
+            )
+        )
+        .scalars()
+        .all()
+    )
     evses = await evses_of(session, [loc.id for loc in locs])
     return [location_object(loc, evses.get(loc.id, [])) for loc in locs], int(total)
