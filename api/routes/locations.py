@@ -46,6 +46,10 @@ from observability.logs import bind as bind_log_context
 from settings import Settings
 
 log = logging.getLogger("api.locations")
+# The paging of every list route: `?page=1&limit=50`, limit 1-100
+PageNumber = Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")]
+PageSize = Annotated[int, Query(ge=1, le=100, description="page size")]
+
 router = APIRouter(
     prefix="/ocpi/cpos/{cpo_id}/locations", tags=["Locations"], dependencies=[Depends(limit_inflight)]
 )
@@ -188,8 +192,8 @@ async def bulk_create_locations(
 async def list_cpo_jobs(
     cpo: CpoDep,
     session: SessionDep,
-    page: Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")] = 1,
-    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
+    page: PageNumber = 1,
+    limit: PageSize = 50,
     status: Annotated[JobStatus | None, Query(description="only jobs in this status")] = None,
     created_after: Annotated[
         AwareDatetime | None,
@@ -339,8 +343,8 @@ async def retry_job(
 async def list_locations(
     cpo: CpoDep,
     session: SessionDep,
-    page: Annotated[int, Query(ge=1, le=1_000_000, description="one-based page")] = 1,
-    limit: Annotated[int, Query(ge=1, le=100, description="page size")] = 50,
+    page: PageNumber = 1,
+    limit: PageSize = 50,
 ) -> LocationPage:
     """Oldest first (then by id), so pages are stable while new locations arrive."""
     data, total = await list_page(session, cpo.id, page, limit)
