@@ -7,8 +7,9 @@ become non-retryable ApplicationErrors whose type is the location's stable error
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -17,6 +18,10 @@ from temporalio.exceptions import ApplicationError
 
 from contracts.vocabulary import ErrorCode
 from settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_secretsmanager import SecretsManagerClient
 
 PERMANENT_ECS_ERRORS: dict[str, ErrorCode] = {
     "InvalidParameterException": ErrorCode.ECS_INVALID_PARAMETER,
@@ -28,24 +33,27 @@ PERMANENT_ECS_ERRORS: dict[str, ErrorCode] = {
 }
 
 
-def ecs_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
-    return _client("ecs", settings)
+def ecs_client(settings: Settings) -> AbstractAsyncContextManager[ECSClient]:
+    return _session(settings).client("ecs", endpoint_url=settings.aws_endpoint_url, config=_config())
 
 
-def secrets_client(settings: Settings) -> AbstractAsyncContextManager[Any]:
+def secrets_client(settings: Settings) -> AbstractAsyncContextManager[SecretsManagerClient]:
     """Secrets Manager (the chargers' secrets), on the same endpoint and with the same retries."""
-    return _client("secretsmanager", settings)
+    return _session(settings).client(
+        "secretsmanager", endpoint_url=settings.aws_endpoint_url, config=_config()
+    )
 
 
-def _client(
-    service: Literal["ecs", "secretsmanager"], settings: Settings
-) -> AbstractAsyncContextManager[Any]:
-    session = aioboto3.Session(
+def _session(settings: Settings) -> aioboto3.Session:
+    return aioboto3.Session(
         aws_access_key_id=settings.aws_access_key_id,
         aws_secret_access_key=settings.aws_secret_access_key,
         region_name=settings.aws_region,
     )
-    config = AioConfig(
+
+
+def _config() -> AioConfig:
+    return AioConfig(
         retries={"mode": "standard", "max_attempts": 3},
         # botocore's client-side check of every request against the service model (a tenth of
         # each call's CPU): the requests are built here from validated input, and ECS and
@@ -55,7 +63,6 @@ def _client(
         connect_timeout=5,
         read_timeout=20,
     )
-    return session.client(service, endpoint_url=settings.aws_endpoint_url, config=config)
 
 
 def permanent_or_raise(err: ClientError) -> ApplicationError:
@@ -69,7 +76,7 @@ def permanent_or_raise(err: ClientError) -> ApplicationError:
     raise err
 
 
-def run_task_failure(failures: list[dict[str, Any]]) -> ApplicationError:
+def run_task_failure(failures: Sequence[Mapping[str, Any]]) -> ApplicationError:
     """RunTask answered `failures` (capacity, quota, bad subnet…) instead of a task."""
     failure = failures[0]
     reason = f"{failure.get('reason', 'unknown')} {failure.get('detail', '')}".strip()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 from sqlalchemy import or_, select, update
@@ -42,6 +42,12 @@ from contracts.vocabulary import DeploymentState, ErrorCode
 from db import pipelined
 from db.models import ChargerDeployment, EcsTask, utcnow
 from settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_ecs.type_defs import TaskTypeDef
+    from types_aiobotocore_secretsmanager import SecretsManagerClient
+
 
 POLL_SECONDS = 1.0
 STOPPING_STATES = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
@@ -146,7 +152,11 @@ def run_task_request(settings: Settings, inp: ChargerTaskInput, secret_arn: str)
 
 class EcsTaskActivities(interfaces.EcsTasks):
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], ecs: Any, settings: Settings, secrets: Any
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        ecs: ECSClient,
+        settings: Settings,
+        secrets: SecretsManagerClient,
     ) -> None:
         self.sessions = sessions
         self.ecs = ecs
@@ -320,7 +330,7 @@ class EcsTaskActivities(interfaces.EcsTasks):
         """Poll DescribeTasks until every task is RUNNING; a STOPPED task fails the location."""
         arns = [t.task_arn for t in inp.tasks]
         while True:
-            described: list[dict[str, Any]] = []
+            described: list[TaskTypeDef] = []
             try:
                 for start in range(0, len(arns), 100):
                     page = await self.ecs.describe_tasks(
@@ -355,7 +365,7 @@ class EcsTaskActivities(interfaces.EcsTasks):
             activity.heartbeat(sum(t.get("lastStatus") == "RUNNING" for t in described))
             await asyncio.sleep(POLL_SECONDS)
 
-    async def _update_statuses(self, described: list[dict[str, Any]]) -> None:
+    async def _update_statuses(self, described: list[TaskTypeDef]) -> None:
         if not described:
             return
         async with self.sessions() as session, session.begin():

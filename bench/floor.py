@@ -34,7 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from enum import Enum
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -54,6 +54,10 @@ from contracts.vocabulary import DeploymentState, EvseStatus, LocationStatus
 from db.job_input import NormalizedLocation
 from db.models import PartnerOperation, utcnow
 from settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_secretsmanager import SecretsManagerClient
 
 
 @cache
@@ -127,8 +131,8 @@ class FloorSteps:
         self,
         settings: Settings,
         conns: Connections,
-        ecs: Any,
-        secrets: Any,
+        ecs: ECSClient,
+        secrets: SecretsManagerClient,
         cpo: PartnerOperation,
         job_id: str,
     ) -> None:

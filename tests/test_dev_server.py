@@ -10,7 +10,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import pytest
@@ -37,6 +37,9 @@ from worker.versioning import current_build_id, set_current_version
 from worker.workers import WORKFLOWS, build_workers
 from workflows.bulk_create import BulkCreateLocations
 from workflows.location_changes import updates_workflow_id
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs import ECSClient
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +225,7 @@ async def test_deploy_a_new_version_under_a_running_job(
     gate = asyncio.Event()
     async with ecs_client(own) as ecs, secrets_client(own) as sm, app_on(own, dev_client) as http:
         gated = GatedEcs(ecs, gate)
-        async with running(build_workers(dev_client, version_a, sessions, gated, sm)):
+        async with running(build_workers(dev_client, version_a, sessions, cast("ECSClient", gated), sm)):
             await set_current_version(dev_client, deployment, "A")
             cpo_id, token = await create_cpo(http, admin)
             accepted = await submit(

@@ -89,7 +89,7 @@ async def running_charger_tasks(settings: Settings) -> dict[str, list[dict[str, 
             for task in described.get("tasks", []):
                 started_by = task.get("startedBy", "")
                 if started_by.startswith("dep-"):
-                    by_deployment.setdefault(started_by, []).append(task)
+                    by_deployment.setdefault(started_by, []).append(dict(task))
     return by_deployment
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -32,6 +32,11 @@ from workflows.location_changes import DecommissionLocation, LocationUpdates, Up
 from workflows.ocpi_push import OcpiLocationPush
 from workflows.provision_location import ProvisionLocation
 from workflows.reconcile import ReconcileJobs
+
+if TYPE_CHECKING:
+    from types_aiobotocore_ecs import ECSClient
+    from types_aiobotocore_secretsmanager import SecretsManagerClient
+
 
 WORKFLOWS = [
     BulkCreateLocations,
@@ -64,8 +69,8 @@ def build_workers(
     client: Client,
     settings: Settings,
     sessions: async_sessionmaker[AsyncSession],
-    ecs: Any,
-    secrets: Any,
+    ecs: ECSClient,
+    secrets: SecretsManagerClient,
     workflows: Sequence[type] = WORKFLOWS,
     runner: WorkflowRunner | None = None,
 ) -> list[Worker]:
