@@ -92,6 +92,10 @@ async def test_two_workers_one_killed(stack: FaultStack, api: httpx.AsyncClient,
     first = stack.worker
     second = stack.spawn_worker("worker-2.log")
     try:
+        # both polling before the job starts: a second worker still importing when the first
+        # third of the job is done would get no work before it is killed
+        second_log = stack.root / "worker-2.log"
+        await eventually(lambda: b"worker polling" in second_log.read_bytes(), "the second worker polling")
         job = await Job.submit(api, "TWO")
         await job.wait_progress(JOB_SIZE // 3)
         killed_at = datetime.now(UTC)
