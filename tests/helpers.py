@@ -180,3 +180,21 @@ async def eventually(
             return
         assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(every)
+
+
+async def job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:
+    """The CPO's job rows and job_locations rows: what a request wrote, or did not."""
+    async with engine.connect() as conn:
+        jobs = (
+            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
+        ).scalar_one()
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM ocpp.job_locations l JOIN ocpp.jobs j ON j.id = l.job_id"
+                    " WHERE j.cpo_id = :c"
+                ),
+                {"c": int(cpo_id)},
+            )
+        ).scalar_one()
+    return int(jobs), int(rows)

@@ -5,28 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 
-from tests.helpers import charger, create_cpo, location, unique
-
-
-async def job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:
-    async with engine.connect() as conn:
-        jobs = (
-            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
-        ).scalar_one()
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM ocpp.job_locations l JOIN ocpp.jobs j ON j.id = l.job_id"
-                    " WHERE j.cpo_id = :c"
-                ),
-                {"c": int(cpo_id)},
-            )
-        ).scalar_one()
-    return int(jobs), int(rows)
+from tests.helpers import charger, create_cpo, job_rows, location, unique
 
 
 async def test_same_key_same_job_even_concurrently(

@@ -11,24 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.worker import Worker
 
 from db.catalog import location_templates
-from tests.helpers import charger, create_cpo, location, submit, table_counts, wait_for_job
-
-
-async def _job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:
-    async with engine.connect() as conn:
-        jobs = (
-            await conn.execute(text("SELECT count(*) FROM ocpp.jobs WHERE cpo_id = :c"), {"c": int(cpo_id)})
-        ).scalar_one()
-        rows = (
-            await conn.execute(
-                text(
-                    "SELECT count(*) FROM ocpp.job_locations jl JOIN ocpp.jobs j ON j.id = jl.job_id "
-                    "WHERE j.cpo_id = :c"
-                ),
-                {"c": int(cpo_id)},
-            )
-        ).scalar_one()
-    return int(jobs), int(rows)
+from tests.helpers import charger, create_cpo, job_rows, location, submit, table_counts, wait_for_job
 
 
 async def test_dry_run_reports_every_problem_and_writes_nothing(
@@ -57,7 +40,7 @@ async def test_dry_run_reports_every_problem_and_writes_nothing(
             ),
             {"id": f"job-dry-{cpo_id}", "input": f'{{"chargers": [{{"identity": "DRY-{cpo_id}-CLAIMED"}}]}}'},
         )
-    before = (await _job_rows(engine, cpo_id), await table_counts(engine, cpo_id))
+    before = (await job_rows(engine, cpo_id), await table_counts(engine, cpo_id))
     url = f"/ocpi/cpos/{cpo_id}/locations?dry_run=true"
 
     bad = await app_client.post(
@@ -121,7 +104,7 @@ async def test_dry_run_reports_every_problem_and_writes_nothing(
         "templates_used": {slug: 1},
     }
     # nothing written, nothing started (a workflow starts only for a job row)
-    assert (await _job_rows(engine, cpo_id), await table_counts(engine, cpo_id)) == before
+    assert (await job_rows(engine, cpo_id), await table_counts(engine, cpo_id)) == before
     # a per-request callback_url needs the CPO's webhook secret
     hooked = await app_client.post(
         url, headers=token, json={"locations": [location("X")], "callback_url": "https://example.com/hook"}
@@ -152,4 +135,4 @@ async def test_dry_run_keeps_the_limits_and_takes_10000_locations(
     print(f"dry run of 10,000 locations: {elapsed:.2f} s")
     assert answer.status_code == 200, answer.text[:500]
     assert answer.json()["valid"] is True and answer.json()["chargers"] == 10_000
-    assert await _job_rows(engine, cpo_id) == (0, 0)
+    assert await job_rows(engine, cpo_id) == (0, 0)

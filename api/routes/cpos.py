@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import col
 
 from api.deps import CpoDep, Principal, SessionDep, SettingsDep, require_admin
-from api.ocpi.client import UNUSABLE, HandshakeSlots, call, fetch_peer, send_credentials
+from api.ocpi.client import UNUSABLE, HandshakeSlots, PeerVersion, call, fetch_peer, send_credentials
 from api.ocpi.routes import (
     CredentialsIn,
     apply_credentials,
@@ -433,13 +433,8 @@ async def unregister_emsp(
 
 
 def _credentials_endpoint(partner: OcpiPartner) -> str | None:
-    for endpoint in partner.endpoints or []:
-        if endpoint.get("identifier") == "credentials" and endpoint.get("role") == "RECEIVER":
-            return str(endpoint["url"])
-    for endpoint in partner.endpoints or []:
-        if endpoint.get("identifier") == "credentials":
-            return str(endpoint["url"])
-    return None
+    """The eMSP's credentials endpoint as its stored version details list it (Receiver first)."""
+    return PeerVersion(partner.versions_url, partner.endpoints or []).credentials_url()
 
 
 @router.post(
