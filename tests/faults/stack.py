@@ -1,15 +1,13 @@
-"""The fault suite's stack and steps: its own PostgreSQL, Temporal dev server (SQLite, so it
-can restart), moto behind the fault-injecting proxy, the worker as a subprocess; a job of the
-suite, its books checked by the audit after every fault."""
+"""The fault suite's stack and steps: `make run`'s stack (devstack.Stack) in a temporary folder
+on free ports — its own PostgreSQL, Temporal dev server (SQLite file, so it can restart), moto
+behind the fault-injecting proxy, the worker as a subprocess — and a job of the suite, its books
+checked by the audit after every fault."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,19 +17,16 @@ from typing import Any
 
 import boto3
 import httpx
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.api.enums.v1 import EventType
 
 from api.app import create_app
 from contracts import ids
-from devstack.moto_ecs import MotoServer, bootstrap_ecs
 from devstack.postgres import EmbeddedPostgres
 from devstack.procs import free_port
-from devstack.temporal import TemporalDevServer, matching_config
-from settings import ROOT, Settings
+from devstack.stack import Ports, Stack, settings_env, settings_from_env
+from settings import Settings
 from tests.fault_proxy import FaultProxy
 from tests.helpers import create_cpo, expected_counts, running_tasks, table_counts
 from tests.suite_stack import asgi_client
@@ -42,103 +37,56 @@ JOB_SIZE = 200
 
 ADMIN = "faults-admin-token-0123456789"
 
+# the suite's own settings over the stack's
+OVERRIDES: dict[str, Any] = {
+    "admin_token": ADMIN,
+    "dev_stack": True,
+    "task_queue": "faults-main",
+    "ecs_task_queue": "faults-ecs",
+    "child_window": 25,
+    "activity_timeout_seconds": 6,
+    "activity_max_interval_seconds": 2,
+    "activity_max_attempts": 40,
+    "worker_shutdown_grace_seconds": 5,
+    "sync_wait_seconds": 30,
+    "worker_set_current_version": True,  # versioned workers, as in production
+}
 
-class FaultStack:
+
+class FaultStack(Stack):
+    """PostgreSQL (no fsync), the dev server (no Web UI; matched as `make run` matches: one
+    partition per task queue, the new matcher, fairness), moto with the fault proxy in front as
+    the workers' and the API's AWS endpoint, and worker 1. Nothing restarts a worker that exits:
+    the tests kill and start workers themselves. The suite's API runs in-process (conftest)."""
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.pg = EmbeddedPostgres(root / "pg", free_port(), durable=False)
-        # matched as `make run` matches (one partition per task queue, the new matcher, fairness)
-        self.temporal = TemporalDevServer(
-            free_port(),
-            None,
-            root / "temporal.db",
-            dynamic_config=matching_config(True),
-            log_file=root / "temporal.log",
+        ports = Ports(free_port(), free_port(), 0, free_port(), free_port(), 0)
+        super().__init__(
+            root, ports, use_environment=False, say=lambda m: print(f"[faults] {m}"), fairness=True, nice=0
         )
-        self.moto = MotoServer(free_port(), root / "moto.log")
+        self.root = self.data_dir
         self.proxy: FaultProxy | None = None
-        self.worker: subprocess.Popen[bytes] | None = None
         self.settings: Settings | None = None
 
     def start(self) -> Settings:
-        self.pg.start()
-        self.pg.create_database("ocpplab")
-        cfg = Config(str(ROOT / "alembic.ini"))
-        cfg.attributes["database_url"] = self.pg.url("ocpplab")
-        command.upgrade(cfg, "head")
-        self.temporal.start()
-        self.moto.start()
-        self.proxy = FaultProxy(self.moto.url, seed=11)
-        self.proxy.start()
-        boot = bootstrap_ecs(self.moto.url, "eu-west-1", "faults", "ocpplab-charger", "charger", "sim")
-        self.settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
-            admin_token=ADMIN,
-            dev_stack=True,
-            database_url=self.pg.url("ocpplab"),
-            temporal_address=self.temporal.address,
-            aws_endpoint_url=self.proxy.url,
-            aws_region="eu-west-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-            ecs_cluster="faults",
-            ecs_subnets=boot.subnet_ids,
-            ecs_security_groups=boot.security_group_ids,
-            task_queue="faults-main",
-            ecs_task_queue="faults-ecs",
-            child_window=25,
-            activity_timeout_seconds=6,
-            activity_max_interval_seconds=2,
-            activity_max_attempts=40,
-            worker_shutdown_grace_seconds=5,
-            sync_wait_seconds=30,
-            worker_set_current_version=True,  # versioned workers, as in production
-        )
-        self.start_worker()
+        env = self.start_services(durable=False, aws_front=self._proxy_to)
+        self.settings = settings_from_env(env, **OVERRIDES)
+        self.start_app(settings_env(self.settings), api=False)
         return self.settings
 
-    def worker_env(self) -> dict[str, str]:
-        assert self.settings is not None
-        env = {
-            k.upper(): (json.dumps(v) if isinstance(v, list) else str(v))
-            for k, v in self.settings.model_dump().items()
-            if v is not None
-        }
-        return {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    def _proxy_to(self, moto_url: str) -> str:
+        self.proxy = FaultProxy(moto_url, seed=11)
+        self.proxy.start()
+        return self.proxy.url
 
-    def start_worker(self) -> None:
-        self.worker = self.spawn_worker("worker.log")
+    @property
+    def pg(self) -> EmbeddedPostgres:
+        assert self.postgres is not None
+        return self.postgres
 
-    def spawn_worker(self, log_name: str) -> subprocess.Popen[bytes]:
-        with open(self.root / log_name, "ab") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "worker"],
-                cwd=ROOT,
-                env=self.worker_env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def start_api(self, port: int) -> subprocess.Popen[bytes]:
-        log = open(self.root / "api.log", "ab")
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--timeout-graceful-shutdown",
-                "30",
-            ],
-            cwd=ROOT,
-            env=self.worker_env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        return self.children.get("worker-1")
 
     def kill_worker(self) -> None:
         assert self.worker is not None
@@ -146,20 +94,12 @@ class FaultStack:
         self.worker.wait(10)
 
     def stop(self) -> None:
-        if self.worker is not None and self.worker.poll() is None:
-            self.worker.terminate()
-            try:
-                self.worker.wait(15)
-            except subprocess.TimeoutExpired:
-                self.worker.kill()
+        super().stop()
         if self.proxy is not None:
             self.proxy.stop()
-        self.moto.stop()
-        self.temporal.stop()
-        self.pg.stop()
 
     def worker_log_tail(self) -> str:
-        return (self.root / "worker.log").read_text(errors="replace")[-3000:]
+        return (self.logs / "worker-1.log").read_text(errors="replace")[-3000:]
 
 
 class Job:
@@ -341,7 +281,7 @@ async def check_small(
 
 def running_of(stack: FaultStack, job: Job, index: int, chargers: int) -> list[int]:
     """RUNNING tasks in moto of each charger of one location (the test's own view of ECS)."""
-    assert stack.settings is not None
+    assert stack.settings is not None and stack.moto is not None
     ecs = boto3.client(
         "ecs",
         region_name="eu-west-1",

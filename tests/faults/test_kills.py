@@ -90,11 +90,11 @@ async def test_two_workers_one_killed(stack: FaultStack, api: httpx.AsyncClient,
     takes over what the dead one held (after its timeouts) and the job reaches READY."""
     assert stack.worker is not None and stack.settings is not None
     first = stack.worker
-    second = stack.spawn_worker("worker-2.log")
+    second = stack.start_worker(2)
     try:
         # both polling before the job starts: a second worker still importing when the first
         # third of the job is done would get no work before it is killed
-        second_log = stack.root / "worker-2.log"
+        second_log = stack.logs / "worker-2.log"
         await eventually(lambda: b"worker polling" in second_log.read_bytes(), "the second worker polling")
         job = await Job.submit(api, "TWO")
         await job.wait_progress(JOB_SIZE // 3)
@@ -148,6 +148,7 @@ async def test_server_restarted_mid_job(
     stack: FaultStack, api: httpx.AsyncClient, db: AsyncEngine, server: str
 ) -> None:
     process = stack.pg if server == "PostgreSQL" else stack.temporal
+    assert process is not None
     job = await Job.submit(api, server[:4].upper())
     await job.wait_progress(JOB_SIZE // 3)
     await asyncio.to_thread(process.stop)

@@ -10,7 +10,6 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from devstack.procs import free_port
 from tests.faults.stack import ADMIN, JOB_SIZE, FaultStack, Job, check_books
 from tests.helpers import create_cpo
 
@@ -42,16 +41,10 @@ async def test_sigterm_lets_the_worker_go_gracefully(
 
 async def test_sigterm_lets_the_api_finish_in_flight_requests(stack: FaultStack) -> None:
     """uvicorn under SIGTERM stops accepting, but the bulk POST already in flight gets its 202."""
-    port = free_port()
-    api_proc = stack.start_api(port)
+    api_proc = stack.start_api()  # uvicorn on the stack's API port, the suite's settings
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            for _ in range(100):
-                try:
-                    if (await client.get("/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+        await asyncio.to_thread(stack.wait_api)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.api}", timeout=60) as client:
             cpo_id, token = await create_cpo(client, {"Authorization": f"Bearer {ADMIN}"})
             body = {
                 "locations": [
