@@ -75,6 +75,13 @@ class Settings(BaseSettings):
         default=2,
         description="the Retry-After of a 202 (poll its status this often) and of a 409 on a running job",
     )
+    job_start_wait_seconds: float = Field(
+        default=0.25,
+        ge=0,
+        description="a bulk POST waits this long for its workflow's start in Temporal; a start "
+        "that takes longer goes on after the 202 (its workflow_run_id then null), the job being "
+        "already durable in PostgreSQL",
+    )
     sync_wait_seconds: float = Field(
         default=10.0, gt=0, description="PATCH/DELETE wait this long for their workflow, then 202"
     )
@@ -218,6 +225,11 @@ class Settings(BaseSettings):
         "fleet of workers (20 matches Fargate's RunTask throttle); unset: none",
     )
 
+    workflow_sandbox: bool = Field(
+        default=True,
+        description="run workflow code in the Temporal SDK's sandbox (its determinism checks); "
+        "false only to measure what the sandbox costs",
+    )
     worker_shutdown_grace_seconds: float = Field(
         default=10.0, description="on SIGTERM, running activities get this long to finish"
     )

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from api import problems
 from api.body_guard import BodyGuard
 from api.deps import TemporalConnector
+from api.job_starts import JobStarts
 from api.metrics import ApiMetrics, MetricsMiddleware, metrics_endpoint
 from api.ocpi.client import HandshakeSlots
 from api.ocpi.routes import create_ocpi_app
@@ -52,16 +53,18 @@ def create_app(
         if configure_logs:  # after uvicorn set up its loggers, which this takes over
             configure_logging(settings.log_format, settings.log_level)
         engine = make_engine(settings)
+        sessions = make_sessionmaker(engine)
         app.state.services = ocpi_app.state.services = Services(
             settings=settings,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=sessions,
             temporal=TemporalConnector(settings, temporal_client),
             read_cache=ReadCaches(
                 settings.auth_cache_seconds, settings.status_cache_seconds, settings.status_cache_max_bytes
             ),
             handshakes=HandshakeSlots(settings.ocpi_handshakes_per_cpo, settings.ocpi_handshakes_per_process),
             metrics=metrics,
+            job_starts=JobStarts(sessions, metrics.workflow_start.time),
         )
         if configure_logs:  # the process's own app (not a test's)
             # The ~170,000 objects of start-up (modules, the app, the schemas) live as long as
@@ -71,6 +74,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.services.job_starts.drain(settings.job_start_wait_seconds + 5)
             await engine.dispose()
 
     app = FastAPI(

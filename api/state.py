@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from api.deps import TemporalConnector
+    from api.job_starts import JobStarts
     from api.metrics import ApiMetrics
     from api.ocpi.client import HandshakeSlots
     from api.read_cache import ReadCaches
@@ -27,6 +28,7 @@ class Services:
     read_cache: ReadCaches
     handshakes: HandshakeSlots
     metrics: ApiMetrics
+    job_starts: JobStarts
     inflight: dict[int, int] = field(default_factory=dict)  # CPO id -> requests being served
 
 

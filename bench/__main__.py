@@ -24,9 +24,10 @@ Scenarios (`--scenarios`, comma-separated; default all):
             latency is recorded); time to READY; history events / workflow tasks / activity
             tasks per location.
 - latency   one 1,000-location and one 10,000-location body (1 charger each) on an idle stack;
-            then while a `--locations` x 1 job runs: `--pollers` clients post `--posts` bodies
-            of `--post-size` charger-less locations (202 latency p50/p99), and the two big
-            bodies again. Every job it started is cancelled through Temporal, the stack drained.
+            then while a `--load-locations` x `--chargers` job provisions: `--pollers` clients
+            post `--posts` bodies of `--post-size` locations of 1 charger (202 latency
+            p50/p99), and the two big bodies again. Every job it started is cancelled through
+            Temporal, the stack drained.
   Latencies are the client's (the bench's own process, on the same cores); beside them, the
   same requests as the API timed them (its Prometheus histograms: a bucket's upper bound) and,
   for a POST, the part spent starting the workflow in Temporal.
@@ -117,8 +118,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chargers", type=int, default=2, help="chargers per location (baseline, product)")
     parser.add_argument("--big", type=int, default=10_000, help="locations of the big job (1 charger each)")
     parser.add_argument("--pollers", type=int, default=20, help="concurrent status pollers / posting clients")
-    parser.add_argument("--poll-interval", type=float, default=0.5, help="seconds between one poller's GETs")
+    parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between one poller's GETs")
     parser.add_argument("--posts", type=int, default=200, help="bodies posted in the latency scenario")
+    parser.add_argument(
+        "--load-locations",
+        type=int,
+        default=2000,
+        help="latency: the job (x --chargers) that provisions while the clients post",
+    )
     parser.add_argument("--post-size", type=int, default=10, help="locations per posted body")
     parser.add_argument("--baseline-concurrency", type=int, default=100, help="baseline locations in flight")
     parser.add_argument("--floor-concurrency", type=int, default=32, help="floor / peer locations in flight")

@@ -104,6 +104,10 @@ def settings(postgres: EmbeddedPostgres, fault_proxy: FaultProxy, moto: dict[str
         worker_versioning=False,  # the time-skipping test server has no worker deployments
         egress_allow=list(LOOPBACK),  # every fake peer of the suite is on 127.0.0.1
         callback_allow_private=True,  # the tests' callback receivers listen on 127.0.0.1
+        # the suite's tests read the run id from the 202: the POST waits for its start however
+        # slow a loaded box makes it (tests/test_job_start_after_202.py covers the start that
+        # goes on after the answer)
+        job_start_wait_seconds=60,
     )
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker, WorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ecs_tasks import EcsTaskActivities
@@ -50,7 +50,7 @@ WORKFLOWS = [
 ]
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
     """The sandbox, with our own `workflows` and `contracts` packages passed through.
 
     By default the sandbox re-imports every non-standard module for each new workflow run, and
@@ -59,7 +59,12 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     could change, so one import serves every run; `contracts` is also where the workflows find
     the activities' typed interfaces, so no database or AWS module is imported by a workflow.
     The sandbox's call restrictions still apply inside the workflow code.
+
+    `sandboxed=False` (the `workflow_sandbox` setting): no sandbox at all, for the A/B of what
+    it costs (bench/); the suite and the replay check always run sandboxed.
     """
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "contracts")
     )
@@ -91,7 +96,7 @@ def build_workers(
         client,
         task_queue=settings.task_queue,
         workflows=workflows,
-        workflow_runner=runner or workflow_runner(),
+        workflow_runner=runner or workflow_runner(settings.workflow_sandbox),
         activities=[
             rows.write_location_rows,
             rows.activate_location,

@@ -174,8 +174,7 @@ async def bulk_create_locations(
         before_create=lambda: _before_create(session, settings, cpo_id, body),
     )
     bind_log_context(job_id=job.id)
-    with services(request).metrics.workflow_start.time():
-        run_id = await start_job_workflow(client, settings, session, job, created)
+    run_id = await start_job_workflow(services(request).job_starts, client, settings, session, job, created)
     log.info("job %s %s: %d location(s)", job.id, "accepted" if created else "repeated", job.total)
     status_url = f"/ocpi/cpos/{cpo_id}/locations/jobs/{job.id}"
     response.headers["Location"] = status_url
@@ -257,6 +256,7 @@ async def cancel_job(
     settings: SettingsDep,
     temporal: TemporalDep,
     cache: ReadCacheDep,
+    request: Request,
 ) -> JobStatusOut | JSONResponse:
     """READY locations stay; locations in flight are compensated (tasks stopped, rows removed);
     the job ends CANCELLED. 200 with the final status once it is, 202 while it gets there.
@@ -267,7 +267,8 @@ async def cancel_job(
     client = await temporal.get()
     if job.status != JobStatus.CANCELLED:
         await session.close()  # no pooled connection is held while we wait on Temporal
-        await cancel_and_wait(client, job_id, settings.sync_wait_seconds)
+        await services(request).job_starts.settled(job_id, settings.sync_wait_seconds)
+        await cancel_and_wait(client, settings, job, settings.sync_wait_seconds)
         cache.statuses.forget(job_id)
         job = await job_of(session, cpo.id, job_id)
     body = await job_status(session, job)
@@ -316,8 +317,7 @@ async def retry_job(
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
     job, created = await create_retry_job(session, settings, original, all, idempotency_key)
     bind_log_context(job_id=job.id)
-    with services(request).metrics.workflow_start.time():
-        run_id = await start_job_workflow(client, settings, session, job, created)
+    run_id = await start_job_workflow(services(request).job_starts, client, settings, session, job, created)
     cache.statuses.forget(job_id)  # the original's status lists its retries at once
     log.info(
         "job %s %s: retry of %s, %d location(s)",
