@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         description="the Retry-After of a 202 (poll its status this often) and of a 409 on a running job",
     )
     job_start_wait_seconds: float = Field(
-        default=0.25,
+        default=0.1,
         ge=0,
         description="a bulk POST waits this long for its workflow's start in Temporal; a start "
         "that takes longer goes on after the 202 (its workflow_run_id then null), the job being "

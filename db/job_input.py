@@ -6,8 +6,9 @@ a timezone always set and template chargers expanded); the first activity of a c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
@@ -17,6 +18,15 @@ from sqlmodel import col
 from contracts.payloads import JobCounts
 from contracts.vocabulary import JobStatus
 from db.models import JobLocation
+
+COPY_CHUNK = 1000  # job_locations rows per COPY message
+
+
+def batched(rows: Iterable[tuple[int, str]], size: int) -> Iterator[list[tuple[int, str]]]:
+    """`itertools.batched` (Python 3.12) for 3.11."""
+    it = iter(rows)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 class NormalizedCharger(BaseModel):
@@ -64,16 +74,21 @@ async def copy_job_locations(
     # COPY's text format: tab-separated, backslash escaped. JSON has no raw tab or newline (it
     # escapes them), so doubling its backslashes is the only escaping needed.
     stamp = at.isoformat()
-    lines = [
-        f"{job_id}\t{index}\t{payload.replace(chr(92), chr(92) * 2)}\t{state}\t{stamp}\n"
-        for index, payload in enumerate(inputs)
-    ]
+    written = 0
     async with (
         driver.cursor() as cursor,
         cursor.copy("COPY ocpp.job_locations (job_id, index, input, state, updated_at) FROM STDIN") as copy,
     ):
-        await copy.write("".join(lines).encode())
-    return len(lines)
+        # sent in chunks as they are built: PostgreSQL parses one chunk's JSONB on its own core
+        # while this process builds the next
+        for chunk in batched(enumerate(inputs), COPY_CHUNK):
+            lines = [
+                f"{job_id}\t{index}\t{payload.replace(chr(92), chr(92) * 2)}\t{state}\t{stamp}\n"
+                for index, payload in chunk
+            ]
+            await copy.write("".join(lines).encode())
+            written += len(lines)
+    return written
 
 
 async def count_by_state(session: AsyncSession, job_id: str) -> JobCounts:

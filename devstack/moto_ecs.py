@@ -4,6 +4,7 @@ task needs there (VPC with DNS hostnames, subnet, security group, cluster, task 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import subprocess
 import urllib.request
@@ -28,13 +29,14 @@ class MotoServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, nice: int = 0) -> None:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [str(venv_binary("moto_server")), "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         wait_for_port("127.0.0.1", self.port, self.proc, "moto server")
 

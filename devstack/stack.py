@@ -61,6 +61,15 @@ def worker_nice(default: int = 10) -> int:
     return int(value) if value else default
 
 
+def background_nice(default: int = 10) -> int:
+    """`BACKGROUND_NICE=0 make run`: the niceness of the Temporal dev server and moto. Like the
+    workers, they do the provisioning in the background; the API and PostgreSQL keep the
+    normal priority, so that in a burst of POSTs the requests get the cores first (on a
+    production deployment each runs on capacity of its own)."""
+    value = os.environ.get("BACKGROUND_NICE", "").strip()
+    return int(value) if value else default
+
+
 def workers_from_env(default: int = 2) -> int:
     """`WORKERS=1 make run`: how many `python -m worker` processes the stack runs. Default 2: one
     Python event loop runs workflow tasks and activities one at a time, so a second process uses
@@ -264,7 +273,7 @@ class Stack:
             dynamic_config=matching_config(self.fairness) if dynamic_config is None else dynamic_config,
             log_file=self.logs / "temporal.log",
         )
-        self.temporal.start()
+        self.temporal.start(nice=background_nice())
         self._record("temporal", self.temporal.proc)
         return self.temporal.address
 
@@ -272,7 +281,7 @@ class Stack:
         """moto in server mode (ECS + EC2 + Secrets Manager) on `ports.moto`: its URL."""
         self.say(f"moto (ECS + EC2 + Secrets Manager) on 127.0.0.1:{self.ports.moto}")
         self.moto = MotoServer(self.ports.moto, self.logs / "moto.log")
-        self.moto.start()
+        self.moto.start(nice=background_nice())
         self._record("moto", self.moto.proc)
         return self.moto.url
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -91,10 +92,14 @@ class TemporalDevServer:
             args += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
         return args
 
-    def start(self, timeout: float = 60) -> None:
+    def start(self, timeout: float = 60, nice: int = 0) -> None:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            self.command(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
         wait_for_port("127.0.0.1", self.port, self.proc, "Temporal dev server", timeout)
         # its own loop in a thread: start() is also called from async code (bench, fault tests)

@@ -19,7 +19,14 @@ from api.bulk_jobs import (
     list_jobs,
     start_job_workflow,
 )
-from api.bulk_validation import callback_problems, parse_bulk, raise_problems, read_json
+from api.bulk_validation import (
+    callback_problems,
+    parse_bulk,
+    raise_problems,
+    read_body,
+    read_json,
+    valid_body,
+)
 from api.bulk_validation import dry_run as dry_run_bulk
 from api.deps import CpoDep, ReadCacheDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
 from api.location_changes import apply_patch, decommission, patch_columns
@@ -73,20 +80,14 @@ async def location_or_404(session: AsyncSession, cpo_id: int, location_id: str) 
     return location
 
 
-async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) -> None:
-    """413 before validating thousands of locations that would be refused anyway (after the
-    token and the CPO are checked: an unauthenticated caller learns nothing about limits). The
-    JSON parsed here is the one FastAPI validates (Starlette keeps it): one parse per body."""
-    data = await read_json(request)  # 400 when it is not JSON; the route reuses this parse
-    locations = data.get("locations") if isinstance(data, dict) else None
-    if not isinstance(locations, list):
-        return
+def check_limits(settings: Settings, locations: int, chargers: int) -> None:
+    """413 for a body over the per-request limits (after the token and the CPO are checked: an
+    unauthenticated caller learns nothing about limits)."""
     limit = settings.max_locations_per_request
-    if len(locations) > limit:
+    if locations > limit:
         raise ApiError(
-            413, "TOO_MANY_LOCATIONS", f"{len(locations)} locations in one request; the limit is {limit}"
+            413, "TOO_MANY_LOCATIONS", f"{locations} locations in one request; the limit is {limit}"
         )
-    chargers = sum(_chargers_of(loc) for loc in locations)
     if chargers > settings.max_chargers_per_request:
         raise ApiError(
             413,
@@ -94,6 +95,14 @@ async def limit_locations(request: Request, settings: SettingsDep, _: CpoDep) ->
             f"{chargers} chargers in one request; the limit is "
             f"{settings.max_chargers_per_request}: split the locations over several requests",
         )
+
+
+def check_raw_limits(settings: Settings, data: object) -> None:
+    """The limits, on a body that did not validate: before its problems are listed, so a body
+    of 50,000 broken locations costs a count, not 50,000 validations."""
+    locations = data.get("locations") if isinstance(data, dict) else None
+    if isinstance(locations, list):
+        check_limits(settings, len(locations), sum(_chargers_of(loc) for loc in locations))
 
 
 def _chargers_of(loc: object) -> int:
@@ -105,6 +114,16 @@ def _chargers_of(loc: object) -> int:
     if template is not None:
         return sum(group.count for group in template.charger_groups)
     return len(explicit) if isinstance(explicit, list) else 0
+
+
+def _chargers_in(body: BulkCreateRequest) -> int:
+    templates = location_templates()
+    return sum(
+        sum(group.count for group in templates[loc.template].charger_groups)
+        if loc.template
+        else len(loc.chargers or [])
+        for loc in body.locations
+    )
 
 
 async def _before_create(
@@ -124,7 +143,6 @@ async def _before_create(
         **error_responses(400, 401, 403, 404, 413, 415, 422, 429, 500, 503),
     },
     summary="Bulk-create OCPI locations (durable)",
-    dependencies=[Depends(limit_locations)],
     # the body is parsed by the route (api/bulk_validation.py), so it is declared here
     openapi_extra={
         "requestBody": {
@@ -156,14 +174,19 @@ async def bulk_create_locations(
     With `?dry_run=true` the same validation runs (limits, fields, charger identities against
     the database and the running jobs, templates) and nothing is written or started."""
     cpo_id = cpo.id
-    data = await read_json(request)
-    if dry_run:
-        result = await dry_run_bulk(session, cpo_id, data)
-        return JSONResponse(result.model_dump(mode="json"))
-    parsed = parse_bulk(data)
-    raise_problems(parsed.problems)
-    body = parsed.body
-    assert body is not None  # no problems: it parsed
+    body = None if dry_run else valid_body(await read_body(request))
+    if body is not None:
+        check_limits(settings, len(body.locations), _chargers_in(body))
+    else:  # a dry run, or a body with problems: every one of them is named
+        data = await read_json(request)
+        check_raw_limits(settings, data)
+        if dry_run:
+            result = await dry_run_bulk(session, cpo_id, data)
+            return JSONResponse(result.model_dump(mode="json"))
+        parsed = parse_bulk(data)
+        raise_problems(parsed.problems)
+        body = parsed.body
+        assert body is not None  # no problems: it parsed
     client = await temporal.get()  # before any row: if Temporal is down, write nothing
     raise_problems(await callback_problems(session, cpo_id, body.callback_url))
     job, created = await create_or_reuse_job(

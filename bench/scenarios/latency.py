@@ -25,7 +25,7 @@ async def big_bodies(b: Bench, jobs: list[str], when: str, idle: bool = False) -
     targets = {1_000: 0.100, 10_000: 0.500} if idle else {1_000: None, 10_000: 1.0}
     for size, target in targets.items():
         times: list[float] = []
-        for _ in range(3 if idle else 1):
+        for _ in range(5 if idle else 1):
             big_cpo, big_token = await b.cpo()
             content = json.dumps(body(size, 1, f"LATB{big_cpo}")).encode()
             accepted, seconds = await b.post(big_cpo, big_token, content)
