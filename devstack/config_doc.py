@@ -33,8 +33,9 @@ profiles from a TOML file ([deploy.md](deploy.md#the-temporal-connection)).
 
 On the dev stack only (read by `make run` and `make bench`, not by the API or the worker):
 `WORKERS` (worker processes, default 2), `WORKER_NICE` (default 10: the workers yield the CPU to
-the API on a shared box) and `TEMPORAL_FAIRNESS` (default true: the dev server's fair dispatch
-between CPOs; false for the plain FIFO, to compare).
+the API on a shared box), `BACKGROUND_NICE` (default 10: so do the Temporal dev server and moto)
+and `TEMPORAL_FAIRNESS` (default true: the dev server's fair dispatch between CPOs; false for the
+plain FIFO, to compare).
 
 | variable | type | default | description |
 |---|---|---|---|
