@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         description="the Retry-After of a 202 (poll its status this often) and of a 409 on a running job",
     )
     job_start_wait_seconds: float = Field(
-        default=0.1,
+        default=0.02,
         ge=0,
         description="a bulk POST waits this long for its workflow's start in Temporal; a start "
         "that takes longer goes on after the 202 (its workflow_run_id then null), the job being "
@@ -225,6 +225,13 @@ class Settings(BaseSettings):
         "fleet of workers (20 matches Fargate's RunTask throttle); unset: none",
     )
 
+    gc_gen0_threshold: int = Field(
+        default=20_000,
+        ge=100,
+        le=1_000_000,
+        description="allocations between two young-generation collections in the API and the "
+        "worker (CPython's default is 700; contracts/heap.py says why ours is higher)",
+    )
     workflow_sandbox: bool = Field(
         default=True,
         description="run workflow code in the Temporal SDK's sandbox (its determinism checks); "

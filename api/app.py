@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from api.request_log import RequestLogContext
 from api.routes import cpos, health, locations, templates, tokens, webhooks
 from api.schemas import BulkCreateRequest
 from api.state import Services
+from contracts.heap import settle_heap
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
 from observability.tracing import fastapi_telemetry, init_tracing
@@ -67,10 +67,7 @@ def create_app(
             job_starts=JobStarts(sessions, metrics.workflow_start.time),
         )
         if configure_logs:  # the process's own app (not a test's)
-            # The ~170,000 objects of start-up (modules, the app, the schemas) live as long as
-            # the process: out of the collector's sight, a full collection takes ~0.1 ms instead
-            # of ~60 ms (measured), and such pauses were in the tail of a poll served from memory.
-            gc.freeze()
+            settle_heap(settings.gc_gen0_threshold)
         try:
             yield
         finally:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 
 from activities.ecs_client import ecs_client, secrets_client
+from contracts.heap import settle_heap
 from contracts.temporal import connect
 from db.engine import make_engine, make_sessionmaker
 from observability.logs import configure_logging
@@ -42,9 +42,7 @@ async def main() -> None:
                 traced_ecs,
                 traced_aws_client(sm, "SecretsManager"),
             )
-            # start-up's objects live as long as the process: out of the collector's sight, so a
-            # full collection scans only what the work allocates (see api/app.py)
-            gc.freeze()
+            settle_heap(settings.gc_gen0_threshold)
             runs = [asyncio.create_task(w.run()) for w in workers]
             beat = asyncio.create_task(heartbeat(settings, runs))
             log.info(
