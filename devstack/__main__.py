@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from devstack.procs import interrupt_later
 from settings import DATA_DIR
 
 if TYPE_CHECKING:
@@ -33,14 +34,16 @@ def say(message: str) -> None:
     print(f"[make run] {message}", flush=True)
 
 
-def watch(stack: Stack) -> int:
+def watch(stack: Stack, shutdown: Shutdown) -> int:
     """Until a signal. A worker or the API that dies is restarted after a backoff (1 s, 2 s, 4 s…
     up to 30 s; back to 1 s once it has stayed up a minute), as a platform would; a server
-    (PostgreSQL, Temporal, moto) that dies stops the stack, saying which and where its log is."""
+    (PostgreSQL, Temporal, moto) that dies stops the stack, saying which and where its log is.
+    A signal whose KeyboardInterrupt was swallowed (Python drops exceptions raised in some
+    callbacks) still stops the stack here: `shutdown.begun` says a signal came."""
     failures: dict[str, int] = {}
     started = {name: time.monotonic() for name in stack.children}
     due: dict[str, float] = {}
-    while True:
+    while not shutdown.begun:
         now = time.monotonic()
         for name, proc in list(stack.children.items()):
             if name in due:
@@ -66,6 +69,7 @@ def watch(stack: Stack) -> int:
                 say(f"{name} exited with code {server.returncode}; see {stack.logs}/ — stopping the stack")
                 return 1
         time.sleep(0.5)
+    return 0
 
 
 def banner(stack: Stack, env: dict[str, str], env_file: Path) -> None:
@@ -103,7 +107,8 @@ class Shutdown:
     SIGTERM after Ctrl-C, or SIGTERM to the process group (`make` gets it too and sends its own
     to us: two or four of them, a few microseconds apart).
 
-    The first signal raises KeyboardInterrupt into the start-up or the watch loop; from the
+    The first signal raises KeyboardInterrupt into the start-up or the watch loop (once the
+    process being started, if any, is remembered: devstack.procs.uninterrupted); from the
     handler's first line every further signal is ignored, so nothing can interrupt the
     clean-up that follows. When the clean-up has begun for another reason (a server died, a
     start failed), a signal only ignores the next ones: the stop is already under way."""
@@ -119,10 +124,11 @@ class Shutdown:
         ignore_signals()
         if not self.begun:
             self.begun = True
-            raise KeyboardInterrupt
+            if not interrupt_later():  # a process being started is first remembered
+                raise KeyboardInterrupt
 
 
-def run(args: argparse.Namespace, started: list[Stack]) -> int:
+def run(args: argparse.Namespace, started: list[Stack], shutdown: Shutdown) -> int:
     """Start the stack (appended to `started` as soon as it exists) and watch it."""
     from devstack.stack import Ports, Stack, workers_from_env  # after the signal handlers are in place
 
@@ -143,7 +149,7 @@ def run(args: argparse.Namespace, started: list[Stack]) -> int:
         say(f"{stack.workers} worker(s) (python -m worker) and the API (uvicorn api.app:app)")
         stack.start_app(env)
     banner(stack, env, env_file)
-    return watch(stack)
+    return watch(stack, shutdown)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     failure: Exception | None = None
     try:
-        code = run(args, started)
+        code = run(args, started, shutdown)
     except KeyboardInterrupt:
         code = 0
     except Exception as err:

@@ -4,7 +4,6 @@ task needs there (VPC with DNS hostnames, subnet, security group, cluster, task 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import urllib.request
@@ -14,7 +13,7 @@ from typing import Any
 
 import boto3
 
-from devstack.procs import stop_process, venv_binary, wait_for_port
+from devstack.procs import niced, stop_process, uninterrupted, venv_binary, wait_for_port
 
 NAME_TAG = "ocpplab-dev"
 
@@ -31,13 +30,13 @@ class MotoServer:
 
     def start(self, nice: int = 0) -> None:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            [str(venv_binary("moto_server")), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,
-        )
+        with uninterrupted():
+            self.proc = subprocess.Popen(
+                niced([str(venv_binary("moto_server")), "-H", "127.0.0.1", "-p", str(self.port)], nice),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         wait_for_port("127.0.0.1", self.port, self.proc, "moto server")
 
     def stop(self) -> None:

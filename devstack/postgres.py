@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from devstack.procs import stop_process, wait_for_port
+from devstack.procs import stop_process, uninterrupted, wait_for_port
 
 PG_USER = "postgres"
 
@@ -116,9 +116,10 @@ class EmbeddedPostgres:
         if not self.durable:  # tests: a crash loses nothing we care about, speed matters
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.pgdata / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, user=self.user, start_new_session=True
-        )
+        with uninterrupted():
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, user=self.user, start_new_session=True
+            )
         wait_for_port("127.0.0.1", self.port, self.proc, "PostgreSQL")
         self._wait_ready()
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -17,6 +20,52 @@ def venv_binary(name: str) -> Path:
         if candidate.exists():
             return candidate
     raise FileNotFoundError(f"{name} is not installed in this virtual environment ({sys.prefix})")
+
+
+class _Spawning:
+    depth = 0
+    interrupted = False
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """A process start and the assignment that remembers it, as one step for `make run`'s stop:
+    a SIGTERM that landed between the fork and the assignment would leave a server running that
+    nothing knows to stop. The stop's signal handler asks `interrupt_later()` and, inside this
+    block, its KeyboardInterrupt is raised at the block's end instead."""
+    _Spawning.depth += 1
+    try:
+        yield
+    finally:
+        _Spawning.depth -= 1
+        if _Spawning.depth == 0 and _Spawning.interrupted:
+            _Spawning.interrupted = False
+            raise KeyboardInterrupt
+
+
+def interrupt_later() -> bool:
+    """For a signal handler: True when a process is being started (the interrupt then comes at
+    the end of `uninterrupted()`), False when the handler may raise at once."""
+    if _Spawning.depth:
+        _Spawning.interrupted = True
+        return True
+    return False
+
+
+def niced(args: list[str], nice: int) -> list[str]:
+    """`args` run at scheduling niceness `nice`, through the `nice` program. Not through a
+    `preexec_fn`: with one, the fork runs Python's at-fork handlers (logging's lock among them),
+    and a SIGTERM that lands in one of those is swallowed while logging's lock stays held, so
+    `make run` would hang, its stop lost. Without `nice` on the machine it runs at the default."""
+    program = shutil.which("nice") if nice else None
+    return [program, "-n", str(nice), *args] if program else args
+
+
+def unniced(args: list[str]) -> list[str]:
+    """The command `niced` wrapped: what the process runs once `nice` has exec'd it."""
+    if len(args) > 3 and Path(args[0]).name == "nice" and args[1] == "-n":
+        return args[3:]
+    return args
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -28,7 +28,15 @@ from typing import Any, get_origin
 from contracts.egress import LOOPBACK
 from devstack.moto_ecs import EcsBootstrap, MotoServer, bootstrap_ecs, reset_moto
 from devstack.postgres import EmbeddedPostgres
-from devstack.procs import free_port, stop_process, venv_binary, wait_for_port
+from devstack.procs import (
+    free_port,
+    niced,
+    stop_process,
+    uninterrupted,
+    unniced,
+    venv_binary,
+    wait_for_port,
+)
 from devstack.stale import SUPERVISOR, PidBook, check_ports_free
 from devstack.temporal import TemporalDevServer, matching_config
 from settings import DATA_DIR, ROOT, Settings
@@ -342,7 +350,7 @@ class Stack:
     def _record(self, name: str, proc: subprocess.Popen[bytes] | None) -> None:
         if proc is not None:
             args = proc.args if isinstance(proc.args, list | tuple) else [proc.args]
-            self.book.record(name, proc.pid, [str(arg) for arg in args])
+            self.book.record(name, proc.pid, unniced([str(arg) for arg in args]))
 
     def _restore_ecs(self, env: dict[str, str]) -> None:
         """A fresh moto knows no task: start again those the database says are RUNNING."""
@@ -428,19 +436,18 @@ class Stack:
     def _spawn(
         self, name: str, args: list[str], nice: int = 0, extra_env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
-        with open(self.logs / f"{name}.log", "ab") as log:
+        with open(self.logs / f"{name}.log", "ab") as log, uninterrupted():
             env = {**self.child_env, **(extra_env or {})}
             proc = subprocess.Popen(
-                args,
+                niced(args, nice),
                 cwd=ROOT,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=(lambda: os.nice(nice)) if nice else None,
             )
-        self.children[name] = proc
-        self._record(name, proc)
+            self.children[name] = proc
+            self._record(name, proc)
         return proc
 
     def servers(self) -> dict[str, subprocess.Popen[bytes] | None]:

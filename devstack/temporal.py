@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from typing import Any
 from temporalio.client import Client
 
 from contracts.temporal import SEARCH_ATTRIBUTES
-from devstack.procs import stop_process, venv_binary, wait_for_port
+from devstack.procs import niced, stop_process, uninterrupted, venv_binary, wait_for_port
 
 
 def matching_config(fairness: bool) -> dict[str, Any]:
@@ -94,13 +93,10 @@ class TemporalDevServer:
 
     def start(self, timeout: float = 60, nice: int = 0) -> None:
         out: Any = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,
-        )
+        with uninterrupted():
+            self.proc = subprocess.Popen(
+                niced(self.command(), nice), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         wait_for_port("127.0.0.1", self.port, self.proc, "Temporal dev server", timeout)
         # its own loop in a thread: start() is also called from async code (bench, fault tests)
         with ThreadPoolExecutor(1) as pool:
