@@ -25,6 +25,7 @@ from contracts.ocpi import (
     PushInput,
     PushResult,
     PushTarget,
+    endpoint_url,
 )
 from contracts.vocabulary import EvseStatus, LocationStatus
 from db import pipelined
@@ -53,10 +54,8 @@ def receiver_url(partner: OcpiPartner) -> str | None:
 
 def locations_receiver(endpoints: list[dict[str, Any]] | None) -> str | None:
     """The eMSP's Locations Receiver URL among its endpoints, if it has one."""
-    for endpoint in endpoints or []:
-        if endpoint.get("identifier") == "locations" and endpoint.get("role") == "RECEIVER":
-            return str(endpoint["url"]).rstrip("/")
-    return None
+    url = endpoint_url(endpoints, "locations", "RECEIVER")
+    return url.rstrip("/") if url is not None else None
 
 
 def push_workflow_id(partner_id: int, location_id: str) -> str:

@@ -1,16 +1,26 @@
 """What crosses Temporal for the OCPI pushes: the changes, the push workflow's input and result,
-and the OCPI activities' typed interface (implemented in `activities/ocpi_push.py`)."""
+and the OCPI activities' typed interface (implemented in `activities/ocpi_push.py`); and how a
+peer's endpoint is found in its version details (the API's handshake and the pushes alike)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 from temporalio import activity
 
 WORKFLOW_OCPI_PUSH = "OcpiLocationPush"
 REJECTED = "OCPI_PUSH_REJECTED"  # the eMSP refused the object itself: retrying will not help
 PATCH_REJECTED = "OCPI_PATCH_REJECTED"  # the eMSP refused a PATCH: 2.2.1 says send the whole object
+
+
+def endpoint_url(endpoints: list[dict[str, Any]] | None, identifier: str, role: str) -> str | None:
+    """The URL of a peer's module endpoint (OCPI 2.2.1 version details), as the peer gave it."""
+    for endpoint in endpoints or []:
+        if endpoint.get("identifier") == identifier and endpoint.get("role") == role:
+            return str(endpoint.get("url"))
+    return None
 
 
 @dataclass

@@ -10,9 +10,11 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -198,3 +200,17 @@ async def job_rows(engine: AsyncEngine, cpo_id: str) -> tuple[int, int]:
             )
         ).scalar_one()
     return int(jobs), int(rows)
+
+
+def read_stack_env(folder: Path) -> dict[str, str]:
+    """The settings a dev stack wrote to `folder/stack.env` (devstack.Stack.write_env)."""
+    lines = (folder / "stack.env").read_text().splitlines()
+    return {key: value.strip("'") for key, _, value in (line.partition("=") for line in lines if line)}
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Still running, and not a zombie waiting for its parent: what a stopped stack leaves none of."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from settings import ROOT
-from tests.helpers import charger, location
+from tests.helpers import alive, charger, location, read_stack_env
 
 # parts of a stack given in the environment would be used instead of started; these tests start all
 GIVEN = ("DATABASE_URL", "TEMPORAL_ADDRESS", "AWS_ENDPOINT_URL", "TEMPORAL_UI_URL", "TEMPORAL_NAMESPACE")
@@ -92,9 +92,9 @@ class MakeRun:
     def alive(self) -> list[str]:
         """The stack's processes still running: every one seen below `make run`, and anything
         whose command line names the stack's folder (PostgreSQL's -D, Temporal's database)."""
-        left = {pid: proc for pid, proc in self.seen.items() if _running(proc)}
+        left = {pid: proc for pid, proc in self.seen.items() if alive(proc)}
         for proc in psutil.process_iter(["cmdline"]):
-            if str(self.folder) in " ".join(proc.info["cmdline"] or []) and _running(proc):
+            if str(self.folder) in " ".join(proc.info["cmdline"] or []) and alive(proc):
                 left[proc.pid] = proc
         return [f"{pid} {' '.join(_cmdline(proc))[:120]}" for pid, proc in left.items()]
 
@@ -102,15 +102,8 @@ class MakeRun:
         if self.proc.poll() is None:
             self.proc.kill()
         for proc in self.seen.values():
-            if _running(proc):
+            if alive(proc):
                 proc.kill()
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:
@@ -118,11 +111,6 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return proc.cmdline()
     except psutil.Error:
         return ["?"]
-
-
-def read_env(folder: Path) -> dict[str, str]:
-    lines = (folder / "stack.env").read_text().splitlines()
-    return {key: value.strip("'") for key, _, value in (line.partition("=") for line in lines if line)}
 
 
 def post_job(env: dict[str, str]) -> None:
@@ -155,7 +143,7 @@ def test_two_sigterms_to_the_group_leave_nothing_running(folder: Path, moment: s
             run.wait_for("Temporal dev server on")  # PostgreSQL up, Temporal starting
         else:
             run.wait_for("ready:")
-            post_job(read_env(folder))
+            post_job(read_stack_env(folder))
         run.signal_group_twice()
         run.wait()
         output = run.output

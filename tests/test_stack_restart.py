@@ -25,7 +25,7 @@ from devstack.procs import free_port
 from devstack.stack import Ports, Stack
 from devstack.stale import PidBook
 from settings import ROOT
-from tests.helpers import charger, location
+from tests.helpers import alive, charger, location, read_stack_env
 from worker.schedules import RECONCILE_SCHEDULE_ID
 
 # the supervising process of the first stack: as `make run`, minus the watch loop
@@ -41,11 +41,6 @@ stack.start_app(env)
 print("READY", flush=True)
 time.sleep(3600)
 """
-
-
-def read_env(folder: Path) -> dict[str, str]:
-    lines = (folder / "stack.env").read_text().splitlines()
-    return {key: value.strip("'") for key, _, value in (line.partition("=") for line in lines if line)}
 
 
 def provision_one(env: dict[str, str]) -> str:
@@ -121,7 +116,7 @@ def test_a_sigkilled_stack_is_stopped_at_the_next_start_and_moto_gets_its_tasks_
                 break
         else:
             pytest.fail(f"the first stack did not come up (exit {supervisor.wait()})")
-        env = read_env(tmp_path)
+        env = read_stack_env(tmp_path)
         cpo_id = provision_one(env)
         first_audit = audit(env, cpo_id)
         assert first_audit.returncode == 0, first_audit.stdout + first_audit.stderr
@@ -138,7 +133,7 @@ def test_a_sigkilled_stack_is_stopped_at_the_next_start_and_moto_gets_its_tasks_
         env = second.start_services()
         second.write_env(env)
         second.start_app(env)
-        assert [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+        assert [p for p in left if alive(p)] == []
         after = audit(env, cpo_id)
         assert after.returncode == 0, after.stdout + after.stderr
         assert "running tasks              2" in after.stdout

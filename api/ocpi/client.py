@@ -25,6 +25,7 @@ from api.ocpi.transport import (
     OcpiError,
 )
 from contracts.egress import EgressPolicy, PeerUnusable, check_url, peer_request
+from contracts.ocpi import endpoint_url
 from db.ocpi_wire import token_header
 
 VERSION = "2.2.1"
@@ -43,10 +44,7 @@ class PeerVersion:
     endpoints: list[dict[str, Any]]
 
     def url_of(self, identifier: str, role: str) -> str | None:
-        for e in self.endpoints:
-            if e.get("identifier") == identifier and e.get("role") == role:
-                return str(e.get("url"))
-        return None
+        return endpoint_url(self.endpoints, identifier, role)
 
     def credentials_url(self) -> str | None:
         return self.url_of("credentials", "RECEIVER") or self.url_of("credentials", "SENDER")
