@@ -3,10 +3,11 @@ locations (charger identities unique within the request and within the CPO)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic_core import to_json
 from sqlalchemy import String, any_, cast, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -84,7 +85,7 @@ def normalized_json(loc: LocationIn, job_id: str, index: int) -> str:
     chargers go in as their models (`to_json` serializes them by their own schema, no dict in
     between). The reader (`write_location_rows`) validates it with the model, and a test holds
     the two to the same shape."""
-    chargers: list[Any] = (
+    chargers: Sequence[BaseModel] = (
         template_chargers(loc.template, job_id, index) if loc.template else loc.chargers or []
     )
     coordinates = {"latitude": loc.coordinates.latitude, "longitude": loc.coordinates.longitude}

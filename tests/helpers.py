@@ -208,7 +208,7 @@ def read_stack_env(folder: Path) -> dict[str, str]:
     return {key: value.strip("'") for key, _, value in (line.partition("=") for line in lines if line)}
 
 
-def alive(proc: psutil.Process) -> bool:
+def still_running(proc: psutil.Process) -> bool:
     """Still running, and not a zombie waiting for its parent: what a stopped stack leaves none of."""
     try:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE

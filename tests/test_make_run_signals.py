@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from settings import ROOT
-from tests.helpers import alive, charger, location, read_stack_env
+from tests.helpers import charger, location, read_stack_env, still_running
 
 # parts of a stack given in the environment would be used instead of started; these tests start all
 GIVEN = ("DATABASE_URL", "TEMPORAL_ADDRESS", "AWS_ENDPOINT_URL", "TEMPORAL_UI_URL", "TEMPORAL_NAMESPACE")
@@ -92,9 +92,9 @@ class MakeRun:
     def alive(self) -> list[str]:
         """The stack's processes still running: every one seen below `make run`, and anything
         whose command line names the stack's folder (PostgreSQL's -D, Temporal's database)."""
-        left = {pid: proc for pid, proc in self.seen.items() if alive(proc)}
+        left = {pid: proc for pid, proc in self.seen.items() if still_running(proc)}
         for proc in psutil.process_iter(["cmdline"]):
-            if str(self.folder) in " ".join(proc.info["cmdline"] or []) and alive(proc):
+            if str(self.folder) in " ".join(proc.info["cmdline"] or []) and still_running(proc):
                 left[proc.pid] = proc
         return [f"{pid} {' '.join(_cmdline(proc))[:120]}" for pid, proc in left.items()]
 
@@ -102,7 +102,7 @@ class MakeRun:
         if self.proc.poll() is None:
             self.proc.kill()
         for proc in self.seen.values():
-            if alive(proc):
+            if still_running(proc):
                 proc.kill()
 
 

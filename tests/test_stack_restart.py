@@ -25,7 +25,7 @@ from devstack.procs import free_port
 from devstack.stack import Ports, Stack
 from devstack.stale import PidBook
 from settings import ROOT
-from tests.helpers import alive, charger, location, read_stack_env
+from tests.helpers import charger, location, read_stack_env, still_running
 from worker.schedules import RECONCILE_SCHEDULE_ID
 
 # the supervising process of the first stack: as `make run`, minus the watch loop
@@ -133,7 +133,7 @@ def test_a_sigkilled_stack_is_stopped_at_the_next_start_and_moto_gets_its_tasks_
         env = second.start_services()
         second.write_env(env)
         second.start_app(env)
-        assert [p for p in left if alive(p)] == []
+        assert [p for p in left if still_running(p)] == []
         after = audit(env, cpo_id)
         assert after.returncode == 0, after.stdout + after.stderr
         assert "running tasks              2" in after.stdout
