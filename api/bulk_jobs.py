@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import delete, func, insert, select, text
@@ -20,6 +20,7 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from api.creation_reads import JOB_CREATION_LOCK, CreationReads, read_for_creation
 from api.job_starts import JobStarts, StartRefused
 from api.normalize import identity_conflicts, normalized_json
 from api.problems import TEMPORAL_DOWN, ApiError
@@ -68,28 +69,19 @@ async def find_idempotent(session: AsyncSession, cpo_id: int, key: str, digest: 
     return job
 
 
-# the first key of the advisory lock taken while a CPO's job is created (the second is the CPO)
-JOB_CREATION_LOCK = 0x6A6F62  # "job"
-
-
 async def lock_job_creation(session: AsyncSession, cpo_id: int) -> None:
     """One job with explicit chargers created at a time per CPO, from its identity check until
     its rows are committed (a transaction-scoped lock): two POSTs racing with the same charger
     identities cannot both pass the check. Other CPOs, and bodies without explicit chargers
-    (template identities are derived from the job), are not held up."""
+    (template identities are derived from the job), are not held up. (A POST takes it in the
+    pipeline of api/creation_reads.py; a retry reads its locations under it first.)"""
     await session.execute(select(func.pg_advisory_xact_lock(JOB_CREATION_LOCK, cpo_id)))
 
 
-async def check_cpo_quota(session: AsyncSession, settings: Settings, cpo_id: int, locations: int) -> None:
+def check_cpo_quota(settings: Settings, reads: CreationReads, locations: int) -> None:
     """429 when the CPO already runs its share: so many jobs, or so many locations queued. A soft
     limit (two racing POSTs may both pass): it exists so one CPO cannot fill the queues for all."""
-    running, queued = (
-        await session.execute(
-            select(func.count(), func.coalesce(func.sum(col(Job.total)), 0)).where(
-                col(Job.cpo_id) == cpo_id, col(Job.status) == JobStatus.PROVISIONING
-            )
-        )
-    ).one()
+    running, queued = reads.running_jobs, reads.queued_locations
     retry = {"Retry-After": "30"}
     if running >= settings.max_running_jobs_per_cpo:
         raise ApiError(
@@ -137,12 +129,12 @@ async def create_or_reuse_job(
     cpo_id: int,
     body: BulkCreateRequest,
     key: str | None,
-    before_create: Callable[[], Awaitable[None]] | None = None,
+    check: Callable[[CreationReads], None] | None = None,
 ) -> tuple[Job, bool]:
     """(job, created). With an Idempotency-Key, a repeat (even a concurrent one, even long after
-    the job ended) gets the job. `before_create` (the checks against existing rows, such as
-    charger identities) runs only when a job is to be created: a repeat of a POST whose job
-    already created those rows must not be refused for them."""
+    the job ended) gets the job. `check` (the checks against existing rows: the quota, charger
+    identities) runs only when a job is to be created: a repeat of a POST whose job already
+    created those rows must not be refused for them."""
     # only a keyed POST is ever compared with another: a body's canonical JSON costs ~40 ms at
     # 10,000 locations, spent on the 202 for nothing when no key can ask for it
     digest = request_hash(body) if key is not None else UNKEYED
@@ -150,15 +142,15 @@ async def create_or_reuse_job(
         existing = await find_idempotent(session, cpo_id, key, digest)
         if existing is not None:
             return existing, False
-    if any(loc.chargers for loc in body.locations):
-        await lock_job_creation(session, cpo_id)
-        if key is not None:  # a concurrent repeat may have created the job while this one waited
-            existing = await find_idempotent(session, cpo_id, key, digest)
-            if existing is not None:
-                await session.commit()  # releases the lock
-                return existing, False
-    if before_create is not None:
-        await before_create()
+    identities = {charger.identity for loc in body.locations for charger in loc.chargers or []}
+    reads = await read_for_creation(session, cpo_id, identities, lock=bool(identities))
+    if identities and key is not None:  # a concurrent repeat may have created the job meanwhile
+        existing = await find_idempotent(session, cpo_id, key, digest)
+        if existing is not None:
+            await session.commit()  # releases the lock
+            return existing, False
+    if check is not None:
+        check(reads)
     try:
         return await create_job_rows(session, cpo_id, body, key, digest), True
     except IntegrityError as err:
@@ -472,13 +464,14 @@ async def create_retry_job(
             f"job {original_id} has no {which} location left to retry"
             + ("" if everything else " (?all=true retries the others too)"),
         )
-    await check_cpo_quota(session, settings, cpo_id, len(rows))
     seen = {
         charger["identity"]: f"locations[{origin}].chargers[{j}].identity"
         for _index, origin, data in rows
         for j, charger in enumerate(data.get("chargers") or [])
     }
-    conflicts = await identity_conflicts(session, cpo_id, seen)
+    reads = await read_for_creation(session, cpo_id, seen, lock=False)  # the lock is held
+    check_cpo_quota(settings, reads, len(rows))
+    conflicts = identity_conflicts(reads, seen)
     if conflicts:
         await session.rollback()
         raise ApiError(

@@ -16,7 +16,8 @@ from fastapi import Request
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.normalize import identity_problems, timezone_for
+from api.creation_reads import read_for_creation
+from api.normalize import identity_conflicts, requested_identities, timezone_for
 from api.problems import ApiError, FieldError, validation_errors
 from api.schemas import BulkCreateRequest, DryRunProblem, DryRunResult, LocationIn
 from db.catalog import location_templates
@@ -112,7 +113,9 @@ def raise_problems(problems: list[FieldError]) -> None:
 async def dry_run(session: AsyncSession, cpo_id: int, data: Any) -> DryRunResult:
     """The POST's checks, nothing written: every problem, or what the POST would create."""
     parsed = parse_bulk(data)
-    problems = parsed.problems + await identity_problems(session, cpo_id, parsed.valid)
+    seen, repeats = requested_identities(parsed.valid)
+    reads = await read_for_creation(session, cpo_id, seen, lock=False)
+    problems = parsed.problems + repeats + identity_conflicts(reads, seen)
     callback = data.get("callback_url") if isinstance(data, dict) else None
     if isinstance(callback, str) and not any(p.field == "callback_url" for p in problems):
         problems += await callback_problems(session, cpo_id, callback)

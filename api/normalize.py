@@ -9,18 +9,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic_core import to_json
-from sqlalchemy import String, any_, cast, select, text
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 from timezonefinder import TimezoneFinder
 
-from api.problems import ApiError, FieldError
+from api.creation_reads import CreationReads
+from api.problems import FieldError
 from api.schemas import LocationIn, country_alpha3
-from contracts.vocabulary import JobStatus
 from db.catalog import location_templates
 from db.job_input import NormalizedCharger
-from db.models import ChargePoint
 
 
 @lru_cache(maxsize=1)
@@ -114,79 +109,18 @@ def normalized_json(loc: LocationIn, job_id: str, index: int) -> str:
     ).decode()
 
 
-# Identities of the chargers of a CPO's running jobs whose locations have no outcome yet
-CLAIMED_BY_RUNNING_JOBS = text("""
-    SELECT DISTINCT c.value->>'identity'
-    FROM ocpp.job_locations jl
-    JOIN ocpp.jobs j ON j.id = jl.job_id
-    CROSS JOIN LATERAL jsonb_array_elements(jl.input->'chargers') AS c(value)
-    WHERE j.cpo_id = :cpo AND j.status = :running AND jl.state = :pending
-      AND c.value->>'identity' = ANY(:identities)""")
-
-
-async def identity_conflicts(session: AsyncSession, cpo_id: int, seen: dict[str, str]) -> list[FieldError]:
-    """A problem for each identity (-> the field that names it) that exists in the CPO, or
-    belongs to a location of a running job of the CPO that has no outcome yet."""
-    if not seen:
-        return []
-    taken = set(
-        (
-            await session.execute(
-                # one array parameter, not one per identity: PostgreSQL allows 65,535 parameters
-                select(col(ChargePoint.identity)).where(
-                    col(ChargePoint.network_id) == cpo_id,
-                    col(ChargePoint.identity) == any_(cast(list(seen), ARRAY(String))),
-                )
-            )
-        ).scalars()
-    )
-    # taken as well: those of the CPO's jobs still running whose locations have no outcome
-    # yet (their rows may not be written yet); the caller holds the CPO's job-creation lock
-    claimed = (
-        set(
-            (
-                await session.execute(
-                    CLAIMED_BY_RUNNING_JOBS,
-                    {
-                        "cpo": cpo_id,
-                        "running": JobStatus.PROVISIONING.value,
-                        "pending": JobStatus.PENDING.value,
-                        "identities": list(seen),
-                    },
-                )
-            ).scalars()
-        )
-        - taken
-    )
-    return [
-        FieldError(
-            field=seen[identity],
-            type="identity_taken",
-            message=f"identity {identity!r} already exists in this CPO's network",
-        )
-        for identity in sorted(taken)
-    ] + [
-        FieldError(
-            field=seen[identity],
-            type="identity_taken",
-            message=f"identity {identity!r} is being provisioned by a running job of this CPO",
-        )
-        for identity in sorted(claimed)
-    ]
-
-
-async def identity_problems(
-    session: AsyncSession, cpo_id: int, locations: Iterable[tuple[int, LocationIn]]
-) -> list[FieldError]:
-    """Every charger (of the locations, each with its index in the request) whose identity
-    repeats in the request, exists in the CPO, or is claimed by a running job of the CPO."""
+def requested_identities(
+    locations: Iterable[tuple[int, LocationIn]],
+) -> tuple[dict[str, str], list[FieldError]]:
+    """The explicit chargers' identities (of the locations, each with its index in the request),
+    each with the field that first names it, and a problem for each repeat within the request."""
     seen: dict[str, str] = {}
-    errors: list[FieldError] = []
+    repeats: list[FieldError] = []
     for i, loc in locations:
         for j, charger in enumerate(loc.chargers or []):
             field = f"locations[{i}].chargers[{j}].identity"
             if charger.identity in seen:
-                errors.append(
+                repeats.append(
                     FieldError(
                         field=field,
                         type="duplicate_identity",
@@ -195,18 +129,24 @@ async def identity_problems(
                 )
             else:
                 seen[charger.identity] = field
-    errors += await identity_conflicts(session, cpo_id, seen)
-    return errors
+    return seen, repeats
 
 
-async def check_identities(session: AsyncSession, cpo_id: int, locations: list[LocationIn]) -> None:
-    """422 naming each charger whose identity repeats in the request, exists in the CPO, or
+def identity_conflicts(reads: CreationReads, seen: dict[str, str]) -> list[FieldError]:
+    """A problem for each identity (-> the field that names it) that exists in the CPO, or
     belongs to a location of a running job of the CPO that has no outcome yet."""
-    errors = await identity_problems(session, cpo_id, enumerate(locations))
-    if errors:
-        raise ApiError(
-            422,
-            "VALIDATION_ERROR",
-            f"{len(errors)} invalid field(s): " + ", ".join(e.field for e in errors[:10]),
-            errors,
+    return [
+        FieldError(
+            field=seen[identity],
+            type="identity_taken",
+            message=f"identity {identity!r} already exists in this CPO's network",
         )
+        for identity in sorted(reads.existing)
+    ] + [
+        FieldError(
+            field=seen[identity],
+            type="identity_taken",
+            message=f"identity {identity!r} is being provisioned by a running job of this CPO",
+        )
+        for identity in sorted(reads.claimed)
+    ]

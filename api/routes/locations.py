@@ -28,10 +28,11 @@ from api.bulk_validation import (
     valid_body,
 )
 from api.bulk_validation import dry_run as dry_run_bulk
+from api.creation_reads import CreationReads
 from api.deps import CpoDep, ReadCacheDep, SessionDep, SettingsDep, TemporalDep, limit_inflight
 from api.location_changes import apply_patch, decommission, patch_columns
 from api.locations_read import get_location, list_page, location_status
-from api.normalize import check_identities
+from api.normalize import identity_conflicts, requested_identities
 from api.problems import ApiError, error_responses
 from api.schemas import (
     BulkCreateAccepted,
@@ -126,12 +127,13 @@ def _chargers_in(body: BulkCreateRequest) -> int:
     )
 
 
-async def _before_create(
-    session: AsyncSession, settings: Settings, cpo_id: int, body: BulkCreateRequest
-) -> None:
-    """The checks a new job must pass (a repeat of a POST with its Idempotency-Key skips them)."""
-    await check_cpo_quota(session, settings, cpo_id, len(body.locations))
-    await check_identities(session, cpo_id, body.locations)
+def _check_new_job(settings: Settings, body: BulkCreateRequest, reads: CreationReads) -> None:
+    """The checks a new job must pass (a repeat of a POST with its Idempotency-Key skips them):
+    429 past the CPO's quota, 422 naming each charger whose identity repeats in the request,
+    exists in the CPO, or belongs to a location of a running job of the CPO with no outcome yet."""
+    check_cpo_quota(settings, reads, len(body.locations))
+    seen, repeats = requested_identities(enumerate(body.locations))
+    raise_problems(repeats + identity_conflicts(reads, seen))
 
 
 @router.post(
@@ -194,7 +196,7 @@ async def bulk_create_locations(
         cpo_id,
         body,
         idempotency_key,
-        before_create=lambda: _before_create(session, settings, cpo_id, body),
+        check=lambda reads: _check_new_job(settings, body, reads),
     )
     bind_log_context(job_id=job.id)
     run_id = await start_job_workflow(services(request).job_starts, client, settings, session, job, created)
