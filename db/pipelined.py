@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from enum import Enum
 from functools import cache
@@ -55,21 +55,29 @@ async def transaction(
     """A psycopg connection of the sessions' pool, in pipeline mode, inside one transaction:
     committed when the block ends, rolled back if it raises.
 
-    Not psycopg's `transaction()` block: in pipeline mode it waits for the server at its start
-    and twice at its end. The connection is not in autocommit mode, so the first statement
-    starts the transaction (its BEGIN goes with it), and COMMIT is queued after the last one:
-    the pipeline's end is the only wait."""
+    Neither psycopg's `transaction()` block (in pipeline mode it waits for the server at its
+    start and twice at its end) nor the connection's implicit transaction: psycopg sends that
+    BEGIN on its own and waits for it before the first statement, in a pipeline too (libpq's
+    trace shows the Sync). So the block runs in autocommit mode, where psycopg adds nothing, with
+    a BEGIN queued before the first statement and a COMMIT after the last: the pipeline's end is
+    the only wait. The connection goes back to the pool out of autocommit mode, as it came."""
     async with _driver(sessions) as (connection, driver):
+        await driver.set_autocommit(True)
         try:
             async with driver.pipeline():
+                await driver.execute("BEGIN")
                 yield driver
-                await driver.commit()
+                await driver.execute("COMMIT")
         except BaseException:
-            try:
-                await driver.rollback()
-            except Exception:  # a broken connection: never back into the pool
-                await connection.invalidate()
+            # after a failed COMMIT there is no transaction left: PostgreSQL only warns
+            with suppress(Exception):
+                await driver.execute("ROLLBACK")
             raise
+        finally:
+            try:
+                await driver.set_autocommit(False)
+            except Exception:  # broken, or interrupted mid-statement: never back into the pool
+                await connection.invalidate()
 
 
 async def one_statement(
