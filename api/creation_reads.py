@@ -5,10 +5,11 @@ the CPO or are claimed by one of its running jobs.
 Through the session each of these reads was a round trip of its own, BEGIN one more, and under
 load each waits behind the workers' transactions for PostgreSQL and a core. Here they go as one
 psycopg pipeline on the session's own connection, inside its transaction (so the lock holds
-until the job's rows are committed): BEGIN, the lock and the reads leave together, and the
-server runs them in order, the reads once the lock is granted. The checks themselves are plain
-functions of what was read (`check_cpo_quota` in api/bulk_jobs.py, `identity_conflicts` in
-api/normalize.py).
+until the job's rows are committed): the lock and the reads leave together, and the server runs
+them in order, the reads once the lock is granted. (psycopg still sends the transaction's BEGIN
+first and waits for it: the session owns the transaction, so db/pipelined.py's way around that
+does not apply.) The checks themselves are plain functions of what was read (`check_cpo_quota`
+in api/bulk_jobs.py, `identity_conflicts` in api/normalize.py).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ CLAIMED = """
 
 @dataclass(frozen=True)
 class CreationReads:
+    """What the checks of a new job need, read at one moment under the lock."""
+
     running_jobs: int
     queued_locations: int  # the locations of the CPO's running jobs
     existing: frozenset[str]  # requested identities the CPO has
