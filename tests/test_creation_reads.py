@@ -9,8 +9,8 @@ import asyncio
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from api.bulk_jobs import UNKEYED, create_job_rows
-from api.creation_reads import read_for_creation
+from api.bulk_jobs import UNKEYED, create_job_rows, create_or_reuse_job
+from api.creation_reads import CreationReads, read_for_creation
 from api.schemas import BulkCreateRequest
 from db.engine import make_sessionmaker
 from tests.helpers import charger, create_cpo, location, unique
@@ -44,15 +44,23 @@ async def test_a_racing_creation_waits_for_the_lock_and_then_sees_the_first_job(
     assert after.queued_locations == before.queued_locations + 2
 
 
-async def test_without_chargers_nothing_is_locked_and_the_quota_is_read(
+async def test_a_body_without_explicit_chargers_takes_no_lock_and_is_checked_on_the_reads(
     app_client: httpx.AsyncClient, admin: dict[str, str], engine: AsyncEngine
 ) -> None:
     cpo, _ = await create_cpo(app_client, admin)
+    body = BulkCreateRequest.model_validate({"locations": [location("No chargers", [])]})
+    checked: list[CreationReads] = []
     sessions = make_sessionmaker(engine)
     async with sessions() as first, sessions() as second:
         held = await read_for_creation(first, int(cpo), {unique("HELD")}, lock=True)
-        # a body with template chargers only takes no lock: it does not wait for the first
-        free = await asyncio.wait_for(read_for_creation(second, int(cpo), set(), lock=False), timeout=2)
+        # created while the first holds the CPO's lock: no identity to race for, nothing to wait for
+        job, created = await asyncio.wait_for(
+            create_or_reuse_job(second, int(cpo), body, None, check=checked.append), timeout=5
+        )
         await first.rollback()
-    assert (free.running_jobs, free.queued_locations) == (held.running_jobs, held.queued_locations) == (0, 0)
-    assert free.existing == free.claimed == frozenset()
+    assert created and job.total == 1
+    [reads] = checked  # the check ran once, on what was read before the job existed
+    assert (
+        (reads.running_jobs, reads.queued_locations) == (held.running_jobs, held.queued_locations) == (0, 0)
+    )
+    assert reads.existing == reads.claimed == frozenset()
